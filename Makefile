@@ -1,0 +1,54 @@
+# cloudinit-azure: every entry point sets up what it needs on a fresh machine.
+# Nothing is installed on the host beyond the project's .venv and .cache/:
+# cloud-init and the simulator's Debian tools are unpacked, never installed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEPS   := .cache/.deps-done
+CLOUD_INIT ?= 22.4.2
+export CLOUD_INIT
+
+.PHONY: all venv deps test unit integration lint demo bench clean distclean
+
+all: test
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]' jinja2 oauthlib configobj jsonpatch netifaces
+	$(PY) tools/azure_sim/deps.py --write-pth $(VENV)
+	touch $@
+
+venv: $(STAMP)
+
+$(DEPS): $(STAMP) tools/azure_sim/deps.py
+	$(PY) tools/azure_sim/deps.py
+	touch $@
+
+deps: $(DEPS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+unit: $(DEPS)
+	$(PY) -m pytest -q tests/unit
+
+integration: $(DEPS)
+	$(PY) -m pytest -q tests/integration
+
+test: $(DEPS) lint
+	$(PY) -m pytest -q tests
+
+demo: $(DEPS)
+	$(PY) tools/azure-sim boot
+
+bench: $(DEPS)
+	$(PY) tools/azure-sim bench
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+
+distclean: clean
+	rm -rf $(VENV) .cache

@@ -1,0 +1,9 @@
+"""Azure provisioning plug-ins for cloud-init.
+
+The pure core (parsing, protocol, planning) lives in the top-level modules of
+this package and never imports cloud-init; ``sources`` and ``modules`` hold the
+thin adapters that cloud-init loads.
+"""
+
+__version__ = "0.1.0"
+AGENT_NAME = "cloudinit-azure"

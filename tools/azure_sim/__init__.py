@@ -1,0 +1,1 @@
+"""azure-sim: an offline Azure platform simulator that boots real cloud-init."""
