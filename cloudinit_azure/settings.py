@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import copy
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any, Mapping, Optional
 
 from cloudinit_azure.report import ConfigError
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema(namespace: str) -> dict[str, Any]:
     """Load the JSON schema shipped for ``namespace``."""
     text = resources.files("cloudinit_azure").joinpath(

@@ -1,0 +1,246 @@
+"""IMDS: parse the instance metadata JSON and fetch it with the shared retry policy.
+
+Parsing is a pure function from bytes to a frozen :class:`InstanceMetadata`;
+every field is type-checked so a surprising document becomes an
+:class:`ImdsParseError` naming the field rather than a crash later on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Union
+
+import requests
+
+from cloudinit_azure.http import HttpClient, RetryPolicy
+from cloudinit_azure.report import ImdsError, ImdsParseError
+
+IMDS_URL = "http://169.254.169.254"
+INSTANCE_PATH = "/metadata/instance?api-version=2021-08-01&extended=true"
+# Older hosts answer 400 to the newer API version (and to ``extended``).
+FALLBACK_INSTANCE_PATH = "/metadata/instance?api-version=2019-06-01"
+REPROVISION_PATH = "/metadata/reprovisiondata?api-version=2019-06-01"
+IMDS_HEADERS = {"Metadata": "true"}
+IMDS_POLICY = RetryPolicy(deadline_s=300.0, interval_s=1.0, timeout_s=2.0,
+                          client_request_id=True)
+
+_MAC = re.compile(r"[0-9a-fA-F]{12}")
+
+
+@dataclass(frozen=True)
+class NetworkInterface:
+    """One NIC as IMDS describes it; ``mac`` is lower-case colon form."""
+
+    mac: str
+    ipv4_addresses: tuple[str, ...] = ()
+    ipv4_subnets: tuple[tuple[str, int], ...] = ()
+    ipv6_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class InstanceMetadata:
+    """The parts of IMDS instance metadata provisioning uses."""
+
+    vm_id: Optional[str] = None
+    computer_name: Optional[str] = None
+    admin_username: Optional[str] = None
+    disable_password_authentication: Optional[bool] = None
+    public_keys: tuple[tuple[str, str], ...] = ()
+    user_data: Optional[bytes] = field(default=None, repr=False)
+    location: Optional[str] = None
+    zone: Optional[str] = None
+    platform_fault_domain: Optional[str] = None
+    vm_size: Optional[str] = None
+    pps_type: str = "None"
+    has_custom_data: Optional[bool] = None
+    interfaces: tuple[NetworkInterface, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False,
+                                hash=False)
+
+
+def _fail(detail: str, **data: Any) -> ImdsParseError:
+    return ImdsParseError(detail=detail, **data)
+
+
+def _obj(value: Any, name: str, required: bool = False) -> dict[str, Any]:
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(f"{name} is not an object")
+    return value
+
+
+def _list(value: Any, name: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _fail(f"{name} is not a list")
+    return value
+
+
+def _str(value: Any, name: str) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _fail(f"{name} is not a string")
+    return str(value)
+
+
+def _bool(value: Any, name: str) -> Optional[bool]:
+    """IMDS sends some booleans as the strings "true"/"false"."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise _fail(f"{name} is not a boolean")
+
+
+def _mac(value: Any, name: str) -> str:
+    text = _str(value, name) or ""
+    text = text.replace(":", "").replace("-", "")
+    if not _MAC.fullmatch(text):
+        raise _fail(f"{name} is not a MAC address")
+    text = text.lower()
+    return ":".join(text[i:i + 2] for i in range(0, 12, 2))
+
+
+def _addresses(family: dict[str, Any], name: str) -> tuple[str, ...]:
+    out = []
+    for i, item in enumerate(_list(family.get("ipAddress"), f"{name}.ipAddress")):
+        item = _obj(item, f"{name}.ipAddress[{i}]", required=True)
+        addr = _str(item.get("privateIpAddress"), f"{name}.ipAddress[{i}].privateIpAddress")
+        if addr:
+            out.append(addr)
+    return tuple(out)
+
+
+def _subnets(family: dict[str, Any], name: str) -> tuple[tuple[str, int], ...]:
+    out = []
+    for i, item in enumerate(_list(family.get("subnet"), f"{name}.subnet")):
+        where = f"{name}.subnet[{i}]"
+        item = _obj(item, where, required=True)
+        addr = _str(item.get("address"), f"{where}.address")
+        prefix = _str(item.get("prefix"), f"{where}.prefix")
+        if addr is None or prefix is None:
+            continue
+        if not prefix.isdigit() or int(prefix) > 128:
+            raise _fail(f"{where}.prefix is not a prefix length")
+        out.append((addr, int(prefix)))
+    return tuple(out)
+
+
+def _interface(item: Any, where: str) -> NetworkInterface:
+    item = _obj(item, where, required=True)
+    ipv4 = _obj(item.get("ipv4"), f"{where}.ipv4")
+    ipv6 = _obj(item.get("ipv6"), f"{where}.ipv6")
+    return NetworkInterface(
+        mac=_mac(item.get("macAddress"), f"{where}.macAddress"),
+        ipv4_addresses=_addresses(ipv4, f"{where}.ipv4"),
+        ipv4_subnets=_subnets(ipv4, f"{where}.ipv4"),
+        ipv6_addresses=_addresses(ipv6, f"{where}.ipv6"),
+    )
+
+
+def _user_data(value: Any) -> Optional[bytes]:
+    text = _str(value, "compute.userData")
+    if not text:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise _fail("compute.userData is not valid base64") from None
+
+
+def parse_instance_metadata(body: bytes) -> InstanceMetadata:
+    """Parse IMDS ``/metadata/instance`` JSON into :class:`InstanceMetadata`."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _fail("invalid JSON", exception=type(exc).__name__) from None
+    doc = _obj(doc, "document", required=True)
+    compute = _obj(doc.get("compute"), "compute")
+    os_profile = _obj(compute.get("osProfile"), "compute.osProfile")
+    extended = _obj(_obj(doc.get("extended"), "extended").get("compute"), "extended.compute")
+    network = _obj(doc.get("network"), "network")
+
+    keys = []
+    for i, item in enumerate(_list(compute.get("publicKeys"), "compute.publicKeys")):
+        where = f"compute.publicKeys[{i}]"
+        item = _obj(item, where, required=True)
+        key_data = _str(item.get("keyData"), f"{where}.keyData")
+        if key_data:
+            keys.append((key_data, _str(item.get("path"), f"{where}.path") or ""))
+
+    interfaces = tuple(
+        _interface(item, f"network.interface[{i}]")
+        for i, item in enumerate(_list(network.get("interface"), "network.interface"))
+    )
+    return InstanceMetadata(
+        vm_id=_str(compute.get("vmId"), "compute.vmId"),
+        computer_name=_str(os_profile.get("computerName"), "compute.osProfile.computerName"),
+        admin_username=_str(os_profile.get("adminUsername"),
+                            "compute.osProfile.adminUsername"),
+        disable_password_authentication=_bool(
+            os_profile.get("disablePasswordAuthentication"),
+            "compute.osProfile.disablePasswordAuthentication"),
+        public_keys=tuple(keys),
+        user_data=_user_data(compute.get("userData")),
+        location=_str(compute.get("location"), "compute.location"),
+        zone=_str(compute.get("zone"), "compute.zone") or None,
+        platform_fault_domain=_str(compute.get("platformFaultDomain"),
+                                   "compute.platformFaultDomain"),
+        vm_size=_str(compute.get("vmSize"), "compute.vmSize"),
+        pps_type=_str(extended.get("ppsType"), "extended.compute.ppsType") or "None",
+        has_custom_data=_bool(extended.get("hasCustomData"), "extended.compute.hasCustomData"),
+        interfaces=interfaces,
+        raw=doc,
+    )
+
+
+def imds_client(
+    base_url: str = IMDS_URL,
+    *,
+    policy: RetryPolicy = IMDS_POLICY,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    session: Optional[requests.Session] = None,
+) -> HttpClient:
+    """An :class:`HttpClient` for IMDS: ``Metadata: true``, ImdsError on give-up."""
+    return HttpClient(base_url, headers=IMDS_HEADERS, policy=policy, error=ImdsError,
+                      clock=clock, sleep=sleep, session=session)
+
+
+def _client(client_or_base_url: Union[HttpClient, str], **kwargs: Any) -> HttpClient:
+    if isinstance(client_or_base_url, HttpClient):
+        return client_or_base_url
+    return imds_client(client_or_base_url, **kwargs)
+
+
+def fetch_instance_metadata(
+    client_or_base_url: Union[HttpClient, str] = IMDS_URL, **client_kwargs: Any
+) -> InstanceMetadata:
+    """GET instance metadata, falling back to api-version 2019-06-01 on HTTP 400.
+
+    ``client_kwargs`` (policy, clock, sleep, session) build the client when a
+    base URL is given. The fallback shares the first request's deadline.
+    """
+    client = _client(client_or_base_url, **client_kwargs)
+    start = client.clock()
+    resp = client.get(INSTANCE_PATH, return_statuses={400})
+    if resp.status == 400:
+        left = client.policy.deadline_s - (client.clock() - start)
+        resp = client.get(FALLBACK_INSTANCE_PATH, deadline_s=max(left, 0.0))
+    return parse_instance_metadata(resp.body)
+
+
+def fetch_reprovision_data(
+    client_or_base_url: Union[HttpClient, str] = IMDS_URL, **client_kwargs: Any
+) -> bytes:
+    """GET the customer's ovf-env.xml for a preprovisioned VM (raw bytes)."""
+    client = _client(client_or_base_url, **client_kwargs)
+    return client.get(REPROVISION_PATH).body

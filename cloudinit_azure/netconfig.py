@@ -1,0 +1,211 @@
+"""IMDS ``network`` data -> cloud-init network config version 2.
+
+Why not cloud-init's own generator: it names NICs ``eth0, eth1 ...`` by IMDS
+order and renames them with ``set-name``, which fights udev/predictable names
+and swaps interfaces when IMDS order differs from kernel order. Here every NIC
+is matched by MAC address (and by the synthetic NIC's driver, because an
+accelerated-networking VF carries the same MAC) and keeps the name the kernel
+or udev gave it: no ``set-name`` is ever emitted. When the caller knows the
+current names (``names``, from :func:`cloudinit_azure.network.names_by_mac`),
+they become the config ids so the rendered files are named after the real
+devices.
+
+Pure: takes the raw IMDS ``network`` dict (the JSON shape), returns a dict.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Optional
+
+from cloudinit_azure.network import DEFAULT_WIRESERVER, IMDS_ADDRESS, names_by_mac
+from cloudinit_azure.report import ImdsParseError
+
+__all__ = [
+    "DEFAULT_NIC_DRIVER",
+    "fallback_config",
+    "names_by_mac",
+    "network_config",
+    "normalize_mac",
+]
+
+DEFAULT_NIC_DRIVER = "hv_netvsc"
+_HEX_MAC = re.compile(r"^[0-9a-fA-F]{12}$")
+
+
+def normalize_mac(value: Any, field: str = "macAddress") -> str:
+    """``000D3A123456`` / ``00-0D-3A-12-34-56`` -> ``00:0d:3a:12:34:56``.
+
+    netplan and cloud-init compare MACs in lower-case colon form.
+    """
+    if not isinstance(value, str):
+        raise ImdsParseError(field=field, value=repr(value))
+    digits = value.replace(":", "").replace("-", "")
+    if not _HEX_MAC.match(digits):
+        raise ImdsParseError(field=field, value=value)
+    digits = digits.lower()
+    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+
+
+def _addresses(family: Mapping[str, Any], version: int, where: str) -> list[str]:
+    raw = family.get("ipAddress") or []
+    if not isinstance(raw, list):
+        raise ImdsParseError(field=f"{where}.ipAddress", value=repr(raw))
+    out = []
+    for i, entry in enumerate(raw):
+        field = f"{where}.ipAddress[{i}].privateIpAddress"
+        value = entry.get("privateIpAddress") if isinstance(entry, Mapping) else None
+        try:
+            addr = ipaddress.ip_address(value)  # type: ignore[arg-type]
+        except ValueError:
+            raise ImdsParseError(field=field, value=repr(value)) from None
+        if addr.version != version:
+            raise ImdsParseError(field=field, value=value)
+        out.append(str(addr))
+    return out
+
+
+def _prefix(family: Mapping[str, Any], version: int, where: str) -> int:
+    """Prefix of the NIC's first subnet: what secondary addresses live in."""
+    default = 24 if version == 4 else 128
+    subnets = family.get("subnet") or []
+    if not isinstance(subnets, list):
+        raise ImdsParseError(field=f"{where}.subnet", value=repr(subnets))
+    if not subnets or not isinstance(subnets[0], Mapping):
+        return default
+    value = subnets[0].get("prefix")
+    if value in (None, ""):
+        return default
+    try:
+        prefix = int(value)
+    except (TypeError, ValueError):
+        raise ImdsParseError(field=f"{where}.subnet[0].prefix", value=repr(value)) from None
+    if not 0 <= prefix <= (32 if version == 4 else 128):
+        raise ImdsParseError(field=f"{where}.subnet[0].prefix", value=value)
+    return prefix
+
+
+def _match(mac: str, nic_driver: Optional[str]) -> dict[str, str]:
+    match = {"macaddress": mac}
+    if nic_driver:
+        match["driver"] = nic_driver
+    return match
+
+
+def _platform_routes(
+    wireserver: Optional[str], routes_to_platform: bool, gateway: Optional[str],
+    routes: Iterable[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if routes_to_platform and gateway:
+        for dst in (wireserver or DEFAULT_WIRESERVER, IMDS_ADDRESS):
+            out.append({"to": f"{dst}/32", "via": gateway})
+    for route in routes:
+        item = dict(route)
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def fallback_config(
+    *, mac: Optional[str] = None, name: Optional[str] = None,
+    nic_driver: Optional[str] = DEFAULT_NIC_DRIVER,
+    routes: Iterable[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """One NIC on DHCPv4: what to do when IMDS gave no network data.
+
+    Matched by ``mac`` when known, otherwise the config names ``name``
+    (default ``eth0``) without a match so no device is renamed.
+    """
+    dev: dict[str, Any] = {"dhcp4": True}
+    if mac:
+        dev["match"] = _match(normalize_mac(mac, "mac"), nic_driver)
+    route_list = list(routes)
+    if route_list:
+        dev["routes"] = [dict(r) for r in route_list]
+    return {"version": 2, "ethernets": {name or "eth0": dev}}
+
+
+def network_config(
+    imds_network: Optional[Mapping[str, Any]],
+    *,
+    nic_driver: Optional[str] = DEFAULT_NIC_DRIVER,
+    apply_secondary_ips: bool = True,
+    names: Optional[Mapping[str, str]] = None,
+    primary_mac: Optional[str] = None,
+    wireserver: Optional[str] = None,
+    routes_to_platform: bool = False,
+    gateway: Optional[str] = None,
+    routes: Iterable[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """Build the v2 config for every IMDS interface.
+
+    ``nic_driver``: the synthetic NIC's driver to match on besides the MAC
+    (``hv_netvsc`` on Azure; the datasource passes what it sees, e.g. ``veth``
+    in the simulator; None matches by MAC only). ``names``: current
+    ``{mac: name}``, used as ids. The first IMDS interface is the primary:
+    lowest route metric, the only one whose DHCP DNS servers are used, and the
+    one that carries routes to the platform (``routes_to_platform`` with
+    ``gateway``, plus any ``routes`` as ``{"to", "via"}`` dicts).
+    Without interfaces, falls back to one DHCP NIC (``primary_mac``, else the
+    first of ``names``). Raises :class:`ImdsParseError` on a malformed shape.
+    """
+    names = dict(names or {})
+    platform = _platform_routes(wireserver, routes_to_platform, gateway, routes)
+    if imds_network is None:
+        interfaces: Any = []
+    elif not isinstance(imds_network, Mapping):
+        raise ImdsParseError(field="network", value=type(imds_network).__name__)
+    else:
+        interfaces = imds_network.get("interface") or []
+    if not isinstance(interfaces, list):
+        raise ImdsParseError(field="network.interface", value=repr(interfaces))
+
+    if not interfaces:
+        mac = primary_mac or next(iter(names), None)
+        name = names.get(normalize_mac(mac, "mac")) if mac else None
+        return fallback_config(mac=mac, name=name, nic_driver=nic_driver, routes=platform)
+
+    ethernets: dict[str, Any] = {}
+    seen: set[str] = set()
+    for idx, intf in enumerate(interfaces):
+        where = f"network.interface[{idx}]"
+        if not isinstance(intf, Mapping):
+            raise ImdsParseError(field=where, value=repr(intf))
+        mac = normalize_mac(intf.get("macAddress"), f"{where}.macAddress")
+        if mac in seen:
+            raise ImdsParseError("duplicate MAC address in IMDS", field=where, value=mac)
+        seen.add(mac)
+        v4 = intf.get("ipv4") or {}
+        v6 = intf.get("ipv6") or {}
+        for fam, key in ((v4, "ipv4"), (v6, "ipv6")):
+            if not isinstance(fam, Mapping):
+                raise ImdsParseError(field=f"{where}.{key}", value=repr(fam))
+        v4_addrs = _addresses(v4, 4, f"{where}.ipv4")
+        v6_addrs = _addresses(v6, 6, f"{where}.ipv6")
+        if not v4_addrs and not v6_addrs:
+            continue  # nothing assigned: leave the NIC to the OS, as cloud-init does
+
+        overrides: dict[str, Any] = {"route-metric": 100 * (idx + 1)}
+        if idx > 0:
+            overrides["use-dns"] = False
+        dev: dict[str, Any] = {
+            "match": _match(mac, nic_driver),
+            "dhcp4": True,
+            "dhcp4-overrides": dict(overrides),
+            "dhcp6": bool(v6_addrs),
+        }
+        if v6_addrs:
+            dev["dhcp6-overrides"] = dict(overrides)
+        if apply_secondary_ips:
+            statics = [f"{a}/{_prefix(v4, 4, where + '.ipv4')}" for a in v4_addrs[1:]]
+            statics += [f"{a}/{_prefix(v6, 6, where + '.ipv6')}" for a in v6_addrs[1:]]
+            if statics:
+                dev["addresses"] = statics
+        if not ethernets and platform:  # first NIC configured: the primary
+            dev["routes"] = [dict(r) for r in platform]
+        dev_id = names.get(mac) or "nic-" + mac.replace(":", "")
+        ethernets[dev_id] = dev
+    return {"version": 2, "ethernets": ethernets}

@@ -1,0 +1,76 @@
+"""Command line of the simulator: ``azure-sim boot`` and ``azure-sim bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from azure_sim import deps
+from azure_sim.scenario import ScenarioError, load_scenario
+
+
+def _boot(args: argparse.Namespace) -> int:
+    from azure_sim.boot import SimError, boot
+    from azure_sim.report import summary
+
+    try:
+        text = Path(args.scenario).read_text() if args.scenario else None
+        scenario = load_scenario(text)
+    except (OSError, ScenarioError) as exc:
+        print(f"azure-sim: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = boot(scenario, cloud_init=args.cloud_init, datasource=args.datasource,
+                      keep=args.keep, timeout=args.timeout, logs_to=args.logs)
+    except SimError as exc:
+        print(f"azure-sim: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("azure-sim: interrupted; everything this run made was removed",
+              file=sys.stderr)
+        return 130
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    if not args.quiet:
+        print(summary(report))
+    if report.get("sim_error") and not report["stages"]:
+        return 2
+    return 0 if report["verdict"]["ok"] else 1
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from azure_sim import bench
+
+    return bench.main(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="azure-sim", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("boot", help="simulate one Azure first boot")
+    b.add_argument("scenario", nargs="?", help="scenario YAML (default: built in)")
+    b.add_argument("--cloud-init", default=deps.DEFAULT_CLOUD_INIT,
+                   choices=sorted(deps.CLOUD_INIT))
+    b.add_argument("--datasource", default="plugin", choices=["plugin", "builtin"])
+    b.add_argument("--report", help="write the JSON report here")
+    b.add_argument("--keep", help="copy every file the boot created or changed here")
+    b.add_argument("--logs", help="copy cloud-init's and the platform's logs here")
+    b.add_argument("--timeout", type=float, help="seconds before the VM is killed")
+    b.add_argument("--quiet", action="store_true", help="no summary on stdout")
+    b.set_defaults(func=_boot)
+    n = sub.add_parser("bench", help="compare plug-in and built-in datasource boots")
+    n.add_argument("--runs", type=int, default=3)
+    n.add_argument("--cloud-init", action="append", choices=sorted(deps.CLOUD_INIT))
+    n.add_argument("--datasource", action="append", choices=["plugin", "builtin"])
+    n.add_argument("--dhcp-client", action="append",
+                   choices=["dhclient", "dhcpcd", "udhcpc"])
+    n.add_argument("--json", help="write raw results here")
+    n.set_defaults(func=_bench)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""The simulated Azure platform: IMDS, wireserver and DHCP in their own netns.
+
+Run as ``python -m azure_sim.fabric CONFIG.json`` inside a network namespace
+the sandbox created. It configures its side of the veth pairs, puts
+168.63.129.16 and 169.254.169.254 on its own loopback, serves HTTP on both,
+runs dnsmasq for DHCP, and journals every request (JSON lines) so the report
+can show what the VM asked and when. It refuses to run in the host's network
+namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import parse_qs, urlsplit
+
+from defusedxml import ElementTree
+
+from azure_sim import documents
+from azure_sim.faults import FaultScript
+
+IMDS_ADDR = "169.254.169.254"
+WIRESERVER_ADDR = "168.63.129.16"
+IMDS_VERSIONS = {"2017-04-02", "2017-08-01", "2017-12-01", "2018-10-01", "2019-06-01",
+                 "2019-08-15", "2020-09-01", "2021-01-01", "2021-02-01", "2021-08-01",
+                 "2021-12-13", "2023-07-01"}
+
+
+def parse_health(body: bytes) -> dict[str, Optional[str]]:
+    """Pull state, substatus and description out of a health report."""
+    root = ElementTree.fromstring(body)
+
+    def find(path: str) -> Optional[str]:
+        node = root.find(path)
+        return node.text if node is not None else None
+
+    role = "Container/RoleInstanceList/Role"
+    return {
+        "incarnation": find("GoalStateIncarnation"),
+        "container_id": find("Container/ContainerId"),
+        "instance_id": find(f"{role}/InstanceId"),
+        "state": find(f"{role}/Health/State"),
+        "substatus": find(f"{role}/Health/Details/SubStatus"),
+        "description": find(f"{role}/Health/Details/Description"),
+    }
+
+
+class Platform:
+    """State shared by the HTTP handlers."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.faults = FaultScript(cfg.get("faults", []))
+        self.journal_path = Path(cfg["journal"])
+        self._lock = threading.Lock()
+        self.imds_doc = cfg["imds_doc"]
+        self.imds_raw: Optional[str] = cfg.get("imds_raw")
+        self.ovf = Path(cfg["ovf_path"]).read_bytes() if cfg.get("ovf_path") else b""
+        self.goal_state = documents.goal_state(
+            documents.INCARNATION, documents.CONTAINER_ID,
+            documents.role_instance_id(cfg["vm_id"]),
+            cfg.get("certificates_url"))
+        self.certificates_xml: Optional[bytes] = None
+        if cfg.get("certificates_pkcs12"):
+            self.pkcs12 = Path(cfg["certificates_pkcs12"]).read_bytes()
+        else:
+            self.pkcs12 = None
+
+    def journal(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, sort_keys=True) + "\n"
+        with self._lock, open(self.journal_path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "Microsoft-IIS/10.0"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+    platform: Platform  # set on the subclass per server
+    role: str
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    # -- plumbing ---------------------------------------------------------
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status: int, body: bytes, ctype: str = "application/json",
+              extra: Optional[dict[str, str]] = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _reset(self) -> None:
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                   struct.pack("ii", 1, 0))
+        self.close_connection = True
+
+    def _record(self, endpoint: str, status: Any, body: bytes, t0: float,
+                extra: Optional[dict[str, Any]] = None) -> None:
+        entry = {
+            "t": t0, "t_end": time.time(), "endpoint": endpoint,
+            "method": self.command, "path": self.path, "status": status,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": body.decode("utf-8", "replace")[:4096],
+        }
+        entry.update(extra or {})
+        self.platform.journal(entry)
+
+    def _fault(self, endpoint: str, body: bytes, t0: float) -> bool:
+        """Apply the next scripted fault for ``endpoint``; True when it answered."""
+        fault = self.platform.faults.next(endpoint)
+        if fault is None:
+            return False
+        if fault.delay_s:
+            time.sleep(fault.delay_s)
+        if fault.status == "reset":
+            self._record(endpoint, "reset", body, t0, {"fault": True})
+            self._reset()
+        elif fault.status == "timeout":
+            self._record(endpoint, "timeout", body, t0, {"fault": True})
+            time.sleep(self.platform.cfg.get("timeout_hold_s", 30))
+            self.close_connection = True
+        else:
+            extra = {}
+            if fault.retry_after is not None:
+                extra["Retry-After"] = str(fault.retry_after)
+            self._record(endpoint, fault.status, body, t0, {"fault": True})
+            self._send(int(fault.status), b'{"error": "simulated fault"}', extra=extra)
+        return True
+
+    # -- dispatch -----------------------------------------------------------
+    def do_GET(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        t0 = time.time()
+        body = self._body() if self.command == "POST" else b""
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        try:
+            if self.role == "imds":
+                self._imds(url.path, query, body, t0)
+            else:
+                self._wireserver(url.path, query, body, t0)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _imds(self, path: str, query: dict[str, list[str]], body: bytes, t0: float) -> None:
+        if path.startswith("/metadata/instance"):
+            endpoint = "imds"
+        elif path.startswith("/metadata/reprovisiondata"):
+            endpoint = "reprovisiondata"
+        else:
+            self._record("imds-other", 404, body, t0)
+            self._send(404, b'{"error": "Not found"}')
+            return
+        if self._fault(endpoint, body, t0):
+            return
+        if (self.headers.get("Metadata") or "").lower() != "true":
+            self._record(endpoint, 400, body, t0)
+            self._send(400, b'{"error": "Bad request. Required metadata header not specified"}')
+            return
+        version = (query.get("api-version") or [""])[0]
+        if version not in IMDS_VERSIONS:
+            self._record(endpoint, 400, body, t0)
+            self._send(400, json.dumps({
+                "error": "Bad request. api-version is invalid or was not specified.",
+                "newest-versions": sorted(IMDS_VERSIONS)[-3:]}).encode())
+            return
+        if endpoint == "reprovisiondata":
+            self._record(endpoint, 200, body, t0)
+            self._send(200, self.platform.ovf, "text/xml; charset=utf-8")
+            return
+        if self.platform.imds_raw is not None:
+            payload = self.platform.imds_raw.encode()
+        else:
+            doc: Any = json.loads(documents.imds_body(self.platform.imds_doc, version))
+            for part in [p for p in path.split("/")[3:] if p]:
+                doc = doc.get(part) if isinstance(doc, dict) else None
+                if doc is None:
+                    self._record(endpoint, 404, body, t0)
+                    self._send(404, b'{"error": "Not found"}')
+                    return
+            payload = json.dumps(doc).encode()
+        self._record(endpoint, 200, body, t0)
+        self._send(200, payload, "application/json; charset=utf-8")
+
+    def _wireserver(self, path: str, query: dict[str, list[str]], body: bytes,
+                    t0: float) -> None:
+        comp = (query.get("comp") or [""])[0]
+        if path in ("/", "") and comp == "versions":
+            self._record("versions", 200, body, t0)
+            self._send(200, documents.VERSIONS_XML, "text/xml; charset=utf-8")
+            return
+        if path.rstrip("/") == "/machine" and comp == "goalstate":
+            if self._fault("goalstate", body, t0):
+                return
+            self._record("goalstate", 200, body, t0)
+            self._send(200, self.platform.goal_state, "text/xml; charset=utf-8")
+            return
+        if path.rstrip("/") == "/machine" and comp == "health" and self.command == "POST":
+            if self._fault("health", body, t0):
+                return
+            try:
+                parsed = parse_health(body)
+            except Exception as exc:  # a malformed report is journalled, answered 400
+                self._record("health", 400, body, t0, {"health_error": str(exc)})
+                self._send(400, b"", "text/xml")
+                return
+            self._record("health", 200, body, t0, {"health": parsed})
+            self._send(200, b"", "text/xml")
+            return
+        if path.rstrip("/") == "/machine" and comp == "roleProperties":
+            self._record("roleproperties", 200, body, t0)
+            self._send(200, b"", "text/xml")
+            return
+        if path == "/provisioning/health" and self.command == "POST":
+            if self._fault("health", body, t0):
+                return
+            self._record("health-json", 200, body, t0)
+            self._send(200, b"{}")
+            return
+        if comp == "certificates":
+            if self._fault("certificates", body, t0):
+                return
+            status, payload = self._certificates()
+            self._record("certificates", status, body, t0)
+            self._send(status, payload, "text/xml; charset=utf-8")
+            return
+        self._record("wireserver-other", 404, body, t0)
+        self._send(404, b"", "text/xml")
+
+    def _certificates(self) -> tuple[int, bytes]:
+        from azure_sim import certs
+
+        cert_b64 = self.headers.get("x-ms-guest-agent-public-x509-cert")
+        if not cert_b64 or self.platform.pkcs12 is None:
+            return 400, b""
+        try:
+            data = certs.envelope(self.platform.pkcs12, cert_b64)
+        except Exception:  # the agent sent something we cannot encrypt to
+            return 400, b""
+        return 200, certs.certificates_xml(data)
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True)
+
+
+def configure_network(cfg: dict[str, Any]) -> None:
+    """Bring up lo with the platform addresses and our side of each veth."""
+    if cfg.get("host_netns") and os.readlink("/proc/self/ns/net") == cfg["host_netns"]:
+        raise SystemExit("azure-sim platform: refusing to run in the host's network "
+                         "namespace")
+    _ip("link", "set", "lo", "up")
+    _ip("addr", "add", f"{IMDS_ADDR}/32", "dev", "lo")
+    _ip("addr", "add", f"{WIRESERVER_ADDR}/32", "dev", "lo")
+    deadline = time.time() + 10
+    for nic in cfg["nics"]:
+        # /proc/self/net follows our netns; the inherited /sys does not.
+        while f"{nic['peer']}:" not in Path("/proc/self/net/dev").read_text():
+            if time.time() > deadline:
+                raise SystemExit(f"azure-sim platform: {nic['peer']} never appeared")
+            time.sleep(0.005)
+        _ip("addr", "add", f"{nic['gateway']}/24", "dev", nic["peer"])
+        _ip("link", "set", nic["peer"], "up")
+
+
+def dnsmasq_command(cfg: dict[str, Any], dnsmasq: str = "dnsmasq") -> list[str]:
+    """The dnsmasq command line for the scenario's DHCP behaviour (pure)."""
+    d = cfg["dhcp"]
+    cmd = [dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+           "--bind-interfaces", "--except-interface=lo", "--no-ping",
+           "--dhcp-authoritative", "--log-dhcp", f"--log-facility={d['log']}",
+           f"--dhcp-leasefile={d['leases']}", f"--pid-file={d['pid']}",
+           "--user=root", "--group=root", "--no-resolv", "--no-hosts"]
+    for i, nic in enumerate(cfg["nics"]):
+        tag = f"nic{i}"
+        gw = nic["gateway"]
+        cmd += [f"--interface={nic['peer']}",
+                f"--dhcp-range=set:{tag},{nic['ip']},{nic['ip']},255.255.255.0,1h",
+                f"--dhcp-host={nic['mac']},{nic['ip']}",
+                f"--dhcp-option=tag:{tag},option:router,{gw}",
+                f"--dhcp-option=tag:{tag},option:dns-server,{WIRESERVER_ADDR}",
+                f"--dhcp-option=tag:{tag},option:domain-name,"
+                "sim.internal.cloudapp.net"]
+        if d.get("option_121", True):
+            routes = [f"{WIRESERVER_ADDR}/32,{gw}", f"{IMDS_ADDR}/32,{gw}"]
+            if i == 0:
+                routes.append(f"0.0.0.0/0,{gw}")
+            cmd.append(f"--dhcp-option=tag:{tag},121," + ",".join(routes))
+        if d.get("option_245", True):
+            cmd.append(f"--dhcp-option-force=tag:{tag},245,{WIRESERVER_ADDR}")
+    return cmd
+
+
+def serve(cfg: dict[str, Any]) -> int:
+    configure_network(cfg)
+    plat = Platform(cfg)
+    servers = []
+    for role, addr in (("imds", IMDS_ADDR), ("wireserver", WIRESERVER_ADDR)):
+        handler = type(f"{role}Handler", (Handler,), {"platform": plat, "role": role})
+        srv = ThreadingHTTPServer((addr, 80), handler)
+        srv.daemon_threads = True
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+    env = dict(os.environ)
+    dns = subprocess.Popen(dnsmasq_command(cfg), env=env, stdin=subprocess.DEVNULL)
+    # dnsmasq writes its pid file once it listens.
+    deadline = time.time() + 10
+    while not Path(cfg["dhcp"]["pid"]).exists():
+        if dns.poll() is not None or time.time() > deadline:
+            raise SystemExit(f"azure-sim platform: dnsmasq failed (exit {dns.poll()})")
+        time.sleep(0.005)
+    Path(cfg["ready_file"]).write_text(str(os.getpid()))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    dns.terminate()
+    try:
+        dns.wait(5)
+    except subprocess.TimeoutExpired:
+        dns.kill()
+    for srv in servers:
+        srv.shutdown()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    cfg = json.loads(Path(argv[0]).read_text())
+    return serve(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,351 @@
+"""What the simulated VM's image holds, and what we read back from it after boot.
+
+``install`` puts the cloud-init version under test, its configuration and
+our stand-ins (DMI, service manager, optional mount shim) into the overlay's
+upper layer; ``observe`` reads the provisioned state for the report.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
+KVP_POOL = "var/lib/hyperv/.kvp_pool_1"
+KVP_RECORD = 2560
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.write_text(text)
+    os.chmod(path, mode)
+
+
+def dmidecode_script(answers: dict[str, str]) -> str:
+    cases = "\n".join(f'  {key}) echo "{value}" ;;' for key, value in answers.items())
+    return f"""#!/bin/sh
+# azure-sim stand-in: this machine has no DMI tables.
+key=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -s|--string) key="$2"; shift 2 ;;
+    --string=*) key="${{1#--string=}}"; shift ;;
+    *) shift ;;
+  esac
+done
+case "$key" in
+{cases}
+  *) echo "" ;;
+esac
+"""
+
+
+SERVICE_STANDIN = """#!/bin/sh
+# azure-sim stand-in for the service manager: the sandbox runs no init system
+# (cloud images run systemd; /run/systemd/system says so to cloud-init).
+# Every call is logged so a test can see what the VM asked for.
+mkdir -p /run/azure-sim
+echo "$(basename "$0") $*" >> /run/azure-sim/services.log
+if [ "$1" = show ]; then
+  # systemctl show -p NAME [unit]: answer NAME=<monotonic usec> for timestamps.
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      -p|--property) shift; prop="$1" ;;
+      --property=*) prop="${1#--property=}" ;;
+    esac
+    shift
+  done
+  case "$prop" in
+    *Monotonic) echo "$prop=$(awk '{printf "%d", $1 * 1000000}' /proc/uptime)" ;;
+    ActiveState) echo "ActiveState=active" ;;
+    *) echo "$prop=" ;;
+  esac
+  exit 0
+fi
+case "$*" in
+  *is-active*) echo active ;;
+esac
+exit 0
+"""
+
+
+EJECT_STANDIN = """#!/bin/sh
+# azure-sim stand-in: the DVD is a read-only loop device the platform owns;
+# ejecting it is recorded for the report.
+mkdir -p /run/azure-sim
+echo "$*" >> /run/azure-sim/eject.log
+exit 0
+"""
+
+
+def install(plan: dict[str, Any], root: Path) -> None:
+    """Prepare the VM image in the overlay's upper layer (before first boot)."""
+    tree = Path(plan["cloud_init_tree"])
+    shutil.copytree(tree / "etc/cloud", root / "etc/cloud", dirs_exist_ok=True)
+    shutil.copytree(tree / "usr/lib/cloud-init", root / "usr/lib/cloud-init",
+                    dirs_exist_ok=True)
+    shutil.copy2(tree / "usr/bin/cloud-init", root / "usr/bin/cloud-init")
+    cfgd = root / "etc/cloud/cloud.cfg.d"
+    _write(cfgd / "90_dpkg.cfg", "# as an Azure image ships it\n"
+           "datasource_list: [ Azure, None ]\n")
+    for src in plan.get("plugin_cfg_files", []):
+        shutil.copy2(src, cfgd / Path(src).name)
+    sim_cfg: dict[str, Any] = {
+        # The sandbox's root file system is an overlay on the host's: never grow it.
+        "resize_rootfs": False,
+        "growpart": {"mode": "off"},
+        "locale": "C.UTF-8",
+        "ssh_genkeytypes": ["ed25519"],
+    }
+    sim_cfg.update(plan.get("cloud_config") or {})
+    _write(cfgd / "99_azure_sim.cfg", "# azure-sim sandbox settings\n"
+           + yaml.safe_dump(sim_cfg, sort_keys=True))
+    answers = {
+        "system-uuid": plan["dmi_uuid"],
+        "chassis-asset-tag": AZURE_ASSET_TAG,
+        "system-product-name": "Virtual Machine",
+        "system-manufacturer": "Microsoft Corporation",
+        "chassis-manufacturer": "Microsoft Corporation",
+        "system-serial-number": "0000-0000-0000-0000-0000-0000-00",
+        "baseboard-asset-tag": "None",
+    }
+    _write(root / "usr/sbin/dmidecode", dmidecode_script(answers), 0o755)
+    for name in ("usr/bin/systemctl", "usr/sbin/service", "usr/sbin/invoke-rc.d"):
+        _write(root / name, SERVICE_STANDIN, 0o755)
+    _write(root / "usr/bin/eject", EJECT_STANDIN, 0o755)
+    if plan.get("mount_shim"):
+        shim = (f"#!/bin/sh\nPYTHONPATH={plan['tools_dir']} exec {plan['python']} "
+                "-m azure_sim.mountshim \"$(basename \"$0\")\" \"$@\"\n")
+        _write(root / "usr/local/sbin/mount", shim, 0o755)
+        _write(root / "usr/local/sbin/umount", shim, 0o755)
+        real = root / "usr/lib/azure-sim/lsblk.real"
+        real.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / "usr/bin/lsblk", real)
+        _write(root / "usr/bin/lsblk", shim.replace('"$(basename \\"$0\\")"', "lsblk"),
+               0o755)
+    if plan.get("seed_ovf"):
+        seed = root / "var/lib/cloud/seed/azure"
+        seed.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(plan["seed_ovf"], seed / "ovf-env.xml")
+        os.chmod(seed / "ovf-env.xml", 0o600)
+    kvp = root / KVP_POOL
+    kvp.parent.mkdir(parents=True, exist_ok=True)
+    kvp.write_bytes(b"")
+    for client in plan.get("remove_clients", []):
+        for path in glob.glob(str(root / client.lstrip("/"))):
+            os.unlink(path)
+    fake_sys = plan.get("fake_sys")
+    if fake_sys:
+        shutil.copytree(fake_sys, root / "run/azure-sim-fake-sys", symlinks=True)
+    install_run(plan, root)
+
+
+def install_run(plan: dict[str, Any], root: Path) -> None:
+    """What a boot finds in /run (re-made at every simulated reboot)."""
+    (root / "run/azure-sim").mkdir(parents=True, exist_ok=True)
+    (root / "run/systemd/system").mkdir(parents=True, exist_ok=True)
+    (root / "run/sshd").mkdir(mode=0o755, exist_ok=True)
+    (root / "run/lock").mkdir(exist_ok=True)
+
+
+def before_boot(hook: dict[str, Any], plan: dict[str, Any], root: Path) -> None:
+    """Platform-side changes between two boots (e.g. a redeploy's fresh disk)."""
+    if hook["kind"] == "redeploy_disk":
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            mnt = line.split()[4]
+            if mnt.startswith(str(root / "mnt")):
+                os.system(f"umount -l {mnt}")  # noqa: S605 - path we built
+        from azure_sim import images
+
+        images.refresh_resource_disk(hook["spec"], hook["device"], Path(hook["cache"]),
+                                     plan["tool_env"], Path(hook["scratch"]))
+        os.system(f"blockdev --rereadpt {hook['device']} 2>/dev/null")  # noqa: S605
+
+
+def os_network_command(plan: dict[str, Any]) -> list[str]:
+    """How the image's own network stack brings up eth0 after init-local."""
+    client = plan.get("dhcp_client", "dhclient")
+    if client == "dhcpcd":
+        return ["dhcpcd", "-4", "-w", "-t", "30", "eth0"]
+    if client == "udhcpc":
+        return ["udhcpc", "-i", "eth0", "-n", "-q", "-t", "10", "-T", "1",
+                "-s", "/etc/udhcpc/default.script"]
+    return ["dhclient", "-4", "-v", "-1", "-pf", "/run/dhclient.eth0.pid",
+            "-lf", "/var/lib/dhcp/dhclient.eth0.leases", "eth0"]
+
+
+def _sshd_password_auth(root: Path) -> bool:
+    """PasswordAuthentication as sshd would resolve it (first value wins)."""
+
+    def values(path: Path, depth: int = 0) -> list[str]:
+        out: list[str] = []
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            return out
+        for line in lines:
+            words = line.split("#", 1)[0].split()
+            if len(words) < 2:
+                continue
+            key = words[0].lower()
+            if key == "include" and depth < 4:
+                for pattern in words[1:]:
+                    pattern = pattern if pattern.startswith("/") else f"/etc/ssh/{pattern}"
+                    for inc in sorted(glob.glob(str(root / pattern.lstrip("/")))):
+                        out += values(Path(inc), depth + 1)
+            elif key == "match":
+                break
+            elif key == "passwordauthentication":
+                out.append(words[1].lower())
+        return out
+
+    found = values(root / "etc/ssh/sshd_config")
+    return (found[0] if found else "yes") == "yes"
+
+
+def _verify_password(password: str, hashed: str) -> Optional[bool]:
+    try:
+        import crypt  # noqa: PLC0415 - deprecated, fine for a test tool on 3.11
+
+        return crypt.crypt(password, hashed) == hashed
+    except ImportError:
+        return None
+
+
+def _user(plan: dict[str, Any], root: Path) -> dict[str, Any]:
+    name = plan.get("expect_user")
+    info: dict[str, Any] = {"name": name, "exists": False, "authorized_keys": [],
+                            "password_login_allowed": False, "password_set": False,
+                            "password_verifies": None, "groups": []}
+    if not name:
+        return info
+    for line in (root / "etc/passwd").read_text().splitlines():
+        parts = line.split(":")
+        if parts[0] == name:
+            info["exists"] = True
+            info["uid"] = int(parts[2])
+            info["home"] = parts[5]
+    for line in (root / "etc/group").read_text().splitlines():
+        parts = line.split(":")
+        if len(parts) > 3 and name in parts[3].split(","):
+            info["groups"].append(parts[0])
+    keys = root / "home" / name / ".ssh/authorized_keys"
+    if keys.exists():
+        info["authorized_keys"] = [k for k in keys.read_text().splitlines() if k.strip()]
+        info["authorized_keys_mode"] = oct(stat.S_IMODE(keys.stat().st_mode))
+    hashed = ""
+    for line in (root / "etc/shadow").read_text().splitlines():
+        parts = line.split(":")
+        if parts[0] == name:
+            hashed = parts[1]
+    usable = bool(hashed) and not hashed.startswith(("!", "*"))
+    info["password_set"] = usable
+    if usable and plan.get("password_file"):
+        password = Path(plan["password_file"]).read_text()
+        info["password_verifies"] = _verify_password(password, hashed)
+    info["password_login_allowed"] = usable and _sshd_password_auth(root)
+    return info
+
+
+def _kvp(root: Path) -> list[dict[str, str]]:
+    try:
+        data = (root / KVP_POOL).read_bytes()
+    except OSError:
+        return []
+    out = []
+    for off in range(0, len(data) - KVP_RECORD + 1, KVP_RECORD):
+        rec = data[off:off + KVP_RECORD]
+        key = rec[:512].split(b"\0", 1)[0].decode("utf-8", "replace")
+        value = rec[512:].split(b"\0", 1)[0].decode("utf-8", "replace")
+        if key:
+            out.append({"key": key, "value": value})
+    return out
+
+
+def _mounts(root: Path) -> list[dict[str, str]]:
+    out = []
+    prefix = str(root)
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        target = fields[4]
+        fstype, source = right.split()[:2]
+        if target.startswith(prefix + "/") and fstype not in (
+                "proc", "sysfs", "tmpfs", "devpts", "overlay"):
+            out.append({"mountpoint": target[len(prefix):], "fstype": fstype,
+                        "source": source, "majmin": fields[2]})
+    return out
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def observe(plan: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Everything the report needs from the VM after its last boot."""
+    import socket
+
+    etc_hostname = root / "etc/hostname"
+    files = {}
+    for rel in plan.get("expect_files", []):
+        path = root / rel.lstrip("/")
+        files[rel] = path.read_text(errors="replace") if path.is_file() else None
+    fstab = (root / "etc/fstab").read_text() if (root / "etc/fstab").exists() else ""
+    services = root / "run/azure-sim/services.log"
+    ejects = root / "run/azure-sim/eject.log"
+    return {
+        "user": _user(plan, root),
+        "hostname": socket.gethostname(),
+        "etc_hostname": etc_hostname.read_text().strip() if etc_hostname.exists() else None,
+        "files": files,
+        "mounts": _mounts(root),
+        "fstab": fstab,
+        "kvp": _kvp(root),
+        "result_json": _json(root / "run/cloud-init/result.json"),
+        "status_json": _json(root / "run/cloud-init/status.json"),
+        "instance_id": (root / "var/lib/cloud/data/instance-id").read_text().strip()
+        if (root / "var/lib/cloud/data/instance-id").exists() else None,
+        "services": services.read_text().splitlines() if services.exists() else [],
+        "ejected": ejects.read_text().splitlines() if ejects.exists() else [],
+        "waagent_ovf": _waagent(root),
+        "cloud_init_log_tail": _tail(root / "var/log/cloud-init.log", 60),
+        "warnings": _warnings(root / "var/log/cloud-init.log"),
+    }
+
+
+def _waagent(root: Path) -> Optional[dict[str, Any]]:
+    path = root / "var/lib/waagent/ovf-env.xml"
+    if not path.exists():
+        return None
+    st = path.stat()
+    return {"mode": oct(stat.S_IMODE(st.st_mode)),
+            "dir_mode": oct(stat.S_IMODE(path.parent.stat().st_mode)),
+            "has_redacted": b"REDACTED" in path.read_bytes()}
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def _warnings(path: Path) -> list[str]:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in text if " - WARNING" in line or "[WARNING]" in line
+            or " - ERROR" in line or "[ERROR]" in line][:50]

@@ -1,0 +1,316 @@
+"""The simulated VM: runs as PID 1 of fresh namespaces made by ``unshare``.
+
+``python -m azure_sim.sandbox PLAN.json`` is started by the boot command as
+``unshare --mount --uts --ipc --net --pid --fork --kill-child
+--propagation private``. It builds an overlay root (the image layer and the
+host root below, a tmpfs above), private /dev, /run, proc and a read-only
+sysfs, starts the platform in a further network namespace joined to ours by
+a veth pair, runs the four cloud-init stages chrooted into the overlay, and
+writes what it observed to ``raw.json``. When this process exits the kernel
+ends every process of the namespace and drops every mount: nothing made here
+outlives the run. Loop devices are the boot command's to detach.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from azure_sim import guest
+
+STAGES = [
+    ("init-local", ["init", "--local"]),
+    ("init", ["init"]),
+    ("modules-config", ["modules", "--mode", "config"]),
+    ("modules-final", ["modules", "--mode", "final"]),
+]
+VM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def sh(*cmd: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
+    return subprocess.run(list(cmd), check=check, **kw)
+
+
+def mount(src: str, target: Path | str, fstype: Optional[str] = None,
+          opts: Optional[str] = None) -> None:
+    cmd = ["mount"]
+    if fstype:
+        cmd += ["-t", fstype]
+    if opts:
+        cmd += ["-o", opts]
+    sh(*cmd, src, str(target))
+
+
+class Sandbox:
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.plan = plan
+        self.work = Path(plan["workdir"])
+        self.root = self.work / "root"
+        self.events: list[dict[str, Any]] = []
+        self.t0: Optional[float] = None
+        self.platform: Optional[subprocess.Popen] = None
+        self.watch: dict[str, Optional[float]] = {"authorized_keys": None,
+                                                  "host_keys": None}
+        self._stop = threading.Event()
+
+    def event(self, what: str, **data: Any) -> None:
+        self.events.append({"wall": time.time(), "what": what, **data})
+        self.progress(what)
+
+    def progress(self, what: str) -> None:
+        (self.work / "progress").write_text(what)
+        print(f"{time.time():.3f} {what}", file=sys.stderr, flush=True)
+
+    # -- the machine ------------------------------------------------------
+    def build_root(self) -> None:
+        self.progress("root")
+        tmp = self.work / "t"
+        tmp.mkdir(exist_ok=True)
+        mount("tmpfs", tmp, "tmpfs", "mode=0700,size=8g")
+        for name in ("upper", "work"):
+            (tmp / name).mkdir()
+        self.root.mkdir(exist_ok=True)
+        # overlayfs refuses a lower layer inside another (the layer lives under
+        # /): give it its own copy on the tmpfs.
+        layer = tmp / "layer"
+        sh("cp", "-a", "--reflink=auto", self.plan["layer"], str(layer))
+        lower = f"{layer}:/"
+        mount("overlay", self.root, "overlay",
+              f"lowerdir={lower},upperdir={tmp / 'upper'},workdir={tmp / 'work'}")
+        r = self.root
+        mount("proc", r / "proc", "proc")
+        # Keep the host's non-namespaced knobs out of reach of the VM.
+        sh("mount", "--bind", "-o", "ro", str(r / "proc/sys"), str(r / "proc/sys"))
+        sh("mount", "-o", "remount,bind,ro", str(r / "proc/sys"))
+        mount("sysfs", r / "sys", "sysfs", "ro,nosuid,nodev,noexec")
+        mount("tmpfs", r / "run", "tmpfs", "mode=0755,size=256m")
+        mount("tmpfs", r / "dev", "tmpfs", "mode=0755,size=16m")
+        self.populate_dev()
+        for stale in (".dockerenv", "run/.containerenv"):
+            path = r / stale
+            if path.exists():
+                path.unlink()
+        guest.install(self.plan, r)
+
+    def populate_dev(self) -> None:
+        dev = self.root / "dev"
+        nodes = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
+                 "urandom": (1, 9), "tty": (5, 0), "kmsg": None}
+        for name, majmin in nodes.items():
+            if majmin is None:
+                continue
+            os.mknod(dev / name, 0o666 | 0o020000, os.makedev(*majmin))
+        (dev / "pts").mkdir()
+        mount("devpts", dev / "pts", "devpts", "newinstance,ptmxmode=0666,mode=0620")
+        os.symlink("pts/ptmx", dev / "ptmx")
+        (dev / "shm").mkdir()
+        mount("tmpfs", dev / "shm", "tmpfs", "mode=1777")
+        for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+            os.symlink(target, dev / link)
+        (dev / "disk" / "cloud").mkdir(parents=True)
+        for blk in self.plan.get("block_devices", []):
+            os.mknod(dev / blk["name"], 0o660 | 0o060000,
+                     os.makedev(blk["major"], blk["minor"]))
+            for alias in blk.get("links", []):
+                link = dev / alias
+                link.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(os.path.relpath(dev / blk["name"], link.parent), link)
+
+    # -- the platform -----------------------------------------------------
+    def start_platform(self) -> None:
+        self.progress("platform")
+        cfg_path = self.work / "platform.json"
+        cfg_path.write_text(json.dumps(self.plan["platform"]))
+        env = dict(os.environ)
+        env.update(self.plan["tool_env"])
+        self.platform = subprocess.Popen(
+            ["unshare", "--net", sys.executable, "-m", "azure_sim.fabric",
+             str(cfg_path)], env=env, stdin=subprocess.DEVNULL)
+        pid = str(self.platform.pid)
+        sh("ip", "link", "set", "lo", "up")
+        for nic in self.plan["platform"]["nics"]:
+            # Created straight into both namespaces: never in the host's.
+            sh("ip", "link", "add", nic["name"], "address", nic["mac"], "type", "veth",
+               "peer", "name", nic["peer"], "netns", pid)
+        ready = Path(self.plan["platform"]["ready_file"])
+        deadline = time.time() + 20
+        while not ready.exists():
+            if self.platform.poll() is not None:
+                raise RuntimeError(f"platform exited with {self.platform.returncode}")
+            if time.time() > deadline:
+                raise RuntimeError("platform did not come up within 20 s")
+            time.sleep(0.005)
+
+    # -- the boot ---------------------------------------------------------
+    def watcher(self) -> None:
+        """Note when the user's key and the SSH host keys first exist."""
+        user = self.plan.get("expect_user")
+        keys = self.root / "home" / user / ".ssh/authorized_keys" if user else None
+        ssh_dir = self.root / "etc/ssh"
+        while not self._stop.is_set():
+            now = time.time()
+            if keys is not None and self.watch["authorized_keys"] is None:
+                try:
+                    if keys.stat().st_size > 0:
+                        self.watch["authorized_keys"] = now
+                except OSError:
+                    pass
+            if self.watch["host_keys"] is None and any(ssh_dir.glob("ssh_host_*_key.pub")):
+                self.watch["host_keys"] = now
+            if all(self.watch.values()):
+                return
+            time.sleep(0.002)
+
+    def chroot_env(self) -> list[str]:
+        return ["/usr/bin/env", "-i", f"PATH={VM_PATH}", "LANG=C.UTF-8", "HOME=/root",
+                "TERM=dumb", f"CLOUD_INIT={self.plan['cloud_init_version']}",
+                "PYTHONDONTWRITEBYTECODE=1"]
+
+    def run_in_vm(self, argv: list[str], log_name: str,
+                  timeout: Optional[float] = None) -> dict[str, Any]:
+        """Run ``argv`` chrooted in the VM; return timing and rusage."""
+        log = open(self.work / "logs" / f"{log_name}.log", "ab")
+        start = time.time()
+        proc = subprocess.Popen(["chroot", str(self.root), *self.chroot_env(), *argv],
+                                stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd="/")
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        end = time.time()
+        log.close()
+        return {"start": start, "end": end, "rc": proc.returncode,
+                "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}
+
+    def reboot(self, boot: int) -> None:
+        """Between boots: end the VM's processes, fresh /run, NICs down."""
+        self.progress(f"reboot {boot}")
+        me = os.getpid()
+        plat = self.platform.pid if self.platform else -1
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            if pid in (me, plat) or self._is_descendant(pid, plat):
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        sh("umount", "-l", str(self.root / "run"))
+        mount("tmpfs", self.root / "run", "tmpfs", "mode=0755,size=256m")
+        guest.install_run(self.plan, self.root)
+        for nic in self.plan["platform"]["nics"]:
+            sh("ip", "addr", "flush", "dev", nic["name"], check=False)
+            sh("ip", "link", "set", nic["name"], "down", check=False)
+        for hook in self.plan.get("before_boot", {}).get(str(boot), []):
+            guest.before_boot(hook, self.plan, self.root)
+
+    @staticmethod
+    def _is_descendant(pid: int, ancestor: int) -> bool:
+        while pid > 1:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                return False
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+            if pid == ancestor:
+                return True
+        return False
+
+    def boot(self) -> dict[str, Any]:
+        (self.work / "logs").mkdir(exist_ok=True)
+        socket.sethostname("localhost")
+        stages: list[dict[str, Any]] = []
+        watcher = threading.Thread(target=self.watcher, daemon=True)
+        self.t0 = time.time()
+        watcher.start()
+        for boot in range(1, self.plan["boots"] + 1):
+            if boot > 1:
+                self.reboot(boot)
+            for name, args in STAGES:
+                self.progress(f"boot {boot}: {name}")
+                result = self.run_in_vm(
+                    [self.plan["python"], "/usr/bin/cloud-init", *args], "cloud-init-stages")
+                stages.append({"boot": boot, "stage": name, **result})
+                if name == "init-local":
+                    # The OS brings up its network between init-local and init
+                    # (ifupdown/networkd). Emulate it with the image's DHCP client.
+                    self.progress(f"boot {boot}: os-network")
+                    net = self.run_in_vm(guest.os_network_command(self.plan), "os-network")
+                    stages.append({"boot": boot, "stage": "os-network", **net})
+        self._stop.set()
+        return {"stages": stages}
+
+    def collect(self) -> dict[str, Any]:
+        self.progress("collect")
+        status = self.run_in_vm(
+            [self.plan["python"], "/usr/bin/cloud-init", "status", "--long",
+             "--format", "json"], "status")
+        status_text = (self.work / "logs" / "status.log").read_text(errors="replace")
+        observed = guest.observe(self.plan, self.root)
+        for name in ("cloud-init.log", "cloud-init-output.log"):
+            src = self.root / "var/log" / name
+            if src.exists():
+                shutil.copy2(src, self.work / "logs" / name)
+        observed["resource_disk_device"] = self.plan.get("resource_disk_device")
+        observed["status_rc"] = status["rc"]
+        observed["status_raw"] = status_text
+        return observed
+
+    def keep(self) -> None:
+        dest = self.plan.get("keep")
+        if not dest:
+            return
+        upper = self.work / "t" / "upper"
+        os.makedirs(dest, mode=0o700, exist_ok=True)
+        os.chmod(dest, 0o700)
+        sh("cp", "-a", f"{upper}/.", dest)
+
+    def stop_platform(self) -> None:
+        if self.platform and self.platform.poll() is None:
+            self.platform.send_signal(signal.SIGTERM)
+            try:
+                self.platform.wait(5)
+            except subprocess.TimeoutExpired:
+                self.platform.kill()
+
+
+def main(argv: list[str]) -> int:
+    plan = json.loads(Path(argv[0]).read_text())
+    box = Sandbox(plan)
+    raw: dict[str, Any] = {"error": None}
+    try:
+        box.build_root()
+        box.start_platform()
+        raw.update(box.boot())
+        raw.update(box.collect())
+    except Exception as exc:  # reported to the boot command, which still cleans up
+        import traceback
+
+        raw["error"] = f"{box.work.joinpath('progress').read_text()}: {exc}"
+        raw["traceback"] = traceback.format_exc()
+    finally:
+        box.stop_platform()
+        raw["t0"] = box.t0
+        raw["events"] = box.events
+        raw["watch"] = box.watch
+        try:
+            box.keep()
+        except Exception as exc:
+            raw["keep_error"] = str(exc)
+        (box.work / "raw.json").write_text(json.dumps(raw, default=str))
+    return 0 if raw["error"] is None else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

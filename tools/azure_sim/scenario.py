@@ -1,0 +1,193 @@
+"""Scenario files: what the simulated platform offers one VM.
+
+A scenario is YAML. Unknown keys and wrong types are refused before anything
+starts, naming the key. ``load_scenario`` returns a plain dict with every
+default filled in; the rest of the simulator reads only that.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping, Optional
+
+import yaml
+
+DEFAULT_VM_ID = "6bd2a1c7-3f0e-4b8a-9c51-2d7e8f4a1b30"
+DEFAULT_MAC = "00:0d:3a:12:34:56"
+DEFAULT_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL8T2XkRHWuLWH8ZeEvdQNcpuUOskXzqOUzOPG02ufb0 "
+    "azureuser@sim"
+)
+
+DEFAULT_SCENARIO_YAML = f"""\
+# The default first boot: one user with an SSH key, a host name, customData.
+ovf:
+  hostname: sim-vm-01
+  username: azureuser
+  disable_ssh_password_auth: true
+  public_keys:
+    - "{DEFAULT_KEY}"
+  custom_data: |
+    #cloud-config
+    write_files:
+      - path: /var/tmp/custom-data-applied
+        content: "customData reached the VM\\n"
+media: iso
+boots: 1
+expect: ready
+"""
+
+_STR = {"type": "string"}
+_BOOL = {"type": "boolean"}
+_FAULT = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["endpoint", "status"],
+    "properties": {
+        "endpoint": {"enum": ["imds", "goalstate", "health", "certificates",
+                              "reprovisiondata", "versions"]},
+        "status": {"oneOf": [{"type": "integer", "minimum": 100, "maximum": 599},
+                             {"enum": ["reset", "timeout"]}]},
+        "count": {"type": "integer", "minimum": 1, "default": 1},
+        "delay_s": {"type": "number", "minimum": 0, "maximum": 60, "default": 0},
+        "retry_after": {"type": "integer", "minimum": 0},
+    },
+}
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "name": _STR,
+        "description": _STR,
+        "ovf": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "hostname": _STR,
+                "username": _STR,
+                "password": _STR,
+                "disable_ssh_password_auth": _BOOL,
+                "public_keys": {"type": "array", "items": _STR},
+                "key_fingerprints": {"type": "array", "items": _STR},
+                "key_pairs": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["path"],
+                    "properties": {"path": _STR}}},
+                "custom_data": _STR,
+                "custom_data_raw": _STR,
+                "preprovisioned_vm": _BOOL,
+                "preprovisioned_vm_type": _STR,
+                "namespace_prefix": _STR,
+            },
+        },
+        "ovf_xml": _STR,
+        "media": {"enum": ["iso", "seed", "none"]},
+        "mount_shim": _BOOL,
+        "imds": {"type": "object"},
+        "imds_raw": _STR,
+        "faults": {"type": "array", "items": _FAULT},
+        "resource_disk": {"oneOf": [
+            {"const": False},
+            {"type": "object", "additionalProperties": False, "properties": {
+                "size_mib": {"type": "integer", "minimum": 16},
+                "format": {"enum": ["ntfs", "none", "ext4"]},
+                "files": {"type": "array", "items": _STR},
+                "kind": {"enum": ["scsi", "nvme"]},
+                "redeploy_before_boot": {"type": "integer", "minimum": 2},
+            }},
+        ]},
+        "dhcp": {"type": "object", "additionalProperties": False, "properties": {
+            "option_245": {"type": "boolean"},
+            "option_121": {"type": "boolean"},
+        }},
+        "dhcp_client": {"enum": ["dhclient", "dhcpcd", "udhcpc"]},
+        "generation": {"enum": [1, 2]},
+        "nics": {"type": "integer", "minimum": 1, "maximum": 4},
+        "cloud_config": {"type": "object"},
+        "boots": {"type": "integer", "minimum": 1, "maximum": 10},
+        "expect": {"enum": ["ready", "failure"]},
+        "timeout_s": {"type": "number", "minimum": 5, "maximum": 3600},
+    },
+}
+
+DEFAULTS: dict[str, Any] = {
+    "name": "default",
+    "description": "",
+    "media": "iso",
+    "mount_shim": False,
+    "imds": {},
+    "faults": [],
+    "resource_disk": {"size_mib": 64, "format": "ntfs",
+                      "files": ["dataloss_warning_readme.txt"], "kind": "scsi"},
+    "dhcp": {"option_245": True, "option_121": True},
+    "dhcp_client": "dhclient",
+    "generation": 2,
+    "nics": 1,
+    "cloud_config": {},
+    "boots": 1,
+    "expect": "ready",
+    "timeout_s": 240,
+}
+
+OVF_DEFAULTS: dict[str, Any] = {
+    "hostname": "sim-vm-01",
+    "username": "azureuser",
+    "public_keys": [],
+    "key_fingerprints": [],
+    "key_pairs": [],
+    "preprovisioned_vm": False,
+    "namespace_prefix": "ns1",
+}
+
+
+class ScenarioError(ValueError):
+    """The scenario file is not valid; the message names the key."""
+
+
+def deep_merge(base: Any, over: Any) -> Any:
+    """Merge ``over`` into a copy of ``base``; dicts merge, anything else replaces."""
+    if isinstance(base, Mapping) and isinstance(over, Mapping):
+        out = {k: copy.deepcopy(v) for k, v in base.items()}
+        for key, value in over.items():
+            out[key] = deep_merge(out[key], value) if key in out else copy.deepcopy(value)
+        return out
+    return copy.deepcopy(over)
+
+
+def validate(data: Any) -> None:
+    """Raise ScenarioError naming the first offending key."""
+    import jsonschema
+
+    if not isinstance(data, Mapping):
+        raise ScenarioError("scenario: the top level must be a mapping")
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if not errors:
+        if "ovf" in data and "ovf_xml" in data:
+            raise ScenarioError("scenario: give either 'ovf' or 'ovf_xml', not both")
+        return
+    err = errors[0]
+    path = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        where = f"{path}." if err.absolute_path else ""
+        raise ScenarioError(f"scenario: unknown key '{where}{extra[0]}'")
+    raise ScenarioError(f"scenario: bad value for '{path}': {err.message}")
+
+
+def load_scenario(text: Optional[str] = None) -> dict[str, Any]:
+    """Parse, validate and complete a scenario (the embedded default when None)."""
+    raw = yaml.safe_load(DEFAULT_SCENARIO_YAML if text is None else text)
+    if raw is None:
+        raw = {}
+    validate(raw)
+    out = deep_merge(DEFAULTS, raw)
+    if "ovf_xml" not in raw:
+        out["ovf"] = deep_merge(OVF_DEFAULTS, raw.get("ovf", {}))
+    if raw.get("resource_disk") is not None and raw["resource_disk"] is not False:
+        out["resource_disk"] = deep_merge(DEFAULTS["resource_disk"], raw["resource_disk"])
+    for fault in out["faults"]:
+        fault.setdefault("count", 1)
+        fault.setdefault("delay_s", 0)
+    return out
