@@ -148,6 +148,9 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
         with os.fdopen(fd, "w") as fh:
             fh.write(ovf["password"])
         plan["password_file"] = str(pw)
+    if ovf.get("custom_data"):
+        # customData must not end up world-readable; the sandbox checks.
+        plan["secret_texts"] = [ovf["custom_data"]]
     plan["mount_shim"] = datasource == "builtin" or scenario["mount_shim"]
     if datasource == "plugin":
         plan["plugin_cfg_files"] = sorted(str(p) for p in PLUGIN_CFG.glob("*.cfg"))

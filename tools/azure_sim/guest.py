@@ -320,9 +320,50 @@ def observe(plan: dict[str, Any], root: Path) -> dict[str, Any]:
         "services": services.read_text().splitlines() if services.exists() else [],
         "ejected": ejects.read_text().splitlines() if ejects.exists() else [],
         "waagent_ovf": _waagent(root),
+        "secret_leaks": secret_leaks(plan, root),
         "cloud_init_log_tail": _tail(root / "var/log/cloud-init.log", 60),
         "warnings": _warnings(root / "var/log/cloud-init.log"),
     }
+
+
+def secret_leaks(plan: dict[str, Any], root: Path) -> list[str]:
+    """World-readable files that hold the password, its hash or the customData."""
+    secrets: list[bytes] = []
+    if plan.get("password_file"):
+        secrets.append(Path(plan["password_file"]).read_bytes())
+    name = plan.get("expect_user")
+    for line in (root / "etc/shadow").read_text().splitlines():
+        parts = line.split(":")
+        if name and parts[0] == name and parts[1].startswith("$"):
+            secrets.append(parts[1].encode())
+    for text in plan.get("secret_texts", []):
+        secrets.append(text.encode())
+    secrets = [s for s in secrets if len(s) >= 6]
+    if not secrets:
+        return []
+    leaks = []
+    for top in ("run/cloud-init", "var/lib/cloud", "var/log", "var/lib/waagent",
+                "var/lib/cloudinit-azure", "var/lib/hyperv", "etc/cloud", "var/tmp"):
+        base = root / top
+        if not base.exists():
+            continue
+        for path in base.rglob("*"):
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or not st.st_mode & stat.S_IROTH:
+                continue
+            if not all(p.stat().st_mode & stat.S_IXOTH
+                       for p in path.parents if str(p).startswith(str(root))):
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            if any(secret in data for secret in secrets):
+                leaks.append("/" + str(path.relative_to(root)))
+    return sorted(leaks)
 
 
 def _waagent(root: Path) -> Optional[dict[str, Any]]:

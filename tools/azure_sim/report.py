@@ -129,6 +129,8 @@ def build_report(*, scenario: dict[str, Any], raw: dict[str, Any],
         "cpu_s": round(sum(s["cpu_s"] for s in stages), 3),
         "peak_rss_mb": round(max((s["maxrss_kb"] for s in stages), default=0) / 1024, 1),
         "waagent_ovf": raw.get("waagent_ovf"),
+        "secret_leaks": raw.get("secret_leaks") or [],
+        "ejected": raw.get("ejected") or [],
         "services": raw.get("services") or [],
         "warnings": raw.get("warnings") or [],
         "sim_error": raw.get("error"),
@@ -144,6 +146,8 @@ def build_report(*, scenario: dict[str, Any], raw: dict[str, Any],
 def verdict(report: dict[str, Any], expect: str) -> dict[str, Any]:
     """Did the boot end as the scenario expects? Returns ok + the reasons if not."""
     problems = []
+    if report.get("secret_leaks"):
+        problems.append(f"secrets readable by others in: {', '.join(report['secret_leaks'])}")
     if report.get("sim_error"):
         problems.append(f"simulator: {report['sim_error']}")
     if expect == "ready":
