@@ -67,10 +67,9 @@ def handle(*args: Any, **kwargs: Any) -> None:
         return
     settings = ds.settings
     iid = ds.metadata["instance-id"]
-    extra = (call.cfg.get("cloudinit_azure") or {})
-    if extra.get("key_pairs"):
-        install_key_pairs(extra["key_pairs"], ds.metadata.get("local-hostname") and
-                          call.cfg["system_info"]["default_user"]["name"], call.log)
+    if getattr(ds, "key_pairs", None):
+        user = ((call.cfg.get("system_info") or {}).get("default_user") or {}).get("name")
+        install_key_pairs(ds.key_pairs, user, call.log)
     reporter = Reporter(ds.wireserver_address or "168.63.129.16",
                         kvp_pool=settings["kvp_pool"], vm_id=ds.vm_id,
                         budget_s=float(settings["ready_budget_s"]))

@@ -65,9 +65,6 @@ def _mount_reader(device: str) -> Optional[bytes]:
 
 class DataSourceAzure(sources.DataSource):
     dsname = DS_NAME
-    # The password hash travels in cfg; keep the user-facing instance data clean.
-    sensitive_metadata_keys = tuple(sources.DataSource.sensitive_metadata_keys) + (
-        "cloudinit_azure",)
 
     def __init__(self, sys_cfg: Any, distro: Any, paths: Any, ud_proc: Any = None) -> None:
         super().__init__(sys_cfg, distro, paths, ud_proc)
@@ -85,6 +82,7 @@ class DataSourceAzure(sources.DataSource):
         self._nic_driver: Optional[str] = None
         self._network_cfg: Optional[dict] = None
         self._config: dict[str, Any] = {}
+        self.key_pairs: list = []
 
     def _unpickle(self, ci_pkl_version: int) -> None:
         """Objects pickled by an older plug-in gain the attributes added since."""
@@ -293,7 +291,7 @@ class DataSourceAzure(sources.DataSource):
         if self.settings["insert_modules"]:
             modules = self.sys_cfg.get("cloud_init_modules") or []
             config["cloud_init_modules"] = provision.place_modules(modules)
-        config["cloudinit_azure"] = {"key_pairs": [list(p) for p in result.key_pairs]}
+        self.key_pairs = [list(p) for p in result.key_pairs]
         self._config = config
         self.cfg = config
 

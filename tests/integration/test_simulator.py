@@ -120,10 +120,6 @@ def test_builtin_malformed_ovf_reports_failure(run_boot, cloud_init):
         assert decoded["agent"] == f"Cloud-Init/{cloud_init}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the sandbox has no /sys/firmware/efi, so cloud-init 25.1 takes the generation-2 VM "
-    "for generation 1 and byte-swaps the DMI uuid: the failure report's vm_id is "
-    "c7a1d26b-0e3f-8a4b-..., not the scenario's vmId"))
 def test_builtin_25_failure_report_names_the_vm_id(run_boot):
     r = _report(run_boot, "malformed", MALFORMED_OVF, "25.1.4")
     assert r["failure"]["decoded"]["vm_id"] == DEFAULT_VM_ID

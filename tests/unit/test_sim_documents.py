@@ -35,10 +35,7 @@ def _full(prefix: str) -> dict:
 @pytest.mark.parametrize("prefix", [
     "ns1",
     "wa",
-    pytest.param("", marks=pytest.mark.xfail(strict=True, reason=(
-        "documents.render_ovf with namespace_prefix '' declares xmlns twice on "
-        "<Environment> (the OVF and the windowsazure default namespace): duplicate "
-        "attribute, not well-formed XML"))),
+    "",
 ])
 def test_render_ovf_parses_back(prefix):
     ovf = _full(prefix)["ovf"]
@@ -91,13 +88,12 @@ def test_render_ovf_custom_data_raw_is_not_encoded():
         parse_ovf(xml)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "scenario SCHEMA allows only 'path' in ovf.key_pairs items, but "
-    "documents.render_ovf reads pair['fingerprint'] -> KeyError: key_pairs unusable"))
 def test_render_ovf_key_pairs():
-    ovf = load_scenario("ovf: {key_pairs: [{path: /home/azureuser/.ssh/id_rsa}]}")["ovf"]
+    ovf = load_scenario("ovf: {key_pairs: [{fingerprint: AB12, path: /home/azureuser/.ssh/id_rsa}]}"
+                        )["ovf"]
     env = parse_ovf(documents.render_ovf(ovf))
-    assert [p.path for p in env.key_pairs] == ["/home/azureuser/.ssh/id_rsa"]
+    assert [(p.fingerprint, p.path) for p in env.key_pairs] == [
+        ("AB12", "/home/azureuser/.ssh/id_rsa")]
 
 
 def test_imds_document_defaults_follow_the_scenario():

@@ -356,9 +356,6 @@ def test_every_request_journalled_with_method_path_status(tmp_path):
         assert isinstance(e["headers"], dict)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fabric.Handler._certificates imports azure_sim.certs, which does not exist: any "
-    "comp=certificates request kills the handler (no answer, nothing journalled)"))
 def test_certificates_without_transport_cert_is_400(tmp_path):
     with running(tmp_path) as sim:
         status = sim.request("wireserver", "GET", "/machine/x?comp=certificates")[0]
@@ -366,10 +363,6 @@ def test_certificates_without_transport_cert_is_400(tmp_path):
     assert [(e["endpoint"], e["status"]) for e in sim.journal()] == [("certificates", 400)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the scenario schema accepts faults on endpoint 'versions', but "
-    "fabric.Handler._wireserver answers /?comp=versions without consulting the fault "
-    "script: such a fault is silently never applied"))
 def test_fault_on_versions_endpoint_applied(tmp_path):
     with running(tmp_path, faults=[{"endpoint": "versions", "status": 503}]) as sim:
         assert sim.request("wireserver", "GET", "/?comp=versions")[0] == 503

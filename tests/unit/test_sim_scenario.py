@@ -68,10 +68,6 @@ def test_unknown_keys_refused_naming_the_key(text, key):
     assert key in str(exc.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "scenario.validate reports the oneOf error for resource_disk ('... is not valid "
-    "under any of the given schemas') instead of descending into err.context to the "
-    "additionalProperties error that names 'resource_disk.sizemib'"))
 def test_unknown_nested_resource_disk_key_named():
     with pytest.raises(ScenarioError, match=r"unknown key 'resource_disk\.sizemib'"):
         load_scenario("resource_disk: {sizemib: 128}")
@@ -138,8 +134,7 @@ def test_ovf_defaults_merged_under_given_values():
 def test_resource_disk_defaults_merged():
     s = load_scenario("resource_disk: {size_mib: 128, format: ext4}")
     assert s["resource_disk"] == {"size_mib": 128, "format": "ext4",
-                                  "files": ["dataloss_warning_readme.txt"],
-                                  "kind": "scsi"}
+                                  "files": ["dataloss_warning_readme.txt"]}
 
 
 def test_resource_disk_false_kept_false():

@@ -121,10 +121,27 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
         raise SimError(f"cloud-init {cloud_init} is not cached: run 'make deps'")
     env = deps.tool_env()
     ovf_path = work / "ovf-env.xml"
+    certificates: dict[str, Any] = {}
     if "ovf_xml" in scenario:
         ovf_bytes = scenario["ovf_xml"].encode()
     else:
-        ovf_bytes = documents.render_ovf(scenario["ovf"])
+        ovf_spec = dict(scenario["ovf"])
+        names = list(ovf_spec.get("key_fingerprints") or []) + [
+            p["fingerprint"] for p in ovf_spec.get("key_pairs") or []]
+        if names:
+            # Names in the scenario become real certificates and fingerprints.
+            from azure_sim import certs
+
+            bundle, info = certs.make_bundle(names)
+            (work / "certificates.p12").write_bytes(bundle)
+            os.chmod(work / "certificates.p12", 0o600)
+            certificates = info
+            ovf_spec["key_fingerprints"] = [info[n]["fingerprint"]
+                                            for n in ovf_spec.get("key_fingerprints") or []]
+            ovf_spec["key_pairs"] = [{"fingerprint": info[p["fingerprint"]]["fingerprint"],
+                                      "path": p["path"]}
+                                     for p in ovf_spec.get("key_pairs") or []]
+        ovf_bytes = documents.render_ovf(ovf_spec)
     fd = os.open(ovf_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(ovf_bytes)
@@ -135,13 +152,16 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
         "datasource": datasource, "boots": scenario["boots"], "keep": keep,
         "dhcp_client": scenario["dhcp_client"],
         "dmi_uuid": dmi_uuid(DEFAULT_VM_ID, scenario["generation"]),
+        "generation": scenario["generation"],
         "cloud_config": scenario["cloud_config"],
         "tool_env": {k: env[k] for k in ("PATH", "LD_LIBRARY_PATH")},
         "block_devices": [], "expect_files": ["/var/tmp/custom-data-applied"],
         "before_boot": {},
     }
     ovf = scenario.get("ovf") or {}
-    plan["expect_user"] = ovf.get("username")
+    plan["expect_user"] = ovf.get("username") or (
+        documents.imds_document(scenario)["compute"]["osProfile"]["adminUsername"])
+    plan["certificate_keys"] = {n: i["openssh"] for n, i in certificates.items()}
     if ovf.get("password"):
         pw = work / "password"
         fd = os.open(pw, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -206,6 +226,11 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
                  "pid": str(plat_dir / "dnsmasq.pid")},
         "host_netns": os.readlink("/proc/self/ns/net"),
     }
+    if certificates:
+        plan["platform"]["certificates_pkcs12"] = str(work / "certificates.p12")
+        plan["platform"]["certificates_url"] = (
+            f"http://168.63.129.16:80/machine/{documents.CONTAINER_ID}/"
+            f"{documents.role_instance_id(DEFAULT_VM_ID)}?comp=certificates&incarnation=1")
     plan["host_netns"] = plan["platform"]["host_netns"]
     (work / "plan.json").write_text(json.dumps(plan, indent=1))
     return plan

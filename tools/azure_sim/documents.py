@@ -46,7 +46,10 @@ def render_ovf(ovf: Mapping[str, Any]) -> bytes:
     """ovf-env.xml as the platform writes it (windowsazure elements under a prefix)."""
     p = ovf.get("namespace_prefix") or ""
     tag = (lambda name: f"{p}:{name}") if p else (lambda name: name)
-    decl = f'xmlns:{p}="{WA_NS}"' if p else f'xmlns="{WA_NS}"'
+    # With no prefix, the windowsazure namespace is the default namespace of
+    # each section (the root keeps the OVF one).
+    decl = f'xmlns:{p}="{WA_NS}"' if p else ""
+    section_ns = "" if p else f' xmlns="{WA_NS}"'
 
     def el(name: str, value: Any) -> str:
         return f"<{tag(name)}>{escape(str(value))}</{tag(name)}>"
@@ -55,7 +58,7 @@ def render_ovf(ovf: Mapping[str, Any]) -> bytes:
         '<?xml version="1.0" encoding="utf-8"?>',
         f'<Environment xmlns="{OVF_NS}" xmlns:oe="{OVF_NS}" {decl} '
         f'xmlns:i="{XSI_NS}" oe:id="">',
-        f'<{tag("ProvisioningSection")}>',
+        f'<{tag("ProvisioningSection")}{section_ns}>',
         el("Version", "1.0"),
         f"<{tag('LinuxProvisioningConfigurationSet')}>",
         el("ConfigurationSetType", "LinuxProvisioningConfiguration"),
@@ -93,7 +96,7 @@ def render_ovf(ovf: Mapping[str, Any]) -> bytes:
     lines += [
         f"</{tag('LinuxProvisioningConfigurationSet')}>",
         f"</{tag('ProvisioningSection')}>",
-        f"<{tag('PlatformSettingsSection')}>",
+        f"<{tag('PlatformSettingsSection')}{section_ns}>",
         el("Version", "1.0"),
         f"<{tag('PlatformSettings')}>",
         el("KmsServerHostname", "kms.core.windows.net"),

@@ -209,6 +209,8 @@ class Handler(BaseHTTPRequestHandler):
                     t0: float) -> None:
         comp = (query.get("comp") or [""])[0]
         if path in ("/", "") and comp == "versions":
+            if self._fault("versions", body, t0):
+                return
             self._record("versions", 200, body, t0)
             self._send(200, documents.VERSIONS_XML, "text/xml; charset=utf-8")
             return

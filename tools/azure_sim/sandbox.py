@@ -92,6 +92,10 @@ class Sandbox:
         sh("mount", "--bind", "-o", "ro", str(r / "proc/sys"), str(r / "proc/sys"))
         sh("mount", "-o", "remount,bind,ro", str(r / "proc/sys"))
         mount("sysfs", r / "sys", "sysfs", "ro,nosuid,nodev,noexec")
+        if self.plan.get("generation", 2) == 2:
+            # Gen2 VMs boot UEFI; cloud-init reads the DMI uuid byte order from it.
+            mount("tmpfs", r / "sys/firmware", "tmpfs", "mode=0755,size=1m")
+            (r / "sys/firmware/efi").mkdir()
         mount("tmpfs", r / "run", "tmpfs", "mode=0755,size=256m")
         mount("tmpfs", r / "dev", "tmpfs", "mode=0755,size=16m")
         self.populate_dev()
@@ -263,6 +267,7 @@ class Sandbox:
             if src.exists():
                 shutil.copy2(src, self.work / "logs" / name)
         observed["resource_disk_device"] = self.plan.get("resource_disk_device")
+        observed["certificate_keys"] = self.plan.get("certificate_keys") or {}
         observed["status_rc"] = status["rc"]
         observed["status_raw"] = status_text
         return observed

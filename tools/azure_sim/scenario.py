@@ -72,8 +72,8 @@ SCHEMA: dict[str, Any] = {
                 "key_fingerprints": {"type": "array", "items": _STR},
                 "key_pairs": {"type": "array", "items": {
                     "type": "object", "additionalProperties": False,
-                    "required": ["path"],
-                    "properties": {"path": _STR}}},
+                    "required": ["fingerprint", "path"],
+                    "properties": {"fingerprint": _STR, "path": _STR}}},
                 "custom_data": _STR,
                 "custom_data_raw": _STR,
                 "preprovisioned_vm": _BOOL,
@@ -93,7 +93,6 @@ SCHEMA: dict[str, Any] = {
                 "size_mib": {"type": "integer", "minimum": 16},
                 "format": {"enum": ["ntfs", "none", "ext4"]},
                 "files": {"type": "array", "items": _STR},
-                "kind": {"enum": ["scsi", "nvme"]},
                 "redeploy_before_boot": {"type": "integer", "minimum": 2},
             }},
         ]},
@@ -119,7 +118,7 @@ DEFAULTS: dict[str, Any] = {
     "imds": {},
     "faults": [],
     "resource_disk": {"size_mib": 64, "format": "ntfs",
-                      "files": ["dataloss_warning_readme.txt"], "kind": "scsi"},
+                      "files": ["dataloss_warning_readme.txt"]},
     "dhcp": {"option_245": True, "option_121": True},
     "dhcp_client": "dhclient",
     "generation": 2,
@@ -168,6 +167,10 @@ def validate(data: Any) -> None:
             raise ScenarioError("scenario: give either 'ovf' or 'ovf_xml', not both")
         return
     err = errors[0]
+    if err.validator in ("oneOf", "anyOf") and err.context:
+        # Name the key inside the alternative that was meant (a mapping).
+        err = next((c for c in err.context if c.validator == "additionalProperties"),
+                   next((c for c in err.context if c.validator != "const"), err))
     path = ".".join(str(p) for p in err.absolute_path) or "(top level)"
     if err.validator == "additionalProperties":
         extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
