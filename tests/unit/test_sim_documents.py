@@ -89,8 +89,8 @@ def test_render_ovf_custom_data_raw_is_not_encoded():
 
 
 def test_render_ovf_key_pairs():
-    ovf = load_scenario("ovf: {key_pairs: [{fingerprint: AB12, path: /home/azureuser/.ssh/id_rsa}]}"
-                        )["ovf"]
+    text = "ovf: {key_pairs: [{fingerprint: AB12, path: /home/azureuser/.ssh/id_rsa}]}"
+    ovf = load_scenario(text)["ovf"]
     env = parse_ovf(documents.render_ovf(ovf))
     assert [(p.fingerprint, p.path) for p in env.key_pairs] == [
         ("AB12", "/home/azureuser/.ssh/id_rsa")]
