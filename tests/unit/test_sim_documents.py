@@ -62,7 +62,7 @@ def test_render_ovf_default_scenario():
     assert env.hostname == "sim-vm-01"
     assert env.username == "azureuser"
     assert env.password is None
-    assert env.disable_ssh_password_auth is True
+    assert env.disable_ssh_password_auth is None  # default scenario: sshd left alone
     assert [k.value for k in env.public_keys] == [DEFAULT_KEY]
     assert env.custom_data.startswith(b"#cloud-config\n")
     assert env.preprovisioned_vm is False
@@ -70,7 +70,8 @@ def test_render_ovf_default_scenario():
 
 
 def test_render_ovf_without_optional_elements():
-    ovf = load_scenario("ovf: {hostname: h, username: u}")["ovf"]
+    ovf = load_scenario("ovf: {hostname: h, username: u, public_keys: [], custom_data: null}"
+                        )["ovf"]
     xml = documents.render_ovf(ovf)
     assert b"UserPassword" not in xml
     assert b"SSH>" not in xml
@@ -97,7 +98,8 @@ def test_render_ovf_key_pairs():
 
 
 def test_imds_document_defaults_follow_the_scenario():
-    s = load_scenario("ovf: {hostname: h1, username: bob, public_keys: [k1]}\nnics: 2")
+    s = load_scenario("ovf: {hostname: h1, username: bob, public_keys: [k1], custom_data: null}"
+                      "\nnics: 2")
     doc = documents.imds_document(s)
     c = doc["compute"]
     assert c["vmId"] == DEFAULT_VM_ID

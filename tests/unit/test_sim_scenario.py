@@ -40,7 +40,7 @@ def test_empty_scenario_gets_every_default():
     for key, value in DEFAULTS.items():
         assert s[key] == value, key
     assert s["ovf"]["hostname"] == "sim-vm-01"
-    assert s["ovf"]["public_keys"] == []
+    assert s["ovf"]["public_keys"] == [DEFAULT_KEY]  # a file says only what differs
 
 
 def test_defaults_are_not_shared_between_loads():

@@ -200,11 +200,13 @@ class Sandbox:
         self.progress(f"reboot {boot}")
         me = os.getpid()
         plat = self.platform.pid if self.platform else -1
-        for entry in Path("/proc").iterdir():
+        # Our pid namespace's own proc (the outer /proc is the host's).
+        proc = self.root / "proc"
+        for entry in proc.iterdir():
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
-            if pid in (me, plat) or self._is_descendant(pid, plat):
+            if pid in (me, plat) or self._is_descendant(proc, pid, plat):
                 continue
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -220,10 +222,10 @@ class Sandbox:
             guest.before_boot(hook, self.plan, self.root)
 
     @staticmethod
-    def _is_descendant(pid: int, ancestor: int) -> bool:
+    def _is_descendant(proc: Path, pid: int, ancestor: int) -> bool:
         while pid > 1:
             try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
+                stat = (proc / str(pid) / "stat").read_text()
             except OSError:
                 return False
             pid = int(stat.rsplit(")", 1)[1].split()[1])

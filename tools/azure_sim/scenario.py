@@ -24,7 +24,6 @@ DEFAULT_SCENARIO_YAML = f"""\
 ovf:
   hostname: sim-vm-01
   username: azureuser
-  disable_ssh_password_auth: true
   public_keys:
     - "{DEFAULT_KEY}"
   custom_data: |
@@ -66,15 +65,15 @@ SCHEMA: dict[str, Any] = {
             "properties": {
                 "hostname": _STR,
                 "username": _STR,
-                "password": _STR,
-                "disable_ssh_password_auth": _BOOL,
+                "password": {"type": ["string", "null"]},
+                "disable_ssh_password_auth": {"type": ["boolean", "null"]},
                 "public_keys": {"type": "array", "items": _STR},
                 "key_fingerprints": {"type": "array", "items": _STR},
                 "key_pairs": {"type": "array", "items": {
                     "type": "object", "additionalProperties": False,
                     "required": ["fingerprint", "path"],
                     "properties": {"fingerprint": _STR, "path": _STR}}},
-                "custom_data": _STR,
+                "custom_data": {"type": ["string", "null"]},
                 "custom_data_raw": _STR,
                 "preprovisioned_vm": _BOOL,
                 "preprovisioned_vm_type": _STR,
@@ -180,14 +179,22 @@ def validate(data: Any) -> None:
 
 
 def load_scenario(text: Optional[str] = None) -> dict[str, Any]:
-    """Parse, validate and complete a scenario (the embedded default when None)."""
-    raw = yaml.safe_load(DEFAULT_SCENARIO_YAML if text is None else text)
+    """Parse, validate and complete a scenario.
+
+    A scenario file says only what differs from the embedded default scenario
+    (its user, key, host name and customData); ``ovf_xml`` replaces the
+    default's ``ovf`` entirely.
+    """
+    base = yaml.safe_load(DEFAULT_SCENARIO_YAML)
+    raw = base if text is None else yaml.safe_load(text)
     if raw is None:
         raw = {}
     validate(raw)
-    out = deep_merge(DEFAULTS, raw)
+    if "ovf_xml" in raw:
+        base.pop("ovf")
+    out = deep_merge(DEFAULTS, deep_merge(base, raw))
     if "ovf_xml" not in raw:
-        out["ovf"] = deep_merge(OVF_DEFAULTS, raw.get("ovf", {}))
+        out["ovf"] = deep_merge(OVF_DEFAULTS, out.get("ovf", {}))
     if raw.get("resource_disk") is not None and raw["resource_disk"] is not False:
         out["resource_disk"] = deep_merge(DEFAULTS["resource_disk"], raw["resource_disk"])
     for fault in out["faults"]:
