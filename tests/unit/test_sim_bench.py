@@ -96,6 +96,17 @@ def test_row_from_report_failed_keeps_reason():
     assert row["time_to_provisioned_s"] is None
 
 
+def test_failure_reason_names_logged_error_and_broken_os_network():
+    report = _report(ready=None, login=None, ok=False, problems=["no Ready health report"])
+    report["warnings"] = [
+        "2026-11-25 23:20:56,238 - azure.py[WARNING]: something minor",
+        "2026-11-25 23:20:56,238 - azure.py[ERROR]: dhclient executable not found"]
+    report["stages"] = [{"stage": "init-local", "rc": 0}, {"stage": "os-network", "rc": 1}]
+    reason = bench.failure_reason(report)
+    assert reason == ("no Ready health report; logged: azure.py[ERROR]: dhclient executable "
+                      "not found; the image's own DHCP client (os-network) exited 1")
+
+
 def test_aggregate_medians_over_ok_rows_only_and_counts_failures():
     rows = [
         _row(B, run=1, ready=0.30, login=0.70, keys=0.75, cpu=1.5, rss=40.0, requests=3),

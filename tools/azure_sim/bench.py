@@ -106,6 +106,14 @@ def failure_reason(report: dict[str, Any]) -> str:
     errors = report.get("cloud_init_errors") or []
     if errors:
         parts.append(f"cloud-init error: {str(errors[0]).strip()[:200]}")
+    logged = next((w for w in report.get("warnings") or [] if "[ERROR]" in w), None)
+    if logged:
+        # "2026-01-01 00:00:00,000 - azure.py[ERROR]: text" -> "azure.py[ERROR]: text"
+        parts.append(f"logged: {logged.split(' - ', 1)[-1].strip()[:200]}")
+    for stage in report.get("stages") or []:
+        if stage.get("stage") == "os-network" and stage.get("rc"):
+            parts.append(f"the image's own DHCP client (os-network) exited {stage['rc']}")
+            break
     return "; ".join(parts) or "verdict not ok"
 
 

@@ -1,0 +1,157 @@
+"""The plug-in datasource end to end: real cloud-init 22.4.2 and 25.1.4 in the simulator.
+
+Every boot runs the four real stages with our datasource and modules; the
+report is what the platform and the VM observed. Reports shared by several
+tests are booted once per module and version.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from azure_sim.scenario import DEFAULT_KEY, DEFAULT_MAC, DEFAULT_VM_ID
+
+pytestmark = pytest.mark.integration
+
+_REPORTS: dict = {}
+
+PASSWORD = "Sim-Passw0rd!x"
+PASSWORD_SCENARIO = f"""
+name: password
+ovf:
+  password: "{PASSWORD}"
+  public_keys: []
+"""
+IMDS_500 = """
+name: imds-500
+faults: [{endpoint: imds, status: 500, count: 3}]
+"""
+BROKEN_OVF = """
+name: broken-ovf
+ovf_xml: "<Environment><bad"
+expect: failure
+"""
+BAD_CUSTOM_DATA = """
+name: bad-custom-data
+ovf: {custom_data: null, custom_data_raw: "%%% not base64 %%%"}
+expect: failure
+"""
+RESERVED_USER = """
+name: reserved-user
+ovf: {username: root}
+imds: {compute: {osProfile: {adminUsername: root}}}
+expect: failure
+"""
+TWO_BOOTS = """
+name: two-boots
+boots: 2
+"""
+FINGERPRINT_KEYS = """
+name: fingerprint-keys
+ovf:
+  public_keys: []
+  key_fingerprints: [userkey]
+imds: {compute: {publicKeys: []}}
+"""
+
+
+def _report(run_boot, text, cloud_init):
+    key = (text, cloud_init)
+    if key not in _REPORTS:
+        _REPORTS[key] = run_boot(text, cloud_init=cloud_init, datasource="plugin")
+    return _REPORTS[key]
+
+
+def _ok(r):
+    assert r["sim_error"] is None, r.get("traceback")
+    assert r["datasource"] == "plugin"
+    assert not r["secret_leaks"], r["secret_leaks"]
+
+
+def test_default_scenario_reaches_ready_with_everything_applied(run_boot, cloud_init):
+    r = _report(run_boot, None, cloud_init)
+    _ok(r)
+    assert r["verdict"]["ok"], r["verdict"]
+    assert r["ready"] and r["ready_count"] == 1 and r["failure"] is None
+    assert r["user"]["exists"] and r["user"]["authorized_keys"] == [DEFAULT_KEY]
+    assert r["hostname"] == "sim-vm-01" and r["etc_hostname"] == "sim-vm-01"
+    assert r["custom_data_applied"]
+    assert r["cloud_init_status"] == "done", r["cloud_init_errors"]
+    assert r["instance_id"] == DEFAULT_VM_ID
+    # Ready waits for the user: the key and host keys exist before the report.
+    assert r["time_to_login_s"] is not None
+    assert r["time_to_ready_s"] >= r["time_to_login_s"]
+    assert r["time_to_ready_s"] >= r["time_to_host_keys_s"]
+    # Success goes to KVP too, and the platform saw one IMDS GET and no failure.
+    reports = [k["value"] for k in r["kvp"] if k["key"] == "PROVISIONING_REPORT"]
+    assert len(reports) == 1 and reports[0].startswith("result=success|")
+    assert [q["endpoint"] for q in r["requests"]].count("imds") == 1
+    # The Azure Linux Agent's copy: redacted, private.
+    assert r["waagent_ovf"]["mode"] == "0o600" and r["waagent_ovf"]["dir_mode"] == "0o700"
+    assert r["ejected"] == ["/dev/sr0"]
+    assert {"mac": DEFAULT_MAC, "ip": "10.0.0.4", "hostname": "sim-vm-01"} in r["dhcp_leases"]
+
+
+def test_password_scenario_allows_password_login_with_a_verifying_hash(run_boot, cloud_init):
+    r = _report(run_boot, PASSWORD_SCENARIO, cloud_init)
+    _ok(r)
+    assert r["verdict"]["ok"], r["verdict"]
+    assert r["user"]["password_set"] and r["user"]["password_verifies"] is True
+    assert r["user"]["password_login_allowed"] is True
+    assert r["user"]["authorized_keys"] == []
+
+
+def test_imds_answering_500_three_times_still_reaches_ready(run_boot, cloud_init):
+    r = _report(run_boot, IMDS_500, cloud_init)
+    _ok(r)
+    assert r["verdict"]["ok"], r["verdict"]
+    statuses = [q["status"] for q in r["requests"] if q["endpoint"] == "imds"]
+    assert statuses == [500, 500, 500, 200]
+
+
+@pytest.mark.parametrize("text, reason", [
+    (BROKEN_OVF, "ovf-env.xml is not well-formed XML"),
+    (BAD_CUSTOM_DATA, "CustomData"),
+    (RESERVED_USER, "reserved user name"),
+])
+def test_bad_input_ends_in_provisioning_failed_with_its_reason(run_boot, cloud_init,
+                                                               text, reason):
+    r = _report(run_boot, text, cloud_init)
+    assert r["sim_error"] is None, r.get("traceback")
+    assert r["verdict"]["ok"], r["verdict"]
+    assert not r["ready"]
+    failures = [h for h in r["health_reports"] if h["state"] == "NotReady"]
+    assert len(failures) == 1
+    assert failures[0]["substatus"] == "ProvisioningFailed"
+    decoded = failures[0]["decoded"]
+    assert decoded["result"] == "error"
+    assert reason in decoded["reason"] + "|" + str(decoded)
+    assert decoded["agent"].startswith("cloudinit-azure/")
+    kvp = [k["value"] for k in r["kvp"] if k["key"] == "PROVISIONING_REPORT"]
+    assert len(kvp) == 1 and kvp[0].startswith("result=error|")
+    if r["user"]["name"] != "root":
+        assert not r["user"]["exists"]  # nothing half-applied
+    else:
+        assert DEFAULT_KEY not in r["user"]["authorized_keys"]
+    assert not any("Traceback" in w for w in r["warnings"])
+
+
+def test_second_boot_sends_no_report_and_keeps_the_instance(run_boot, cloud_init):
+    r = _report(run_boot, TWO_BOOTS, cloud_init)
+    _ok(r)
+    assert r["verdict"]["ok"], r["verdict"]
+    assert [s["boot"] for s in r["stages"]].count(2) == 5
+    assert r["ready_count"] == 1
+    assert [q["endpoint"] for q in r["requests"]].count("imds") == 1
+    assert r["instance_id"] == DEFAULT_VM_ID
+    assert r["user"]["authorized_keys"] == [DEFAULT_KEY]
+
+
+def test_keys_given_only_as_fingerprints_come_through_the_certificates(run_boot, cloud_init):
+    r = _report(run_boot, FINGERPRINT_KEYS, cloud_init)
+    _ok(r)
+    assert r["verdict"]["ok"], r["verdict"]
+    expected = list(r["certificate_keys"].values())
+    assert len(expected) == 1 and expected[0].startswith("ssh-rsa ")
+    assert r["user"]["authorized_keys"] == expected
+    assert "certificates" in [q["endpoint"] for q in r["requests"]]
