@@ -107,6 +107,13 @@ def test_failure_reason_names_logged_error_and_broken_os_network():
                       "not found; the image's own DHCP client (os-network) exited 1")
 
 
+def test_failure_reason_names_recoverable_error_of_degraded_boot():
+    report = _report(ok=False, problems=["cloud-init status is degraded done"])
+    report["cloud_init_recoverable_errors"] = {"WARNING": ["Failed to run x", "other"]}
+    assert bench.failure_reason(report) == (
+        "cloud-init status is degraded done; cloud-init WARNING: Failed to run x")
+
+
 def test_aggregate_medians_over_ok_rows_only_and_counts_failures():
     rows = [
         _row(B, run=1, ready=0.30, login=0.70, keys=0.75, cpu=1.5, rss=40.0, requests=3),

@@ -106,6 +106,11 @@ def failure_reason(report: dict[str, Any]) -> str:
     errors = report.get("cloud_init_errors") or []
     if errors:
         parts.append(f"cloud-init error: {str(errors[0]).strip()[:200]}")
+    recoverable = report.get("cloud_init_recoverable_errors") or {}
+    for level, messages in recoverable.items() if isinstance(recoverable, dict) else ():
+        if messages:
+            parts.append(f"cloud-init {level}: {str(messages[0]).strip()[:200]}")
+            break
     logged = next((w for w in report.get("warnings") or [] if "[ERROR]" in w), None)
     if logged:
         # "2026-01-01 00:00:00,000 - azure.py[ERROR]: text" -> "azure.py[ERROR]: text"

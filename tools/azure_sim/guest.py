@@ -366,6 +366,20 @@ def secret_leaks(plan: dict[str, Any], root: Path) -> list[str]:
     return sorted(leaks)
 
 
+def links() -> list[dict[str, str]]:
+    """The VM's network interfaces (name, MAC, state), from its own namespace."""
+    import subprocess
+
+    out = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True,
+                         check=False).stdout
+    try:
+        data = json.loads(out or "[]")
+    except ValueError:
+        return []
+    return [{"name": d.get("ifname"), "mac": d.get("address"),
+             "state": d.get("operstate")} for d in data]
+
+
 def _waagent(root: Path) -> Optional[dict[str, Any]]:
     path = root / "var/lib/waagent/ovf-env.xml"
     if not path.exists():

@@ -36,6 +36,23 @@ def decode_description(text: Optional[str]) -> Optional[dict[str, str]]:
     return out
 
 
+def _link_event(line: str, t0: Optional[float]) -> dict[str, Any]:
+    """One ``ip -ts -o monitor link`` line -> {t, name, down, line}."""
+    from datetime import datetime
+
+    t = None
+    if line.startswith("["):
+        stamp, _, line = line[1:].partition("] ")
+        try:
+            t = _rel(datetime.fromisoformat(stamp).timestamp(), t0)
+        except ValueError:
+            t = None
+    fields = line.split(":", 2)
+    name = fields[1].strip().split("@")[0] if len(fields) > 1 else ""
+    down = "state DOWN" in line or "NO-CARRIER" in line or "LOWERLAYERDOWN" in line
+    return {"t": t, "name": name, "down": down, "line": line.strip()}
+
+
 def _rel(t: Optional[float], t0: Optional[float]) -> Optional[float]:
     if t is None or t0 is None:
         return None
@@ -131,6 +148,9 @@ def build_report(*, scenario: dict[str, Any], raw: dict[str, Any],
         "waagent_ovf": raw.get("waagent_ovf"),
         "secret_leaks": raw.get("secret_leaks") or [],
         "certificate_keys": raw.get("certificate_keys") or {},
+        "routes": raw.get("routes") or [],
+        "links": raw.get("links") or [],
+        "link_events": [_link_event(e, t0) for e in raw.get("link_events") or []],
         "ejected": raw.get("ejected") or [],
         "services": raw.get("services") or [],
         "warnings": raw.get("warnings") or [],

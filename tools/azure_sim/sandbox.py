@@ -238,6 +238,11 @@ class Sandbox:
         socket.sethostname("localhost")
         stages: list[dict[str, Any]] = []
         watcher = threading.Thread(target=self.watcher, daemon=True)
+        # Every link state change of the VM's NICs, for "no link went down".
+        self.monitor = subprocess.Popen(["ip", "-ts", "-o", "monitor", "link"],
+                                        stdout=open(self.work / "logs" / "link-monitor.log",
+                                                    "wb"),
+                                        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         self.t0 = time.time()
         watcher.start()
         for boot in range(1, self.plan["boots"] + 1):
@@ -255,6 +260,8 @@ class Sandbox:
                     net = self.run_in_vm(guest.os_network_command(self.plan), "os-network")
                     stages.append({"boot": boot, "stage": "os-network", **net})
         self._stop.set()
+        self.monitor.terminate()
+        self.monitor.wait()
         return {"stages": stages}
 
     def collect(self) -> dict[str, Any]:
@@ -270,6 +277,12 @@ class Sandbox:
                 shutil.copy2(src, self.work / "logs" / name)
         observed["resource_disk_device"] = self.plan.get("resource_disk_device")
         observed["certificate_keys"] = self.plan.get("certificate_keys") or {}
+        observed["routes"] = sh("ip", "-4", "route", "show", "table", "all",
+                                capture_output=True, text=True, check=False).stdout.splitlines()
+        observed["links"] = guest.links()
+        monitor = self.work / "logs" / "link-monitor.log"
+        observed["link_events"] = (monitor.read_text(errors="replace").splitlines()
+                                   if monitor.exists() else [])
         observed["status_rc"] = status["rc"]
         observed["status_raw"] = status_text
         return observed
