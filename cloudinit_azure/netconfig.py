@@ -87,6 +87,26 @@ def _prefix(family: Mapping[str, Any], version: int, where: str) -> int:
     return prefix
 
 
+def azure_gateway(family: Mapping[str, Any]) -> Optional[str]:
+    """The default gateway Azure gives a subnet: its first host address.
+
+    Azure reserves ``x.x.x.1`` of every subnet for the gateway, so the IMDS
+    ``ipv4.subnet[0]`` (address and prefix) names it; None when absent or
+    malformed (then no route to the platform is rendered).
+    """
+    subnets = family.get("subnet") if isinstance(family, Mapping) else None
+    if not isinstance(subnets, list) or not subnets or not isinstance(subnets[0], Mapping):
+        return None
+    try:
+        net = ipaddress.ip_network(
+            f"{subnets[0].get('address')}/{subnets[0].get('prefix')}", strict=False)
+    except ValueError:
+        return None
+    if net.version != 4 or net.num_addresses < 4:
+        return None
+    return str(net.network_address + 1)
+
+
 def _match(mac: str, nic_driver: Optional[str]) -> dict[str, str]:
     match = {"macaddress": mac}
     if nic_driver:
@@ -136,7 +156,7 @@ def network_config(
     names: Optional[Mapping[str, str]] = None,
     primary_mac: Optional[str] = None,
     wireserver: Optional[str] = None,
-    routes_to_platform: bool = False,
+    routes_to_platform: bool = True,
     gateway: Optional[str] = None,
     routes: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
@@ -147,8 +167,12 @@ def network_config(
     in the simulator; None matches by MAC only). ``names``: current
     ``{mac: name}``, used as ids. The first IMDS interface is the primary:
     lowest route metric, the only one whose DHCP DNS servers are used, and the
-    one that carries routes to the platform (``routes_to_platform`` with
-    ``gateway``, plus any ``routes`` as ``{"to", "via"}`` dicts).
+    one that carries routes to the platform (``routes_to_platform``, on by
+    default, via ``gateway`` or else the subnet's Azure gateway from IMDS,
+    plus any ``routes`` as ``{"to", "via"}`` dicts). They are rendered into
+    the OS network config so they survive reboots even when the DHCP server
+    sends no option 121 (the azure_network module only adds them to the
+    running system, once per instance).
     Without interfaces, falls back to one DHCP NIC (``primary_mac``, else the
     first of ``names``). Raises :class:`ImdsParseError` on a malformed shape.
     """
@@ -204,8 +228,11 @@ def network_config(
             statics += [f"{a}/{_prefix(v6, 6, where + '.ipv6')}" for a in v6_addrs[1:]]
             if statics:
                 dev["addresses"] = statics
-        if not ethernets and platform:  # first NIC configured: the primary
-            dev["routes"] = [dict(r) for r in platform]
+        if not ethernets:  # first NIC configured: the primary
+            if gateway is None and routes_to_platform:
+                platform = _platform_routes(wireserver, True, azure_gateway(v4), routes)
+            if platform:
+                dev["routes"] = [dict(r) for r in platform]
         dev_id = names.get(mac) or "nic-" + mac.replace(":", "")
         ethernets[dev_id] = dev
     return {"version": 2, "ethernets": ethernets}

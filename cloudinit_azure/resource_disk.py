@@ -426,6 +426,11 @@ class Decision:
     reason: str
     target: str = ""  # node to mount for "mount"
     uuid: str = ""
+    # A "skip" we could not avoid (probing failed, disk busy elsewhere) is a
+    # warning; leaving a disk alone on purpose (user files, not ours,
+    # never_destroy_ntfs) is the safe outcome working, logged at INFO, so
+    # cloud-init 23.4+ does not call the boot "degraded" for it.
+    warn: bool = False
 
 
 def ntfs_candidate(layout: DiskLayout) -> Optional[Partition]:
@@ -462,7 +467,8 @@ def decide(layout: DiskLayout, cfg: DiskSettings, *,
     disk carrying our file system; leave everything else alone, saying why."""
     fs, label, mp = cfg.filesystem, cfg.label, cfg.mountpoint
     if layout.unclear:
-        return Decision("skip", f"{layout.disk}: probing was inconclusive ({layout.unclear})")
+        return Decision("skip", f"{layout.disk}: probing was inconclusive ({layout.unclear})",
+                        warn=True)
 
     ours: Optional[tuple[str, str]] = None  # (node, uuid)
     if not layout.partitions and layout.fstype == fs and layout.label == label:
@@ -475,7 +481,7 @@ def decide(layout: DiskLayout, cfg: DiskSettings, *,
         if others:
             node, where = others[0]
             return Decision("skip", f"{node} carries our {fs} file system but is in use at "
-                                    f"{where}, not {mp}")
+                                    f"{where}, not {mp}", warn=True)
         return Decision("mount", f"{ours[0]} already carries our {fs} file system "
                                  f"labelled {label!r}",
                         target=ours[0], uuid=ours[1])
@@ -499,7 +505,8 @@ def decide(layout: DiskLayout, cfg: DiskSettings, *,
             return Decision("skip", f"{candidate.node} is NTFS and never_destroy_ntfs is set")
         if ntfs_files is None:
             why = ntfs_error or "no listing"
-            return Decision("skip", f"cannot list the NTFS volume on {candidate.node}: {why}")
+            return Decision("skip", f"cannot list the NTFS volume on {candidate.node}: {why}",
+                            warn=True)
         extra = user_files(ntfs_files)
         if extra:
             shown = ", ".join(sorted(extra)[:5])
@@ -794,8 +801,19 @@ def _swaps(machine: Machine) -> list[str]:
 
 
 def read_layout(machine: Machine, disk: Discovered) -> DiskLayout:
-    """Probe the disk and its sysfs partitions; note what is in use."""
+    """Probe the disk and its sysfs partitions; note what is in use.
+
+    A partition table the kernel shows no partitions for (a disk whose
+    table changed while attached, e.g. handed over fresh by a redeploy on a
+    kernel that did not re-read it) is synced with ``partx -u`` first, so
+    the decision sees what is really on the disk.
+    """
     whole = probe(machine.runner, disk.node)
+    if whole.get("PTTYPE") and not sysfs_partitions(machine, disk.name):
+        try:
+            machine.runner(["partx", "-u", disk.node], check=False)
+        except OSError as err:
+            LOG.debug("partx not run: %s", err)
     parts = []
     unclear = whole.get("AMBIVALENT", "")
     for sp in sysfs_partitions(machine, disk.name):
@@ -988,7 +1006,8 @@ def setup(cfg: DiskSettings, instance_id: Optional[str], machine: Optional[Machi
     decision = decide(layout, cfg, ntfs_files=files, ntfs_error=ntfs_error,
                       is_new_instance=is_new, previously_ours=ours_before)
     if decision.action == "skip":
-        log.warning("resource disk: leaving %s alone: %s", disk.node, decision.reason)
+        (log.warning if decision.warn else log.info)(
+            "resource disk: leaving %s alone: %s", disk.node, decision.reason)
         return Outcome(disk, decision)
 
     mounted = (decision.target, cfg.mountpoint) in set(layout.in_use)

@@ -41,6 +41,10 @@ def test_one_nic_dhcp_matched_by_mac_and_driver_without_rename():
         "dhcp4": True,
         "dhcp4-overrides": {"route-metric": 100},
         "dhcp6": False,
+        # Azure's gateway is the subnet's first host: routes to the platform
+        # are rendered by default, so they survive reboots without option 121.
+        "routes": [{"to": "168.63.129.16/32", "via": "10.0.0.1"},
+                   {"to": "169.254.169.254/32", "via": "10.0.0.1"}],
     }}}
     assert "set-name" not in str(cfg)
 
@@ -107,11 +111,40 @@ def test_routes_to_the_platform_go_on_the_primary_only():
 
 
 def test_routes_need_a_gateway_and_explicit_routes_are_merged():
-    assert "routes" not in network_config(ONE, routes_to_platform=True)["ethernets"][
-        "nic-000d3a123456"]
-    eth = network_config(ONE, routes=[{"to": "169.254.169.254/32", "via": "10.0.0.1"}])
+    no_subnet = {"interface": [{"macAddress": "000D3A123456",
+                                "ipv4": {"ipAddress": [{"privateIpAddress": "10.0.0.4"}]}}]}
+    assert "routes" not in network_config(no_subnet)["ethernets"]["nic-000d3a123456"]
+    eth = network_config(ONE, routes_to_platform=False,
+                         routes=[{"to": "169.254.169.254/32", "via": "10.0.0.1"}])
     assert eth["ethernets"]["nic-000d3a123456"]["routes"] == [
         {"to": "169.254.169.254/32", "via": "10.0.0.1"}]
+
+
+def test_platform_routes_can_be_turned_off():
+    assert "routes" not in network_config(ONE, routes_to_platform=False)["ethernets"][
+        "nic-000d3a123456"]
+
+
+@pytest.mark.parametrize("subnet, gateway", [
+    ({"address": "10.0.0.0", "prefix": "24"}, "10.0.0.1"),
+    ({"address": "10.1.2.64", "prefix": "26"}, "10.1.2.65"),
+    ({"address": "10.1.2.77", "prefix": "26"}, "10.1.2.65"),  # host bits ignored
+    ({"address": "10.0.0.0", "prefix": "31"}, None),
+    ({"address": "fd00::", "prefix": "64"}, None),
+    ({"address": "bogus", "prefix": "24"}, None),
+    ({}, None),
+])
+def test_azure_gateway_is_the_first_host_of_the_subnet(subnet, gateway):
+    assert netconfig.azure_gateway({"subnet": [subnet]}) == gateway
+    assert netconfig.azure_gateway({}) is None
+
+
+def test_derived_routes_use_the_primary_nics_subnet_and_the_given_wireserver():
+    eth = network_config(TWO, wireserver="168.63.129.99")["ethernets"]
+    assert eth["nic-000d3a123456"]["routes"] == [
+        {"to": "168.63.129.99/32", "via": "10.0.0.1"},
+        {"to": "169.254.169.254/32", "via": "10.0.0.1"}]
+    assert "routes" not in eth["nic-000d3a654321"]
 
 
 def test_the_config_is_valid_for_cloud_init_25_network_schema():

@@ -30,7 +30,8 @@ PLUGIN_CFG = REPO / "config" / "cloud.cfg.d"
 DHCP_CLIENT_PATHS = {
     "dhclient": ["/usr/sbin/dhclient", "/sbin/dhclient"],
     "dhcpcd": ["/usr/sbin/dhcpcd", "/sbin/dhcpcd"],
-    "udhcpc": ["/usr/sbin/udhcpc", "/sbin/udhcpc"],
+    # busybox carries a udhcpc applet: an image "with udhcpc" has busybox.
+    "udhcpc": ["/usr/sbin/udhcpc", "/sbin/udhcpc", "/usr/bin/busybox", "/bin/busybox"],
 }
 
 

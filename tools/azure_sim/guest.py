@@ -137,6 +137,7 @@ def install(plan: dict[str, Any], root: Path) -> None:
         seed.mkdir(parents=True, exist_ok=True)
         shutil.copy2(plan["seed_ovf"], seed / "ovf-env.xml")
         os.chmod(seed / "ovf-env.xml", 0o600)
+    _system_users(root, plan.get("dhcp_client"))
     kvp = root / KVP_POOL
     kvp.parent.mkdir(parents=True, exist_ok=True)
     kvp.write_bytes(b"")
@@ -147,6 +148,30 @@ def install(plan: dict[str, Any], root: Path) -> None:
     if fake_sys:
         shutil.copytree(fake_sys, root / "run/azure-sim-fake-sys", symlinks=True)
     install_run(plan, root)
+
+
+def _system_users(root: Path, client: Optional[str]) -> None:
+    """Accounts the image's packages' maintainer scripts would have created."""
+    wanted = {"dhcpcd": ("dhcpcd", "/usr/lib/dhcpcd"), "sshd": ("sshd", "/run/sshd")}
+    passwd = (root / "etc/passwd").read_text()
+    group = (root / "etc/group").read_text()
+    uids = {int(line.split(":")[2]) for line in passwd.splitlines() if line.count(":") >= 6}
+    for name, home in wanted.values():
+        if f"\n{name}:" in "\n" + passwd:
+            continue
+        uid = next(u for u in range(100, 1000) if u not in uids)
+        uids.add(uid)
+        passwd += f"{name}:x:{uid}:65534::{home}:/usr/sbin/nologin\n"
+        if f"\n{name}:" not in "\n" + group:
+            group += f"{name}:x:{uid}:\n"
+    _write(root / "etc/passwd", passwd)
+    _write(root / "etc/group", group)
+    shadow = root / "etc/shadow"
+    text = shadow.read_text()
+    for name, _ in wanted.values():
+        if f"\n{name}:" not in "\n" + text:
+            text += f"{name}:!:19000::::::\n"
+    _write(shadow, text, 0o640)
 
 
 def install_run(plan: dict[str, Any], root: Path) -> None:

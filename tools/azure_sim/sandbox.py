@@ -91,6 +91,9 @@ class Sandbox:
         # Keep the host's non-namespaced knobs out of reach of the VM.
         sh("mount", "--bind", "-o", "ro", str(r / "proc/sys"), str(r / "proc/sys"))
         sh("mount", "-o", "remount,bind,ro", str(r / "proc/sys"))
+        # Network sysctls belong to the VM's own network namespace: DHCP
+        # clients (dhcpcd) set them, and the host's are not reachable from here.
+        sh("mount", "--bind", "/proc/sys/net", str(r / "proc/sys/net"))
         mount("sysfs", r / "sys", "sysfs", "ro,nosuid,nodev,noexec")
         if self.plan.get("generation", 2) == 2:
             # Gen2 VMs boot UEFI; cloud-init reads the DMI uuid byte order from it.
@@ -137,9 +140,11 @@ class Sandbox:
         cfg_path.write_text(json.dumps(self.plan["platform"]))
         env = dict(os.environ)
         env.update(self.plan["tool_env"])
+        self.platform_log = self.work / "platform" / "platform.log"
         self.platform = subprocess.Popen(
             ["unshare", "--net", sys.executable, "-m", "azure_sim.fabric",
-             str(cfg_path)], env=env, stdin=subprocess.DEVNULL)
+             str(cfg_path)], env=env, stdin=subprocess.DEVNULL,
+            stdout=open(self.platform_log, "ab"), stderr=subprocess.STDOUT)
         pid = str(self.platform.pid)
         sh("ip", "link", "set", "lo", "up")
         for nic in self.plan["platform"]["nics"]:
@@ -150,7 +155,8 @@ class Sandbox:
         deadline = time.time() + 20
         while not ready.exists():
             if self.platform.poll() is not None:
-                raise RuntimeError(f"platform exited with {self.platform.returncode}")
+                tail = self.platform_log.read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"platform exited with {self.platform.returncode}: {tail}")
             if time.time() > deadline:
                 raise RuntimeError("platform did not come up within 20 s")
             time.sleep(0.005)
