@@ -19,8 +19,6 @@ from cloudinit_azure.ovf import OvfEnvironment
 from cloudinit_azure.report import ProvisioningError, UserConfigError
 from cloudinit_azure.runner import Runner, run
 
-AZURE_CHASSIS_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
-
 # Where our config modules go in cloud_init_modules, relative to the
 # distro's own entries (names normalised: '-' == '_').
 MODULE_PLACEMENT: tuple[tuple[str, str, tuple[str, ...]], ...] = (

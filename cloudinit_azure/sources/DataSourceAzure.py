@@ -20,11 +20,14 @@ from typing import Any, Iterator, Optional
 
 from cloudinit import sources
 
-from cloudinit_azure import identity, kvp, media, netconfig, provision, settings
+# Only what every stage needs is imported here: cloud-init unpickles this
+# datasource in every stage, and most never crawl. The rest loads on use.
+from cloudinit_azure import identity, settings
 from cloudinit_azure.report import DhcpError, ProvisioningError
 
 LOG = logging.getLogger(__name__)
 DS_NAME = "Azure"
+AZURE_CHASSIS_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 STAGING_DIR = "/var/lib/cloudinit-azure"
 
 
@@ -39,7 +42,7 @@ def on_azure(seed_dir: str) -> bool:
     """Milliseconds and no network: the chassis asset tag, or a seed file."""
     if os.path.exists(os.path.join(seed_dir, "ovf-env.xml")):
         return True
-    return _read_dmi("chassis-asset-tag") == provision.AZURE_CHASSIS_ASSET_TAG
+    return _read_dmi("chassis-asset-tag") == AZURE_CHASSIS_ASSET_TAG
 
 
 def _mount_reader(device: str) -> Optional[bytes]:
@@ -124,6 +127,8 @@ class DataSourceAzure(sources.DataSource):
             return False
 
     def _provision(self) -> bool:
+        from cloudinit_azure import kvp
+
         started = time.monotonic()
         try:
             self.settings = self._settings()
@@ -182,6 +187,7 @@ class DataSourceAzure(sources.DataSource):
 
     def _read_ovf(self) -> Optional[Any]:
         """Find and parse ovf-env.xml; None when there is no media at all."""
+        from cloudinit_azure import media
         from cloudinit_azure.ovf import parse_ovf, redact_ovf
         from cloudinit_azure.runner import run
 
@@ -228,11 +234,10 @@ class DataSourceAzure(sources.DataSource):
             return EphemeralDHCPv4(self.distro, iface=nic)
         return EphemeralDHCPv4(iface=nic)
 
-    def _crawl(self, ovf: Any, system_uuid: str,
-               previous: Optional[str]) -> provision.Provisioning:
+    def _crawl(self, ovf: Any, system_uuid: str, previous: Optional[str]) -> Any:
         import dataclasses
 
-        from cloudinit_azure import account
+        from cloudinit_azure import account, provision
         from cloudinit_azure.imds import IMDS_POLICY, fetch_instance_metadata, imds_client
 
         cfg = self.settings
@@ -283,7 +288,9 @@ class DataSourceAzure(sources.DataSource):
         except Exception as exc:  # reporting must never turn into a traceback
             LOG.error("failure report not sent: %s", exc)
 
-    def _apply(self, result: provision.Provisioning) -> None:
+    def _apply(self, result: Any) -> None:
+        from cloudinit_azure import provision
+
         self.provisioned = True
         self.metadata = dict(result.metadata)
         self.userdata_raw = result.userdata or b""
@@ -319,6 +326,7 @@ class DataSourceAzure(sources.DataSource):
     @property
     def network_config(self) -> Optional[dict]:
         if self._network_cfg is None and self.provisioned:
+            from cloudinit_azure import netconfig
             from cloudinit_azure.network import names_by_mac
 
             if not self.settings.get("apply_network_config", True):
