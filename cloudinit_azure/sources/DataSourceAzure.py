@@ -102,7 +102,12 @@ class DataSourceAzure(sources.DataSource):
         return settings.load("datasource_azure", {"datasource_azure": ds_cfg})
 
     def ds_detect(self) -> bool:  # cloud-init 23.2+
-        return on_azure(self._settings()["seed_dir"])
+        started = time.monotonic()
+        found = on_azure(self._settings()["seed_dir"])
+        if not found:
+            LOG.debug("not on Azure (no chassis asset tag, no seed): %.1f ms",
+                      (time.monotonic() - started) * 1000)
+        return found
 
     def _get_subplatform(self) -> str:
         if self.media_kind == "seed":

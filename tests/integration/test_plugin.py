@@ -155,3 +155,22 @@ def test_keys_given_only_as_fingerprints_come_through_the_certificates(run_boot,
     assert len(expected) == 1 and expected[0].startswith("ssh-rsa ")
     assert r["user"]["authorized_keys"] == expected
     assert "certificates" in [q["endpoint"] for q in r["requests"]]
+
+
+OFF_AZURE = """
+name: off-azure
+on_azure: false
+media: none
+resource_disk: false
+expect: silence
+"""
+
+
+def test_off_azure_the_datasource_bails_out_without_traffic(run_boot, cloud_init, tmp_path):
+    r = run_boot(OFF_AZURE, cloud_init=cloud_init, datasource="plugin",
+                 logs_to=str(tmp_path / "logs"))
+    assert r["sim_error"] is None, r.get("traceback")
+    assert r["verdict"]["ok"], r["verdict"]
+    assert r["requests"] == [] and r["health_reports"] == [] and r["kvp"] == []
+    log = (tmp_path / "logs" / "logs" / "cloud-init.log").read_text()
+    assert "not on Azure (no chassis asset tag, no seed)" in log

@@ -22,8 +22,14 @@ def _boot(args: argparse.Namespace) -> int:
         print(f"azure-sim: {exc}", file=sys.stderr)
         return 2
     try:
-        report = boot(scenario, cloud_init=args.cloud_init, datasource=args.datasource,
-                      keep=args.keep, timeout=args.timeout, logs_to=args.logs)
+        if args.vm:
+            from azure_sim import vm
+
+            report = vm.boot(scenario, deb=args.deb, timeout=args.timeout,
+                             logs_to=args.logs, cloud_init=args.cloud_init)
+        else:
+            report = boot(scenario, cloud_init=args.cloud_init, datasource=args.datasource,
+                          keep=args.keep, timeout=args.timeout, logs_to=args.logs)
     except SimError as exc:
         print(f"azure-sim: {exc}", file=sys.stderr)
         return 2
@@ -59,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--logs", help="copy cloud-init's and the platform's logs here")
     b.add_argument("--timeout", type=float, help="seconds before the VM is killed")
     b.add_argument("--quiet", action="store_true", help="no summary on stdout")
+    b.add_argument("--vm", action="store_true",
+                   help="boot a Debian 12 VM under QEMU instead (docs/vm.md)")
+    b.add_argument("--deb", help="with --vm: the .deb to install (default: dist/'s)")
     b.set_defaults(func=_boot)
     n = sub.add_parser("bench", help="compare plug-in and built-in datasource boots")
     n.add_argument("--runs", type=int, default=3)

@@ -111,7 +111,7 @@ def install(plan: dict[str, Any], root: Path) -> None:
            + yaml.safe_dump(sim_cfg, sort_keys=True))
     answers = {
         "system-uuid": plan["dmi_uuid"],
-        "chassis-asset-tag": AZURE_ASSET_TAG,
+        "chassis-asset-tag": AZURE_ASSET_TAG if plan.get("on_azure", True) else "",
         "system-product-name": "Virtual Machine",
         "system-manufacturer": "Microsoft Corporation",
         "chassis-manufacturer": "Microsoft Corporation",

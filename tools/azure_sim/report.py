@@ -180,6 +180,12 @@ def verdict(report: dict[str, Any], expect: str) -> dict[str, Any]:
             problems.append(f"Ready reported {report['ready_count']} times")
         if report["cloud_init_status"] != "done":
             problems.append(f"cloud-init status is {report['cloud_init_status']}")
+    elif expect == "silence":
+        # Off Azure: nothing may be sent to the platform at all.
+        if report["requests"]:
+            problems.append(f"{len(report['requests'])} requests reached the platform")
+        if report["kvp"]:
+            problems.append("KVP records were written")
     else:
         if not report["failure"]:
             problems.append("no failure was reported")
