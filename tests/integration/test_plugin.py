@@ -42,6 +42,27 @@ ovf: {username: root}
 imds: {compute: {osProfile: {adminUsername: root}}}
 expect: failure
 """
+BAD_IMDS_JSON = """
+name: bad-imds-json
+imds_raw: "{not json"
+expect: failure
+"""
+BAD_SSH_KEY = """
+name: bad-ssh-key
+ovf: {public_keys: ["ssh-rsa !!!notbase64 user@host"]}
+imds: {compute: {publicKeys: []}}
+expect: failure
+"""
+LONG_PASSWORD = """
+name: long-password
+ovf: {password: "%s"}
+expect: failure
+""" % ("P4ss-" * 40)
+KEY_PAIR = """
+name: key-pair
+ovf:
+  key_pairs: [{fingerprint: deploykey, path: /home/azureuser/.ssh/id_rsa}]
+"""
 TWO_BOOTS = """
 name: two-boots
 boots: 2
@@ -99,6 +120,7 @@ def test_password_scenario_allows_password_login_with_a_verifying_hash(run_boot,
     assert r["user"]["password_set"] and r["user"]["password_verifies"] is True
     assert r["user"]["password_login_allowed"] is True
     assert r["user"]["authorized_keys"] == []
+    assert r["waagent_ovf"]["has_redacted"] is True
 
 
 def test_imds_answering_500_three_times_still_reaches_ready(run_boot, cloud_init):
@@ -113,6 +135,9 @@ def test_imds_answering_500_three_times_still_reaches_ready(run_boot, cloud_init
     (BROKEN_OVF, "ovf-env.xml is not well-formed XML"),
     (BAD_CUSTOM_DATA, "CustomData"),
     (RESERVED_USER, "reserved user name"),
+    (BAD_IMDS_JSON, "error parsing IMDS metadata"),
+    (BAD_SSH_KEY, "invalid SSH public key"),
+    (LONG_PASSWORD, "password too long"),
 ])
 def test_bad_input_ends_in_provisioning_failed_with_its_reason(run_boot, cloud_init,
                                                                text, reason):
@@ -174,3 +199,19 @@ def test_off_azure_the_datasource_bails_out_without_traffic(run_boot, cloud_init
     assert r["requests"] == [] and r["health_reports"] == [] and r["kvp"] == []
     log = (tmp_path / "logs" / "logs" / "cloud-init.log").read_text()
     assert "not on Azure (no chassis asset tag, no seed)" in log
+
+
+def test_ovf_key_pair_lands_at_its_path_with_private_modes(run_boot, cloud_init, tmp_path):
+    keep = tmp_path / "upper"
+    r = run_boot(KEY_PAIR, cloud_init=cloud_init, datasource="plugin", keep=str(keep))
+    _ok(r)
+    assert r["verdict"]["ok"], r["verdict"]
+    private = keep / "home/azureuser/.ssh/id_rsa"
+    public = keep / "home/azureuser/.ssh/id_rsa.pub"
+    assert private.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert oct(private.stat().st_mode & 0o777) == "0o600"
+    assert oct(public.stat().st_mode & 0o777) == "0o644"
+    assert public.read_text().startswith("ssh-rsa ")
+    assert private.stat().st_uid == r["user"]["uid"]
+    assert not (keep / "var/lib/cloudinit-azure/keypairs/").exists() or not any(
+        (keep / "var/lib/cloudinit-azure/keypairs/").iterdir())
