@@ -46,6 +46,7 @@ class KernelConfig:
     console_args: tuple[str, ...] = tuple(DEFAULT_CONSOLE_ARGS.split())
     regenerate_grub: bool = True
     getty: bool = True
+    sysfs: str = "/sys"
 
     @classmethod
     def from_settings(cls, cfg: Mapping[str, Any]) -> KernelConfig:
@@ -60,6 +61,7 @@ class KernelConfig:
             console_args=tuple(str(console.get("args", DEFAULT_CONSOLE_ARGS)).split()),
             regenerate_grub=console.get("regenerate_grub", True),
             getty=console.get("getty", True),
+            sysfs=str(cfg.get("sysfs", "/sys")),
         )
 
 
@@ -244,9 +246,16 @@ def _read_attr(path: str) -> Optional[str]:
         return None
 
 
-def is_hyperv_disk(root: str, name: str) -> bool:
+def sys_dir(root: str, sysfs: str = "/sys") -> str:
+    """Where sysfs is for the SCSI part: ``sysfs`` (absolute, on the target
+    system) under ``root``. Image builders and the simulator point it at a
+    fake tree; the real sysfs of a sandbox is read-only."""
+    return os.path.join(root, sysfs.strip("/") or "sys")
+
+
+def is_hyperv_disk(root: str, name: str, sysfs: str = "/sys") -> bool:
     """A Hyper-V synthetic SCSI disk: Msft / Virtual Disk on the VMBus."""
-    dev = os.path.join(root, "sys/block", name)
+    dev = os.path.join(sys_dir(root, sysfs), "block", name)
     if (_read_attr(os.path.join(dev, "device/vendor")) or "") != "Msft":
         return False
     if not (_read_attr(os.path.join(dev, "device/model")) or "").startswith("Virtual Disk"):
@@ -254,15 +263,15 @@ def is_hyperv_disk(root: str, name: str) -> bool:
     return "vmbus" in os.path.realpath(dev).lower()
 
 
-def hyperv_disks(root: str) -> list[str]:
+def hyperv_disks(root: str, sysfs: str = "/sys") -> list[str]:
     try:
-        names = sorted(os.listdir(os.path.join(root, "sys/block")))
+        names = sorted(os.listdir(os.path.join(sys_dir(root, sysfs), "block")))
     except FileNotFoundError:
         return []
-    return [n for n in names if is_hyperv_disk(root, n)]
+    return [n for n in names if is_hyperv_disk(root, n, sysfs)]
 
 
-def _whole_disks(root: str, sys_path: str, depth: int = 0) -> list[str]:
+def _whole_disks(root: str, sys_path: str, depth: int = 0, sysfs: str = "/sys") -> list[str]:
     """Disks under a sysfs block device: its parent if a partition, its slaves if dm/md."""
     real = os.path.realpath(sys_path)
     if not os.path.isdir(real) or depth > 8:
@@ -272,7 +281,8 @@ def _whole_disks(root: str, sys_path: str, depth: int = 0) -> list[str]:
     if slaves:
         out: list[str] = []
         for s in slaves:
-            for d in _whole_disks(root, os.path.join(root, "sys/class/block", s), depth + 1):
+            for d in _whole_disks(root, os.path.join(sys_dir(root, sysfs), "class/block", s),
+                                  depth + 1, sysfs):
                 if d not in out:
                     out.append(d)
         return out
@@ -281,7 +291,7 @@ def _whole_disks(root: str, sys_path: str, depth: int = 0) -> list[str]:
     return [os.path.basename(real)]
 
 
-def root_disks(root: str) -> list[str]:
+def root_disks(root: str, sysfs: str = "/sys") -> list[str]:
     """The whole disk(s) holding ``/``, from ``/proc/self/mountinfo``.
 
     Uses the mount's major:minor (``/sys/dev/block/M:m``), falling back to
@@ -297,16 +307,17 @@ def root_disks(root: str) -> list[str]:
             entry = fields  # the last one is the mount on top
     if entry is None:
         return []
-    dev = os.path.join(root, "sys/dev/block", entry[2])
+    dev = os.path.join(sys_dir(root, sysfs), "dev/block", entry[2])
     if os.path.exists(dev):
-        return _whole_disks(root, dev)
+        return _whole_disks(root, dev, sysfs=sysfs)
     source = ""
     if "-" in entry[6:]:
         sep = entry.index("-", 6)
         source = entry[sep + 2] if len(entry) > sep + 2 else ""
     if source.startswith("/dev/"):
         name = os.path.basename(os.path.realpath(os.path.join(root, source.lstrip("/"))))
-        return _whole_disks(root, os.path.join(root, "sys/class/block", name))
+        return _whole_disks(root, os.path.join(sys_dir(root, sysfs), "class/block", name),
+                            sysfs=sysfs)
     return []
 
 
@@ -319,16 +330,18 @@ class ScsiOutcome:
 
 
 def set_scsi_timeouts(root: str, seconds: int,
-                      log: logging.Logger = LOG) -> ScsiOutcome:
-    """Set ``device/timeout`` on the root disk and every Hyper-V SCSI disk."""
+                      log: logging.Logger = LOG, sysfs: str = "/sys") -> ScsiOutcome:
+    """Set ``device/timeout`` on the root disk and every Hyper-V SCSI disk.
+
+    ``sysfs`` is where sysfs is on the target system (default ``/sys``)."""
     disks: list[str] = []
-    for d in root_disks(root) + hyperv_disks(root):
+    for d in root_disks(root, sysfs) + hyperv_disks(root, sysfs):
         if d not in disks:
             disks.append(d)
     written, unchanged, skipped = [], [], []
     want = str(seconds)
     for d in disks:
-        path = os.path.join(root, "sys/block", d, "device/timeout")
+        path = os.path.join(sys_dir(root, sysfs), "block", d, "device/timeout")
         if not os.path.lexists(path):
             log.debug("%s has no SCSI timeout (not a SCSI disk); skipped", d)
             skipped.append(d)
@@ -496,7 +509,7 @@ def apply(root: str, config: KernelConfig, *, release: str, runner: Runner,
     """
     which = which or which_in(root)
     entropy = seed_entropy(root, ioctl=ioctl, log=log) if config.entropy else None
-    scsi = (set_scsi_timeouts(root, config.scsi_seconds, log)
+    scsi = (set_scsi_timeouts(root, config.scsi_seconds, log, config.sysfs)
             if config.scsi_timeout else None)
 
     args: list[str] = []

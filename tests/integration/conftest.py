@@ -114,9 +114,15 @@ def processes_naming(path: str) -> list[str]:
     return found
 
 
+def _swaps() -> set[str]:
+    """Swap is global: a VM switching it on would change the host."""
+    lines = Path("/proc/swaps").read_text().splitlines()[1:]
+    return {line.split()[0] for line in lines if line.strip()}
+
+
 def snapshot() -> dict[str, set[str]]:
     return {"loop devices": _losetup(), "mounts": _mounts(), "netns": _netns(),
-            "host links": _links(), "work dirs": _workdirs()}
+            "host links": _links(), "work dirs": _workdirs(), "host swap": _swaps()}
 
 
 class Owned:

@@ -487,3 +487,19 @@ def test_module_meta_and_handle_signatures(monkeypatch):
     assert seen[0][2]["log"] is log
     with pytest.raises(ConfigError):
         cc_azure_kernel.handle("azure_kernel", {"azure_kernel": {"x": 1}}, None, log, [])
+
+
+def test_sysfs_key_points_the_scsi_part_at_another_tree(tmp_path):
+    fake = tmp_path / "run/fake-sys"
+    add_disk(fake, "sda", bus_path=f"{VMBUS}/f8b3781a-1e82-4818-a1c3-63d806ec15bb/host0",
+             vendor="Msft", model="Virtual Disk")
+    # add_disk lays the tree out under <root>/sys: the key names that directory.
+    cfg = KernelConfig.from_settings(settings.load(
+        "azure_kernel", {"azure_kernel": {"sysfs": "/run/fake-sys/sys"}}))
+    assert cfg.sysfs == "/run/fake-sys/sys"
+    out = kernel.set_scsi_timeouts(str(tmp_path), 300, sysfs=cfg.sysfs)
+    assert out.written == ("sda",)
+    assert read(fake, "sys/block/sda/device/timeout").strip() == "300"
+    assert KernelConfig.from_settings(settings.load("azure_kernel", None)).sysfs == "/sys"
+    with pytest.raises(ConfigError):
+        settings.load("azure_kernel", {"azure_kernel": {"sysfs": "relative/path"}})

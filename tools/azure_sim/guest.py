@@ -78,6 +78,27 @@ exit 0
 """
 
 
+# Swap, kernel modules and the clock are not namespaced: a VM in the sandbox
+# must never reach the host's. These stand-ins record what was asked.
+HOST_GLOBAL_STANDIN = """#!/bin/sh
+# azure-sim stand-in: this would change the host kernel, which the sandbox
+# shares. The call is recorded; swapon's view of active swap is kept here.
+mkdir -p /run/azure-sim
+prog=$(basename "$0")
+echo "$prog $*" >> /run/azure-sim/host-global.log
+if [ "$prog" = swapon ]; then
+  case "$*" in
+    ""|-s|--summary|--show*|*--show*)
+      [ -f /run/azure-sim/swaps ] && cat /run/azure-sim/swaps
+      exit 0 ;;
+  esac
+  for arg in "$@"; do
+    case "$arg" in -*) ;; *) echo "$arg" >> /run/azure-sim/swaps ;; esac
+  done
+fi
+exit 0
+"""
+
 EJECT_STANDIN = """#!/bin/sh
 # azure-sim stand-in: the DVD is a read-only loop device the platform owns;
 # ejecting it is recorded for the report.
@@ -122,6 +143,9 @@ def install(plan: dict[str, Any], root: Path) -> None:
     for name in ("usr/bin/systemctl", "usr/sbin/service", "usr/sbin/invoke-rc.d"):
         _write(root / name, SERVICE_STANDIN, 0o755)
     _write(root / "usr/bin/eject", EJECT_STANDIN, 0o755)
+    for name in ("usr/sbin/swapon", "usr/sbin/swapoff", "usr/sbin/modprobe",
+                 "usr/sbin/rmmod", "usr/sbin/insmod", "usr/sbin/hwclock"):
+        _write(root / name, HOST_GLOBAL_STANDIN, 0o755)
     if plan.get("mount_shim"):
         shim = (f"#!/bin/sh\nPYTHONPATH={plan['tools_dir']} exec {plan['python']} "
                 "-m azure_sim.mountshim \"$(basename \"$0\")\" \"$@\"\n")
@@ -330,6 +354,7 @@ def observe(plan: dict[str, Any], root: Path) -> dict[str, Any]:
     fstab = (root / "etc/fstab").read_text() if (root / "etc/fstab").exists() else ""
     services = root / "run/azure-sim/services.log"
     ejects = root / "run/azure-sim/eject.log"
+    host_global = root / "run/azure-sim/host-global.log"
     return {
         "user": _user(plan, root),
         "hostname": socket.gethostname(),
@@ -344,6 +369,8 @@ def observe(plan: dict[str, Any], root: Path) -> dict[str, Any]:
         if (root / "var/lib/cloud/data/instance-id").exists() else None,
         "services": services.read_text().splitlines() if services.exists() else [],
         "ejected": ejects.read_text().splitlines() if ejects.exists() else [],
+        "host_global_calls": host_global.read_text().splitlines()
+        if host_global.exists() else [],
         "waagent_ovf": _waagent(root),
         "secret_leaks": secret_leaks(plan, root),
         "cloud_init_log_tail": _tail(root / "var/log/cloud-init.log", 60),

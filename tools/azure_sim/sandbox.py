@@ -311,10 +311,28 @@ class Sandbox:
                 self.platform.kill()
 
 
+def _swaps() -> set[str]:
+    try:
+        lines = Path("/proc/swaps").read_text().splitlines()[1:]
+    except OSError:
+        return set()
+    return {line.split()[0] for line in lines if line.strip()}
+
+
+def undo_host_swap(before: set[str]) -> list[str]:
+    """Safety net: swap is global; switch off any the VM switched on."""
+    added = sorted(_swaps() - before)
+    for path in added:
+        subprocess.run(["swapoff", path.replace("\\040", " ")], check=False,
+                       capture_output=True)
+    return added
+
+
 def main(argv: list[str]) -> int:
     plan = json.loads(Path(argv[0]).read_text())
     box = Sandbox(plan)
     raw: dict[str, Any] = {"error": None}
+    swaps_before = _swaps()
     try:
         box.build_root()
         box.start_platform()
@@ -326,6 +344,10 @@ def main(argv: list[str]) -> int:
         raw["error"] = f"{box.work.joinpath('progress').read_text()}: {exc}"
         raw["traceback"] = traceback.format_exc()
     finally:
+        leaked = undo_host_swap(swaps_before)
+        if leaked:
+            raw["error"] = (raw.get("error") or "") + (
+                f" the VM enabled host swap {leaked}: switched off again")
         box.stop_platform()
         raw["t0"] = box.t0
         raw["events"] = box.events

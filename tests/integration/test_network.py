@@ -1,0 +1,153 @@
+"""Issue 6: routes, NIC names and host name publishing in real boots (22.4.2, 25.1.4).
+
+The report shows the VM's routes, links (name, MAC), link events from
+``ip -ts monitor link`` and dnsmasq's leases; the kept upper layer holds the
+network config cloud-init rendered from our datasource.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from azure_sim.scenario import DEFAULT_MAC
+
+pytestmark = pytest.mark.integration
+
+_REPORTS: dict = {}
+MAC2 = "00:0d:3a:12:34:57"
+
+
+def _boot(run_boot, tmp_path_factory, text, cloud_init):
+    key = (text, cloud_init)
+    if key not in _REPORTS:
+        work = tmp_path_factory.mktemp("net")
+        report = run_boot(text, cloud_init=cloud_init, datasource="plugin",
+                          keep=str(work / "keep"))
+        _REPORTS[key] = (report, work / "keep")
+    return _REPORTS[key]
+
+
+def _ok(r):
+    assert r["sim_error"] is None, r.get("traceback")
+    assert r["datasource"] == "plugin"
+    assert r["verdict"]["ok"], r["verdict"]
+    assert r["ready"] and r["ready_count"] == 1
+    assert r["cloud_init_status"] == "done", (r["cloud_init_errors"], r["warnings"])
+
+
+def _main_routes(r):
+    return [x.strip() for x in r["routes"] if "table local" not in x]
+
+
+def _rendered(keep):
+    """cloud-init's rendered OS network config, whichever renderer wrote it."""
+    files = sorted((keep / "etc/systemd/network").glob("*.network"))
+    files += sorted((keep / "etc/network/interfaces.d").glob("*"))
+    files += sorted((keep / "etc/netplan").glob("*.yaml"))
+    return {f.name: f.read_text() for f in files}
+
+
+def test_lease_carries_the_host_name_and_no_link_drops_after_the_os_network_is_up(
+        run_boot, tmp_path_factory, cloud_init):
+    r, _ = _boot(run_boot, tmp_path_factory, None, cloud_init)
+    _ok(r)
+    assert {"mac": DEFAULT_MAC, "ip": "10.0.0.4", "hostname": "sim-vm-01"} in r["dhcp_leases"]
+    os_net = next(s["start"] for s in r["stages"]
+                  if s["stage"] == "os-network" and s["boot"] == 1)
+    events = [e for e in r["link_events"] if e["name"] == "eth0"]
+    print("os-network at", os_net, "eth0 events:",
+          [(e["t"], "down" if e["down"] else "up") for e in events])
+    up = next(e["t"] for e in events if e["t"] >= os_net and not e["down"])
+    later_downs = [e for e in events if e["t"] > up and e["down"]]
+    assert later_downs == [], later_downs
+    assert {"name": "eth0", "mac": DEFAULT_MAC, "state": "UP"} in r["links"]
+
+
+NO_121 = """
+name: net-no-option-121
+dhcp: {option_121: false}
+"""
+
+
+def test_without_option_121_routes_exist_and_are_in_the_rendered_config(
+        run_boot, tmp_path_factory, cloud_init):
+    r, keep = _boot(run_boot, tmp_path_factory, NO_121, cloud_init)
+    _ok(r)
+    routes = _main_routes(r)
+    assert "168.63.129.16 via 10.0.0.1 dev eth0" in routes
+    assert "169.254.169.254 via 10.0.0.1 dev eth0" in routes
+    rendered = _rendered(keep)
+    assert rendered, "cloud-init rendered no network config"
+    text = "\n".join(rendered.values())
+    print(rendered)
+    for dst in ("168.63.129.16/32", "169.254.169.254/32"):
+        assert (f"Destination={dst}" in text or f"to: {dst}" in text
+                or f"{dst} gw 10.0.0.1" in text or f"{dst} via 10.0.0.1" in text), text
+    assert "10.0.0.1" in text
+
+
+NO_121_TWO_BOOTS = """
+name: net-no-option-121-two-boots
+boots: 2
+dhcp: {option_121: false}
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "After a reboot the routes come only from the rendered network config, which "
+    "the simulator's os-network step does not apply (it runs the image's DHCP "
+    "client on eth0), and azure_network adds routes once per instance. Needs the "
+    "simulator to bring the OS network up from cloud-init's rendered config (or "
+    "azure_network to re-add routes every boot)."))
+def test_without_option_121_routes_are_back_after_a_reboot(run_boot, tmp_path_factory,
+                                                           cloud_init):
+    r, _ = _boot(run_boot, tmp_path_factory, NO_121_TWO_BOOTS, cloud_init)
+    _ok(r)
+    routes = _main_routes(r)
+    assert "168.63.129.16 via 10.0.0.1 dev eth0" in routes
+    assert "169.254.169.254 via 10.0.0.1 dev eth0" in routes
+
+
+TWO_NICS = """
+name: net-two-nics
+nics: 2
+"""
+
+
+def test_two_nics_keep_their_names_by_mac(run_boot, tmp_path_factory, cloud_init):
+    r, keep = _boot(run_boot, tmp_path_factory, TWO_NICS, cloud_init)
+    _ok(r)
+    by_name = {link["name"]: link["mac"] for link in r["links"]}
+    assert by_name["eth0"] == DEFAULT_MAC and by_name["eth1"] == MAC2
+    # Nothing renamed: every link event names one of the original devices.
+    assert {e["name"] for e in r["link_events"]} <= {"eth0", "eth1"}
+    rendered = _rendered(keep)
+    print(rendered)
+    text = "\n".join(rendered.values())
+    assert "set-name" not in text
+    for name, mac in (("eth0", DEFAULT_MAC), ("eth1", MAC2)):
+        match = [t for t in rendered.values() if f"MACAddress={mac}" in t or mac in t]
+        assert len(match) == 1, rendered
+        assert f"Name={name}" in match[0] or name in match[0]
+
+
+BAD_HOSTNAME = """
+name: net-bad-hostname
+ovf: {hostname: "bad_host.-x"}
+imds: {compute: {name: "bad_host.-x", osProfile: {computerName: "bad_host.-x"}}}
+expect: failure
+"""
+
+
+def test_invalid_host_name_ends_in_provisioning_failed(run_boot, tmp_path_factory,
+                                                       cloud_init):
+    r, _ = _boot(run_boot, tmp_path_factory, BAD_HOSTNAME, cloud_init)
+    assert r["sim_error"] is None, r.get("traceback")
+    assert r["verdict"]["ok"], r["verdict"]
+    assert not r["ready"]
+    failures = [h for h in r["health_reports"] if h["state"] == "NotReady"]
+    assert len(failures) == 1 and failures[0]["substatus"] == "ProvisioningFailed"
+    assert failures[0]["decoded"]["reason"] == "invalid host name"
+    assert failures[0]["decoded"]["hostname"] == "bad_host.-x"
+    assert r["hostname"] != "bad_host.-x"
+    assert not any(lease["hostname"] == "bad_host.-x" for lease in r["dhcp_leases"])
