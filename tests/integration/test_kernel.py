@@ -1,15 +1,13 @@
 """Issue 5: the azure_kernel module in real boots (cloud-init 22.4.2 and 25.1.4).
 
-The simulator's VM root is this machine's root as an overlay, which has no
-/etc/default/grub, and its sysfs is the real, read-only one. Until the
-simulator can install both before the first boot (see the xfail below), the
-scenario boots three times: boot 1's customData (a shell script, once per
-instance, after azure_kernel ran) creates what a Debian image has — the grub
-defaults file, a fake sysfs tree with the OS disk as Hyper-V shows it
-(Msft / Virtual Disk on the VMBus, timeout 30) and a per-boot script that
-snapshots the files azure_kernel manages. Boot 2's azure_kernel (frequency
-always, ``azure_kernel: {sysfs: <fake tree>}``) does the work; boot 3 must
-change nothing. Entropy is never credited: the VM has no ACPI OEM0 table.
+The simulator's VM root is this machine's root as an overlay (no
+/etc/default/grub) and its sysfs is the real, read-only one. The scenario's
+``image_files`` give the VM, before its first boot, what a Debian image has
+(the grub defaults file) and a fake sysfs tree with the OS disk as Hyper-V
+shows it (Msft / Virtual Disk on the VMBus, timeout 30), which
+``azure_kernel: {sysfs: <fake tree>}`` points at. A per-boot script
+snapshots the managed files; the second boot must change nothing. Entropy
+is never credited: the VM has no ACPI OEM0 table.
 """
 
 from __future__ import annotations
@@ -37,44 +35,35 @@ GRUB_CMDLINE_LINUX_DEFAULT="quiet"
 GRUB_CMDLINE_LINUX=""
 """
 
-SETUP_SCRIPT = f"""#!/bin/sh
-set -e
-touch /var/tmp/custom-data-applied
-mkdir -p /etc/default
-cat > /etc/default/grub <<'GRUB'
-{DEBIAN_GRUB}GRUB
-S={FAKE_SYS}
-BUS=devices/LNXSYSTM:00/LNXSYBUS:00/ACPI0004:00/VMBUS:00
-DISK=$BUS/f8b3781a-1e82-4818-a1c3-63d806ec15bb/host0/target0:0:0/0:0:0:0
-D=$S/$DISK
-mkdir -p $D/block/sda $S/block $S/class/block
-printf 'Msft    \\n' > $D/vendor
-printf 'Virtual Disk    \\n' > $D/model
-echo 30 > $D/timeout
-ln -s ../.. $D/block/sda/device
-ln -s ../$DISK/block/sda $S/block/sda
-mkdir -p /var/lib/cloud/scripts/per-boot
-cat > /var/lib/cloud/scripts/per-boot/50-kernel-state <<'SNAP'
-#!/bin/sh
-n=$(($(ls /var/tmp/kstate 2>/dev/null | wc -l) + 2))
+BUS = "devices/LNXSYSTM:00/LNXSYBUS:00/ACPI0004:00/VMBUS:00"
+DISK = f"{BUS}/f8b3781a-1e82-4818-a1c3-63d806ec15bb/host0/target0:0:0/0:0:0:0"
+SNAPSHOT = f"""#!/bin/sh
+n=$(($(ls /var/tmp/kstate 2>/dev/null | wc -l) + 1))
 d=/var/tmp/kstate/boot$n
 mkdir -p $d
 cp -p /etc/default/grub $d/grub
 cp -p /{UDEV_RULE} $d/udev 2>/dev/null || true
 cat {FAKE_SYS}/block/sda/device/timeout > $d/timeout
 stat -c '%n %Y %s' /etc/default/grub /{UDEV_RULE} > $d/stat 2>&1 || true
-SNAP
-chmod 755 /var/lib/cloud/scripts/per-boot/50-kernel-state
 """
+IMAGE_FILES = {
+    "/etc/default/grub": DEBIAN_GRUB,
+    f"{FAKE_SYS}/{DISK}/vendor": "Msft    \n",
+    f"{FAKE_SYS}/{DISK}/model": "Virtual Disk    \n",
+    f"{FAKE_SYS}/{DISK}/timeout": "30\n",
+    f"{FAKE_SYS}/{DISK}/block/sda/device": {"symlink": "../.."},
+    f"{FAKE_SYS}/block/sda": {"symlink": f"../{DISK}/block/sda"},
+    "/var/lib/cloud/scripts/per-boot/50-kernel-state": SNAPSHOT,
+}
 
 
 def _scenario():
     import yaml
 
     return yaml.safe_dump({
-        "name": "kernel-three-boots",
-        "boots": 3,
-        "ovf": {"custom_data": SETUP_SCRIPT},
+        "name": "kernel-two-boots",
+        "boots": 2,
+        "image_files": IMAGE_FILES,
         "cloud_config": {"azure_kernel": {"sysfs": FAKE_SYS}},
     })
 
@@ -107,7 +96,7 @@ def test_grub_console_udev_rule_and_scsi_timeout_then_a_reboot_changes_nothing(
     assert r["datasource"] == "plugin"
     assert r["verdict"]["ok"], r["verdict"]
     assert r["cloud_init_status"] == "done", (r["cloud_init_errors"], r["warnings"])
-    assert [s["boot"] for s in r["stages"]].count(3) == 5
+    assert [s["boot"] for s in r["stages"]].count(2) == 5
     assert "credited" not in log  # never credit entropy to the host kernel
 
     grub = (keep / "etc/default/grub").read_text()
@@ -124,22 +113,9 @@ def test_grub_console_udev_rule_and_scsi_timeout_then_a_reboot_changes_nothing(
         == "300"
 
     snaps = keep / "var/tmp/kstate"
-    b2, b3 = snaps / "boot2", snaps / "boot3"
-    assert sorted(p.name for p in snaps.iterdir()) == ["boot2", "boot3"]
+    b2, b3 = snaps / "boot1", snaps / "boot2"
+    assert sorted(p.name for p in snaps.iterdir()) == ["boot1", "boot2"]
     for name in ("grub", "udev", "timeout", "stat"):
         assert (b2 / name).read_text() == (b3 / name).read_text(), name
     assert (b3 / "timeout").read_text().strip() == "300"
     assert (b3 / "grub").read_text() == grub
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "The simulator cannot yet give the VM a Debian /etc/default/grub nor a fake "
-    "sysfs tree at the FIRST boot: plan_boot() never sets plan['fake_sys'] from the "
-    "scenario, guest.install() copies it into the first boot's /run tmpfs only "
-    "(reboot() mounts a fresh /run and install_run() does not copy it again), and "
-    "there is no key for image files such as /etc/default/grub."))
-def test_first_boot_already_has_grub_and_fake_sysfs_from_the_simulator(
-        run_boot, tmp_path_factory, cloud_init):
-    from azure_sim.scenario import load_scenario
-
-    load_scenario("name: k\nfake_sys: /nonexistent\nimage_files: {}\n")

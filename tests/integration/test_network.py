@@ -93,12 +93,6 @@ dhcp: {option_121: false}
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "After a reboot the routes come only from the rendered network config, which "
-    "the simulator's os-network step does not apply (it runs the image's DHCP "
-    "client on eth0), and azure_network adds routes once per instance. Needs the "
-    "simulator to bring the OS network up from cloud-init's rendered config (or "
-    "azure_network to re-add routes every boot)."))
 def test_without_option_121_routes_are_back_after_a_reboot(run_boot, tmp_path_factory,
                                                            cloud_init):
     r, _ = _boot(run_boot, tmp_path_factory, NO_121_TWO_BOOTS, cloud_init)

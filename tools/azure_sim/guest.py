@@ -162,6 +162,19 @@ def install(plan: dict[str, Any], root: Path) -> None:
         shutil.copy2(plan["seed_ovf"], seed / "ovf-env.xml")
         os.chmod(seed / "ovf-env.xml", 0o600)
     _system_users(root, plan.get("dhcp_client"))
+    for rel, spec in (plan.get("image_files") or {}).items():
+        # Files the image carries before first boot (e.g. /etc/default/grub,
+        # a fake sysfs tree for a module's configurable sysfs root).
+        path = root / rel.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() or path.is_symlink():
+            path.unlink()
+        if isinstance(spec, dict):
+            os.symlink(spec["symlink"], path)
+        else:
+            path.write_text(spec)
+            if spec.startswith("#!"):
+                os.chmod(path, 0o755)  # noqa: S103 - a script the image ships
     kvp = root / KVP_POOL
     kvp.parent.mkdir(parents=True, exist_ok=True)
     kvp.write_bytes(b"")
@@ -217,7 +230,63 @@ def before_boot(hook: dict[str, Any], plan: dict[str, Any], root: Path) -> None:
 
         images.refresh_resource_disk(hook["spec"], hook["device"], Path(hook["cache"]),
                                      plan["tool_env"], Path(hook["scratch"]))
-        os.system(f"blockdev --rereadpt {hook['device']} 2>/dev/null")  # noqa: S605
+        _rescan_partitions(hook["device"], root)
+
+
+def _rescan_partitions(device: str, root: Path) -> None:
+    """What a booting kernel does with a replaced disk: read its partitions anew.
+
+    This kernel parses no partition table, so ``partx`` does; the VM's
+    /dev/sdbN nodes are remade with the new numbers.
+    """
+    import subprocess
+
+    subprocess.run(["partx", "-d", device], check=False, capture_output=True)
+    subprocess.run(["partx", "-a", device], check=False, capture_output=True)
+    dev = root / "dev"
+    for old in dev.glob("sdb[0-9]*"):
+        old.unlink()
+    sys_dir = Path("/sys/block") / Path(device).name
+    for part in sorted(p for p in sys_dir.iterdir() if (p / "partition").exists()):
+        n = (part / "partition").read_text().strip()
+        major, minor = (int(x) for x in (part / "dev").read_text().split(":"))
+        node = dev / f"sdb{n}"
+        os.mknod(node, 0o660 | stat.S_IFBLK, os.makedev(major, minor))
+        link = dev / "disk/cloud" / f"azure_resource-part{n}"
+        if link.is_symlink():
+            link.unlink()
+        os.symlink(f"../../sdb{n}", link)
+
+
+def networkd_routes(root: Path) -> list[list[str]]:
+    """``ip route replace`` commands for the [Route] sections cloud-init rendered.
+
+    The OS network (systemd-networkd in a cloud image) applies them at every
+    boot; the simulator's stand-in for it does the same after DHCP.
+    """
+    cmds = []
+    for path in sorted((root / "etc/systemd/network").glob("*.network")):
+        name, section, routes = None, None, []
+        for raw in path.read_text().splitlines():
+            line = raw.strip()
+            if line.startswith("["):
+                section = line.strip("[]")
+                if section == "Route":
+                    routes.append({})
+                continue
+            key, _, value = line.partition("=")
+            if section == "Match" and key.strip() == "Name":
+                name = value.strip()
+            elif section == "Route" and routes:
+                routes[-1][key.strip()] = value.strip()
+        for route in routes:
+            if "Destination" in route and "Gateway" in route:
+                cmd = ["ip", "route", "replace", route["Destination"], "via",
+                       route["Gateway"]]
+                if name and "*" not in name:
+                    cmd += ["dev", name]
+                cmds.append(cmd)
+    return cmds
 
 
 def os_network_command(plan: dict[str, Any]) -> list[str]:

@@ -264,6 +264,8 @@ class Sandbox:
                     # (ifupdown/networkd). Emulate it with the image's DHCP client.
                     self.progress(f"boot {boot}: os-network")
                     net = self.run_in_vm(guest.os_network_command(self.plan), "os-network")
+                    for cmd in guest.networkd_routes(self.root):
+                        sh(*cmd, check=False)
                     stages.append({"boot": boot, "stage": "os-network", **net})
         self._stop.set()
         self.monitor.terminate()
