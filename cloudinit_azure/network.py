@@ -635,7 +635,8 @@ def publish_hostname(root: Path, nic: str, hostname: Optional[str], runner: Runn
     notes: list[str] = []
     renewed = False
     if client is None:
-        log.warning("no known DHCP client found: host name not published")
+        # A missing client is a fact of the image, not a fault: a log line.
+        log.info("no known DHCP client found: host name not published to Azure DNS")
         return PublishResult(None, notes=("no DHCP client",))
     if client == "dhclient":
         conf = root / "etc" / "dhcp" / "dhclient.conf"

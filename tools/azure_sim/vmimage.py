@@ -36,10 +36,12 @@ VM_CACHE = deps.CACHE / "vm"
 SUITE = "bookworm"
 
 PACKAGES = [
-    # a cloud image (DESIGN 6)
+    # a cloud image (DESIGN 6); ifupdown renders cloud-init's network config as
+    # Debian 12's cloud images do (without it eth0 stays down after init-local)
     "linux-image-cloud-amd64", "systemd-sysv", "udev", "dbus", "cloud-init",
     "openssh-server", "isc-dhcp-client", "sudo", "eject", "iproute2", "netbase",
-    "ca-certificates", "e2fsprogs", "util-linux", "fdisk", "gdisk", "parted", "ntfs-3g",
+    "ca-certificates", "e2fsprogs", "ifupdown", "util-linux", "fdisk", "gdisk", "parted",
+    "ntfs-3g",
     # debootstrap does not resolve this virtual dependency of python3-cryptography
     "python3-cffi-backend",
     # what python3-cloudinit-azure depends on, so dpkg -i needs no apt
@@ -209,6 +211,9 @@ def _guest_files() -> dict[str, tuple[bytes, int]]:
             (b"->/etc/systemd/system/azure-sim-report.service", 0),
         "etc/cloud/cloud.cfg.d/99_azure_sim.cfg": (SIM_CFG.encode(), 0o644),
         "usr/lib/azure-sim/vmreport.py": ((here / "vmreport.py").read_bytes(), 0o755),
+        # the sandbox's own collector, so both boots read the VM the same way
+        "usr/lib/azure-sim/azure_sim/__init__.py": (b"", 0o644),
+        "usr/lib/azure-sim/azure_sim/guest.py": ((here / "guest.py").read_bytes(), 0o644),
     }
 
 
@@ -220,12 +225,12 @@ def image_key(deb: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _install_deb(tree: Path, deb: Path) -> None:
-    """dpkg -i our package into the tree (maintainer scripts run chrooted)."""
-    staged = tree / "tmp" / deb.name
+def _install_deb(root: Path, deb: Path) -> None:
+    """dpkg -i our package into ``root`` (maintainer scripts run chrooted)."""
+    staged = root / "tmp" / deb.name
     shutil.copy2(deb, staged)
     try:
-        proc = subprocess.run(["chroot", str(tree), "dpkg", "-i", f"/tmp/{deb.name}"],
+        proc = subprocess.run(["chroot", str(root), "dpkg", "-i", f"/tmp/{deb.name}"],
                               capture_output=True, text=True, check=False,
                               env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                                    "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"})
@@ -236,17 +241,25 @@ def _install_deb(tree: Path, deb: Path) -> None:
                          f"{proc.stdout}\n{proc.stderr}")
 
 
-def build_root_image(deb: Path, log=sys.stderr, size: str = "3G") -> Path:
-    """The bootable root image with ``deb`` installed; cached by content."""
-    tree = build_tree(log)
-    key = image_key(deb)
-    img = VM_CACHE / f"root-{key}.img"
-    if img.exists():
-        return img
-    started = time.time()
-    _install_deb(tree, deb)
+def overlay(tree: Path, scratch: Path) -> Path:
+    """Mount a throw-away overlay of ``tree`` (call only in a private mount namespace)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "azure-sim-vm", str(scratch)],
+                   check=True)
+    for d in ("upper", "work", "merged"):
+        (scratch / d).mkdir()
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={tree},upperdir={scratch / 'upper'},workdir={scratch / 'work'}",
+                    str(scratch / "merged")], check=True)
+    return scratch / "merged"
+
+
+def _make_root_inside(tree: Path, deb: Path, dest: Path, size: str) -> None:
+    """In a private mount namespace: overlay, dpkg -i, guest files, mkfs.ext4 -d."""
+    root = overlay(tree, VM_CACHE / "ovl")
+    _install_deb(root, deb)
     for name, (data, mode) in _guest_files().items():
-        path = tree / name
+        path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() or path.is_symlink():
             path.unlink()
@@ -255,15 +268,37 @@ def build_root_image(deb: Path, log=sys.stderr, size: str = "3G") -> Path:
         else:
             path.write_bytes(data)
             os.chmod(path, mode)
-    for old in VM_CACHE.glob("root-*.img"):
-        old.unlink()
+    proc = subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(root),
+                           str(dest), size], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ImageError(f"mkfs.ext4 -d failed: {proc.stderr.strip()}")
+
+
+def build_root_image(deb: Path, log=sys.stderr, size: str = "3G") -> Path:
+    """The bootable root image with ``deb`` installed; cached by content.
+
+    The base tree stays pristine (the install/purge test uses it): the .deb
+    goes into an overlay in a private mount namespace that vanishes after.
+    """
+    build_tree(log)
+    key = image_key(deb)
+    img = VM_CACHE / f"root-{key}.img"
+    if img.exists():
+        return img
+    started = time.time()
     tmp = VM_CACHE / f"root-{key}.img.new"
     tmp.unlink(missing_ok=True)
-    proc = subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(tree),
-                           str(tmp), size], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-m",
+         "azure_sim.vmimage", "_make-root", str(deb.resolve()), str(tmp), size],
+        capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0 or not tmp.exists():
         tmp.unlink(missing_ok=True)
-        raise ImageError(f"mkfs.ext4 -d failed: {proc.stderr.strip()}")
+        raise ImageError(f"making the root image failed:\n{proc.stderr[-3000:]}")
+    for old in VM_CACHE.glob("root-*.img"):
+        old.unlink()
     os.replace(tmp, img)
     print(f"vm-image: root image {img.name} made in {time.time() - started:.1f} s",
           file=log)
@@ -275,6 +310,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     parser = argparse.ArgumentParser(prog="azure-sim-vm-image", description=__doc__)
     parser.add_argument("--deb", help="also make the root image with this .deb installed")
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["_make-root"]:
+        _make_root_inside(VM_CACHE / "tree", Path(argv[1]), Path(argv[2]), argv[3])
+        return 0
     args = parser.parse_args(argv)
     try:
         build_tree()
