@@ -1,8 +1,8 @@
 """Ephemeral DHCP: client choice, command lines, lease parsing, setup/teardown.
 
-A fake runner answers like dhclient/udhcpc would (writing the lease file,
-pid file or running the generated udhcpc script with a lease's environment);
-nothing here touches the host network.
+A fake runner answers like dhclient/udhcpc/dhcpcd would (writing the lease
+file, pid file or running the generated udhcpc/dhcpcd script with a lease's
+environment); nothing here touches the host network.
 """
 
 from __future__ import annotations
@@ -59,6 +59,23 @@ UDHCPC_ENV = {
     "opt245": "a83f8110", "lease": "3600", "serverid": "10.0.0.1",
 }
 
+# The BOUND environment dhcpcd 9.4.1 gave its -c script with eph.dhcpcd_config()
+# and --noconfigure against dnsmasq (netns); dnsmasq ran without DNS, so
+# new_domain_name_servers is added here.
+DHCPCD_ENV = {
+    "interface": "eth0", "reason": "BOUND", "protocol": "dhcp", "if_configured": "false",
+    "if_up": "true", "if_down": "false", "ifcarrier": "up",
+    "new_ip_address": "10.0.0.4", "new_subnet_cidr": "24", "new_subnet_mask": "255.255.255.0",
+    "new_broadcast_address": "10.0.0.255", "new_network_number": "10.0.0.0",
+    "new_routers": "10.0.0.1",
+    "new_classless_static_routes": "168.63.129.16/32 10.0.0.1 169.254.169.254/32 10.0.0.1",
+    "new_azure_wireserver": "168.63.129.16", "new_dhcp_lease_time": "3600",
+    "new_dhcp_message_type": "5", "new_dhcp_renewal_time": "1800",
+    "new_dhcp_rebinding_time": "3150", "new_dhcp_server_identifier": "10.0.0.1",
+    "new_domain_name_servers": "168.63.129.16",
+}
+DHCPCD_VERSION = "dhcpcd 9.4.1\nCopyright (c) 2006-2021 Roy Marples\n"
+
 
 # ------------------------------------------------------------- fakes ----
 
@@ -82,10 +99,17 @@ class FakeRunner:
     def __init__(self, root: Path, *, lease: str = DHCLIENT_LEASE,
                  udhcpc_env: Optional[dict[str, str]] = None, pid: int = 4242,
                  write_pid: bool = True, client_rc: int = 0, client_stderr: str = "",
-                 fail: Optional[dict[str, tuple[int, str]]] = None) -> None:
+                 fail: Optional[dict[str, tuple[int, str]]] = None,
+                 dhcpcd_env: Optional[dict[str, str]] = None,
+                 dhcpcd_version: str = DHCPCD_VERSION,
+                 dhcpcd_leaves: tuple[str, ...] = ()) -> None:
         self.root = root
         self.lease = lease
         self.udhcpc_env = UDHCPC_ENV if udhcpc_env is None else udhcpc_env
+        self.dhcpcd_env = DHCPCD_ENV if dhcpcd_env is None else dhcpcd_env
+        self.dhcpcd_version = dhcpcd_version
+        self.dhcpcd_leaves = dhcpcd_leaves  # /run/dhcpcd files it "forgets" to remove
+        self.dhcpcd_saw: dict[str, Any] = {}
         self.pid = pid
         self.write_pid = write_pid
         self.client_rc = client_rc
@@ -105,6 +129,10 @@ class FakeRunner:
             return self._dhclient(cmd)
         if name == "udhcpc":
             return self._udhcpc(cmd)
+        if name == "dhcpcd" and cmd[1:] == ["--version"]:
+            return Result(0, self.dhcpcd_version, "")
+        if name == "timeout" and os.path.basename(cmd[4]) == "dhcpcd":
+            return self._dhcpcd(cmd)
         for needle, (rc, err) in self.fail.items():
             if needle in " ".join(cmd):
                 return Result(rc, "", err)
@@ -130,6 +158,30 @@ class FakeRunner:
         subprocess.run([script, "deconfig"], env={**env, "interface": NIC}, check=True)
         subprocess.run([script, "bound"], env={**env, **self.udhcpc_env}, check=True)
         return Result(0, "", "udhcpc: lease of 10.0.0.4 obtained\n")
+
+    def _dhcpcd(self, cmd: list[str]) -> Result:
+        """Like dhcpcd 9.4.1 -B -1 --noconfigure: script PREINIT, CARRIER, BOUND."""
+        lease = self.root / "var/lib/dhcpcd/eth0.lease"
+        run_dir = self.root / "run/dhcpcd"
+        self.dhcpcd_saw["old_lease"] = lease.exists()
+        self.dhcpcd_saw["config"] = Path(cmd[cmd.index("-f") + 1]).read_text()
+        if self.client_rc:
+            return Result(self.client_rc, "", self.client_stderr)
+        for d in (lease.parent, run_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for name in ("eth0-4.pid", "eth0-4.sock", "eth0-4.unpriv.sock"):
+            (run_dir / name).write_text("")
+        script = cmd[cmd.index("-c") + 1]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}  # dhcpcd clears the rest
+        for reason in ("PREINIT", "CARRIER"):
+            subprocess.run([script], env={**env, "interface": NIC, "reason": reason}, check=True)
+        if self.dhcpcd_env:
+            lease.write_bytes(b"\x02\x01\x06 new lease")
+            subprocess.run([script], env={**env, **self.dhcpcd_env}, check=True)
+        for name in ("eth0-4.pid", "eth0-4.sock", "eth0-4.unpriv.sock"):
+            if name not in self.dhcpcd_leaves:
+                (run_dir / name).unlink()
+        return Result(0, "", "eth0: leased 10.0.0.4 for 3600 seconds\nexiting due to oneshot\n")
 
     def ip_calls(self) -> list[list[str]]:
         return [c for c in self.calls if c[0] == "ip"]
@@ -758,8 +810,8 @@ def test_no_client_uses_fallback(tmp_path: Path) -> None:
     assert runner.calls == []  # cloud-init's helper did all the work
 
 
-def test_dhcpcd_only_uses_fallback(tmp_path: Path) -> None:
-    _exe(tmp_path / "usr/sbin/dhcpcd")
+def test_dhcpcd_without_timeout_uses_fallback(tmp_path: Path) -> None:
+    _exe(tmp_path / "usr/sbin/dhcpcd")  # no timeout(1) to bound it
     fallback = FakeFallback()
     runner = FakeRunner(tmp_path)
     dhcp, _ = _dhcp(tmp_path, runner, fallback=fallback)
@@ -789,3 +841,307 @@ def test_fallback_without_lease_is_error_and_torn_down(tmp_path: Path) -> None:
     with pytest.raises(DhcpError):
         dhcp.__enter__()
     assert fallback.exits == ["eth0"]
+
+
+# ---------------------------------------------------------------- dhcpcd ----
+
+
+def _dhcpcd_root(root: Path, *, up: bool = False) -> tuple[Path, Path]:
+    prog = _exe(root / "usr/sbin/dhcpcd")
+    timeout = _exe(root / "usr/bin/timeout")
+    _nic(root, up=up)
+    return prog, timeout
+
+
+def test_choose_client_dhcpcd_with_timeout_is_fast(tmp_path: Path) -> None:
+    prog, timeout = _dhcpcd_root(tmp_path)
+    client = eph.find_client(tmp_path)
+    assert client == eph.ClientProgram("dhcpcd", (str(prog),), str(timeout))
+    assert client.fast and eph.choose_client(tmp_path) == "dhcpcd"
+
+
+def test_choose_client_order_dhclient_udhcpc_dhcpcd(tmp_path: Path) -> None:
+    _dhcpcd_root(tmp_path)
+    _exe(tmp_path / "bin/busybox", b"\x7fELF\0udhcpc\0")
+    assert eph.choose_client(tmp_path) == "udhcpc"
+    _exe(tmp_path / "usr/sbin/dhclient")
+    assert eph.choose_client(tmp_path) == "dhclient"
+
+
+def test_dhcpcd_command() -> None:
+    assert eph.dhcpcd_command("eth0", "/t/c", "/t/s", ("/usr/sbin/dhcpcd",),
+                              "/usr/bin/timeout", 7.9) == [
+        "/usr/bin/timeout", "-k", "2", "7", "/usr/sbin/dhcpcd", "-f", "/t/c", "-c", "/t/s",
+        "-B", "-1", "-4", "--noconfigure", "eth0"]
+    cmd = eph.dhcpcd_command("eth0", "/c", "/s", timeout=0.2)
+    assert cmd[3] == "1"
+    # -T stops at the OFFER (no lease); -k/-x/release would touch the server or a daemon.
+    assert not {"-T", "--test", "-k", "--release", "-x", "--exit"} & set(cmd[5:])
+
+
+def test_dhcpcd_config_text() -> None:
+    conf = eph.dhcpcd_config()
+    lines = [ln for ln in conf.splitlines() if ln and not ln.startswith("#")]
+    assert lines == [
+        "ipv4only", "nodelay", "noarp", "noipv4ll", "nodev", "persistent", "clientid",
+        "define 245 ipaddress azure_wireserver",
+        "option subnet_mask, broadcast_address, routers, domain_name_servers",
+        "option classless_static_routes, azure_wireserver",
+    ]
+    # No script/hooks, no DUID file, never a RELEASE on exit.
+    assert not re.search(r"^(script|duid|release|hostname)\b", conf, re.M)
+
+
+def _run_script(script: Path, env: dict[str, str]) -> None:
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    subprocess.run([str(script)], env={**base, **env}, check=True)
+
+
+def test_dhcpcd_script_records_only_a_lease(tmp_path: Path) -> None:
+    out = tmp_path / "it's here" / "lease"
+    out.parent.mkdir()
+    script = _exe(tmp_path / "s", eph.dhcpcd_script(str(out)).encode())
+    for reason in ("PREINIT", "CARRIER", "NOCARRIER", "TEST", "EXPIRE", "NAK", "STOP",
+                   "STOPPED"):
+        _run_script(script, {**DHCPCD_ENV, "reason": reason})
+        assert not out.exists()
+    for reason in ("BOUND", "REBOOT", "RENEW", "REBIND"):
+        _run_script(script, {**DHCPCD_ENV, "reason": reason})
+        text = out.read_text()
+        assert "new_ip_address=10.0.0.4\n" in text and f"reason={reason}\n" in text
+        assert "new_azure_wireserver=168.63.129.16\n" in text
+        assert "if_configured" not in text
+        out.unlink()
+    assert not re.search(r"^\s*(ip|ifconfig|route)\s", eph.dhcpcd_script("/x"), re.M)
+
+
+def test_parse_dhcpcd_dump() -> None:
+    text = "".join(f"{k}={v}\n" for k, v in DHCPCD_ENV.items())
+    lease = eph.parse_dhcpcd_dump(text, NIC)
+    assert lease == eph.Lease(
+        "eth0", "10.0.0.4", 24, "10.0.0.1", "10.0.0.255",
+        (("168.63.129.16/32", "10.0.0.1"), ("169.254.169.254/32", "10.0.0.1")),
+        "168.63.129.16", ("168.63.129.16",), text, "dhcpcd")
+
+
+def test_parse_dhcpcd_dump_minimal() -> None:
+    lease = eph.parse_dhcpcd_dump(
+        "interface=\nnew_ip_address=10.1.2.3\nnew_subnet_cidr=\n"
+        "new_subnet_mask=255.255.240.0\nnew_routers=10.1.0.1 10.1.0.2\n"
+        "new_classless_static_routes=\nnew_azure_wireserver=\n", NIC)
+    assert (lease.interface, lease.prefix, lease.broadcast, lease.router, lease.routes,
+            lease.wireserver) == ("eth0", 20, "10.1.15.255", "10.1.0.1", (), None)
+
+
+def test_parse_dhcpcd_dump_without_address_is_error() -> None:
+    with pytest.raises(DhcpError) as err:
+        eph.parse_dhcpcd_dump("interface=eth0\nnew_ip_address=\n", NIC)
+    assert err.value.supporting_data["client"] == "dhcpcd"
+
+
+@pytest.mark.parametrize("text,want", [
+    (DHCPCD_VERSION, (9, 4)), ("dhcpcd 10.0.6\n", (10, 0)), ("dhcpcd-8.1.2", (8, 1)),
+    ("", None), ("dhclient 4.4.3", None),
+])
+def test_dhcpcd_version(text: str, want: Optional[tuple[int, int]]) -> None:
+    assert eph.dhcpcd_version(text) == want
+
+
+def test_dhcpcd_end_to_end(tmp_path: Path) -> None:
+    prog, timeout = _dhcpcd_root(tmp_path, up=False)
+    runner = FakeRunner(tmp_path)
+    dhcp, kills = _dhcp(tmp_path, runner, timeout=6)
+    with dhcp as lease:
+        assert (lease.address, lease.prefix, lease.wireserver, lease.client) == (
+            "10.0.0.4", 24, "168.63.129.16", "dhcpcd")
+        assert lease.dns == ("168.63.129.16",) and "new_ip_address=10.0.0.4" in lease.raw
+        # dhcpcd's lease database and run dir are gone again before the body runs.
+        assert not (tmp_path / "var/lib/dhcpcd").exists()
+        assert not (tmp_path / "run/dhcpcd").exists()
+        calls_inside = list(runner.calls)
+    assert calls_inside[0] == [str(prog), "--version"]
+    assert calls_inside[1] == ["ip", "link", "set", "dev", "eth0", "up"]
+    client = calls_inside[2]
+    assert client[:5] == [str(timeout), "-k", "2", "6", str(prog)]
+    assert client[-5:] == ["-B", "-1", "-4", "--noconfigure", "eth0"]
+    assert runner.timeouts[2] == 6 + 2 + 5  # timeout(1), its -k, a margin
+    assert runner.dhcpcd_saw["config"] == eph.dhcpcd_config()
+    assert calls_inside[3:] == [
+        ["ip", "-4", "addr", "add", "10.0.0.4/24", "broadcast", "10.0.0.255", "dev", "eth0"],
+        ["ip", "-4", "route", "add", "168.63.129.16/32", "via", "10.0.0.1", "dev", "eth0"],
+        ["ip", "-4", "route", "add", "169.254.169.254/32", "via", "10.0.0.1", "dev", "eth0"],
+    ]
+    _mirror_check(runner, n_up=4)
+    assert kills.calls == []  # dhcpcd exited by itself (-1, -B)
+    assert list((tmp_path / "run/cloudinit-azure").iterdir()) == []
+
+
+def test_dhcpcd_script_and_config_are_private(tmp_path: Path) -> None:
+    _dhcpcd_root(tmp_path, up=True)
+    runner = FakeRunner(tmp_path)
+    dhcp, _ = _dhcp(tmp_path, runner, tmp_dir=tmp_path / "private")
+    with dhcp:
+        cmd = runner.calls[1]
+        script = Path(cmd[cmd.index("-c") + 1])
+        assert script.parent.parent == tmp_path / "private"
+        assert oct(script.stat().st_mode & 0o777) == "0o700"
+        assert Path(cmd[cmd.index("-f") + 1]).parent == script.parent
+    assert list((tmp_path / "private").iterdir()) == []
+
+
+def test_dhcpcd_old_lease_set_aside_and_restored(tmp_path: Path) -> None:
+    _dhcpcd_root(tmp_path, up=True)
+    db = tmp_path / "var/lib/dhcpcd"
+    db.mkdir(parents=True)
+    old = db / "eth0.lease"
+    old.write_bytes(b"\x02old lease from the image")
+    old.chmod(0o640)
+    other = db / "eth1.lease"
+    other.write_bytes(b"not ours")
+    runner = FakeRunner(tmp_path)
+    dhcp, _ = _dhcp(tmp_path, runner)
+    with dhcp:
+        # dhcpcd saw no old lease (else: REBOOT first, 5 s if the server ignores it)
+        assert runner.dhcpcd_saw["old_lease"] is False
+        assert old.read_bytes() == b"\x02old lease from the image"  # already back
+    assert old.read_bytes() == b"\x02old lease from the image"
+    assert oct(old.stat().st_mode & 0o777) == "0o640"
+    assert other.read_bytes() == b"not ours"
+    assert sorted(p.name for p in db.iterdir()) == ["eth0.lease", "eth1.lease"]
+
+
+def test_dhcpcd_lease_that_cannot_be_set_aside_is_left_alone(tmp_path: Path) -> None:
+    _dhcpcd_root(tmp_path, up=True)
+    odd = tmp_path / "var/lib/dhcpcd/eth0.lease"
+    odd.mkdir(parents=True)  # unreadable as a file: cannot be copied, so not touched
+    runner = FakeRunner(tmp_path, dhcpcd_env={})  # and dhcpcd writes nothing
+    dhcp, _ = _dhcp(tmp_path, runner)
+    with pytest.raises(DhcpError):
+        dhcp.__enter__()
+    assert odd.is_dir()
+
+
+def test_dhcpcd_existing_dirs_are_kept(tmp_path: Path) -> None:
+    _dhcpcd_root(tmp_path, up=True)
+    (tmp_path / "var/lib/dhcpcd").mkdir(parents=True)
+    (tmp_path / "run/dhcpcd").mkdir(parents=True)
+    dhcp, _ = _dhcp(tmp_path, FakeRunner(tmp_path))
+    with dhcp:
+        pass
+    assert list((tmp_path / "var/lib/dhcpcd").iterdir()) == []  # its new lease removed
+    assert list((tmp_path / "run/dhcpcd").iterdir()) == []
+
+
+def test_dhcpcd_leftover_run_files_removed(tmp_path: Path, caplog: Any) -> None:
+    _dhcpcd_root(tmp_path, up=True)
+    runner = FakeRunner(tmp_path, dhcpcd_leaves=("eth0-4.pid", "eth0-4.sock"))
+    dhcp, _ = _dhcp(tmp_path, runner)
+    with dhcp:
+        assert not (tmp_path / "run/dhcpcd").exists()
+    assert "dhcpcd left" in caplog.text
+
+
+def test_dhcpcd_timeout_is_dhcp_error_and_restores(tmp_path: Path) -> None:
+    _dhcpcd_root(tmp_path, up=False)
+    old = tmp_path / "var/lib/dhcpcd/eth0.lease"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"old")
+    stderr = "eth0: soliciting a DHCP lease\nreceived SIGTERM, stopping\n"
+    runner = FakeRunner(tmp_path, client_rc=124, client_stderr=stderr)
+    dhcp, _ = _dhcp(tmp_path, runner, timeout=3)
+    with pytest.raises(DhcpError) as err:
+        dhcp.__enter__()
+    data = err.value.supporting_data
+    assert (data["detail"], data["client"], data["exit_code"], data["timeout"]) == (
+        "DHCP client timed out", "dhcpcd", 124, 3)
+    assert "SIGTERM" in data["stderr"]
+    assert runner.calls[-1] == ["ip", "link", "set", "dev", "eth0", "down"]
+    assert old.read_bytes() == b"old"
+    assert list((tmp_path / "run/cloudinit-azure").iterdir()) == []
+
+
+def test_dhcpcd_failure_is_dhcp_error(tmp_path: Path) -> None:
+    _dhcpcd_root(tmp_path, up=True)
+    runner = FakeRunner(tmp_path, client_rc=1, client_stderr="dhcpcd: unknown option\n")
+    dhcp, _ = _dhcp(tmp_path, runner)
+    with pytest.raises(DhcpError) as err:
+        dhcp.__enter__()
+    assert (err.value.supporting_data["exit_code"], err.value.supporting_data["client"]) == (
+        1, "dhcpcd")
+    assert runner.ip_calls() == []
+
+
+def test_dhcpcd_without_lease_is_error(tmp_path: Path) -> None:
+    _dhcpcd_root(tmp_path, up=False)
+    runner = FakeRunner(tmp_path, dhcpcd_env={})
+    dhcp, _ = _dhcp(tmp_path, runner)
+    with pytest.raises(DhcpError) as err:
+        dhcp.__enter__()
+    assert err.value.supporting_data["detail"] == "dhcpcd wrote no lease"
+    assert runner.ip_calls() == [["ip", "link", "set", "dev", "eth0", "up"],
+                                 ["ip", "link", "set", "dev", "eth0", "down"]]
+    assert not (tmp_path / "var/lib/dhcpcd").exists()
+
+
+def test_dhcpcd_route_failure_undoes_everything(tmp_path: Path) -> None:
+    _dhcpcd_root(tmp_path, up=False)
+    bad = (2, "Error: Nexthop has invalid gateway.")
+    runner = FakeRunner(tmp_path, fail={"169.254.169.254/32 via": bad})
+    dhcp, _ = _dhcp(tmp_path, runner)
+    with pytest.raises(DhcpError):
+        dhcp.__enter__()
+    assert runner.ip_calls()[-3:] == [
+        ["ip", "-4", "route", "del", "168.63.129.16/32", "via", "10.0.0.1", "dev", "eth0"],
+        ["ip", "-4", "addr", "del", "10.0.0.4/24", "dev", "eth0"],
+        ["ip", "link", "set", "dev", "eth0", "down"],
+    ]
+    assert not (tmp_path / "var/lib/dhcpcd").exists()
+
+
+@pytest.mark.parametrize("sock", ["run/dhcpcd/eth0-4.sock", "run/dhcpcd/sock",
+                                  "run/dhcpcd/eth0.sock", "run/dhcpcd-eth0.sock",
+                                  "run/dhcpcd.sock"])
+def test_running_dhcpcd_daemon_uses_fallback(tmp_path: Path, sock: str) -> None:
+    # Ours would only hand its arguments to that daemon (verified on 9.4.1).
+    _dhcpcd_root(tmp_path, up=True)
+    (tmp_path / sock).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / sock).write_text("")
+    fallback = FakeFallback()
+    runner = FakeRunner(tmp_path)
+    dhcp, _ = _dhcp(tmp_path, runner, fallback=fallback)
+    with dhcp as lease:
+        assert lease.client == "fallback"
+    assert runner.calls == [] and fallback.exits == ["eth0"]
+
+
+def test_running_dhcpcd_daemon_without_fallback_says_why(tmp_path: Path) -> None:
+    _dhcpcd_root(tmp_path, up=True)
+    (tmp_path / "run/dhcpcd").mkdir(parents=True)
+    (tmp_path / "run/dhcpcd/eth0-4.sock").write_text("")
+    with pytest.raises(DhcpError) as err:
+        eph.EphemeralDhcp(NIC, root=tmp_path, runner=FakeRunner(tmp_path)).__enter__()
+    data = err.value.supporting_data
+    assert data["client"] == "dhcpcd" and "already running" in data["why"]
+
+
+@pytest.mark.parametrize("version", ["dhcpcd 8.1.2\n", "dhcpcd 9.3.4\n", "garbage"])
+def test_old_dhcpcd_uses_fallback(tmp_path: Path, version: str) -> None:
+    prog, _ = _dhcpcd_root(tmp_path, up=True)
+    fallback = FakeFallback()
+    runner = FakeRunner(tmp_path, dhcpcd_version=version)
+    dhcp, _ = _dhcp(tmp_path, runner, fallback=fallback)
+    with dhcp:
+        pass
+    assert runner.calls == [[str(prog), "--version"]] and fallback.nics == ["eth0"]
+
+
+def test_dhcpcd_version_check_that_cannot_run_uses_fallback(tmp_path: Path) -> None:
+    _dhcpcd_root(tmp_path, up=True)
+
+    def runner(cmd: list[str], **kw: Any) -> Result:
+        raise PermissionError(13, "Permission denied")
+
+    fallback = FakeFallback()
+    dhcp = eph.EphemeralDhcp(NIC, root=tmp_path, runner=runner, fallback=fallback)
+    with dhcp as lease:
+        assert lease.client == "fallback"

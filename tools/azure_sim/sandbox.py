@@ -146,6 +146,21 @@ class Sandbox:
              str(cfg_path)], env=env, stdin=subprocess.DEVNULL,
             stdout=open(self.platform_log, "ab"), stderr=subprocess.STDOUT)
         pid = str(self.platform.pid)
+        # `ip link ... netns PID` means the namespace PID is in *now*: wait
+        # until unshare has moved the platform out of ours (our own procfs:
+        # the outer /proc speaks the host's pids).
+        proc = self.root / "proc"
+        ours = os.readlink(proc / "self/ns/net")
+        deadline = time.time() + 20
+        while True:
+            try:
+                if os.readlink(proc / pid / "ns/net") != ours:
+                    break
+            except OSError:
+                pass
+            if self.platform.poll() is not None or time.time() > deadline:
+                raise RuntimeError("platform did not get its own network namespace")
+            time.sleep(0.001)
         sh("ip", "link", "set", "lo", "up")
         for nic in self.plan["platform"]["nics"]:
             # Created straight into both namespaces: never in the host's.
