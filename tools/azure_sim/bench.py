@@ -231,7 +231,7 @@ def _ratio(num: Optional[dict[str, Any]], num_key: str, den: Optional[dict[str, 
     for side, agg, key in (("plugin", num, num_key), ("builtin", den, den_key)):
         if agg is None:
             return None, f"{side} not measured"
-        if agg[key] is None:
+        if agg.get(key) is None:
             return None, f"{side}: no successful boot"
     if not den[den_key]:  # type: ignore[index]
         return None, "builtin time is 0"
