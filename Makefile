@@ -52,3 +52,30 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV) .cache
+
+# --- packages and the VM tier (docs/packaging.md, docs/vm.md) ------------------
+# Build and test tools only; never cloud-init on the host (the VM image gets it).
+VM_TOOLS := debootstrap qemu-system-x86 qemu-utils dpkg-dev debhelper dh-python \
+	python3-all python3-setuptools python3-wheel python3-build python3-installer \
+	pybuild-plugin-pyproject fakeroot
+DEB_VERSION = $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
+DEB = dist/python3-cloudinit-azure_$(DEB_VERSION)_all.deb
+
+.PHONY: vm-tools deb dist vm-image test-vm
+
+vm-tools:
+	@dpkg -s $(VM_TOOLS) >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(VM_TOOLS); }
+
+deb: vm-tools
+	$(PYTHON) tools/azure_sim/packaging.py deb
+
+dist: $(STAMP)
+	$(PY) -m pip install -q build
+	$(PY) tools/azure_sim/packaging.py dist
+
+vm-image: deb $(STAMP)
+	cd tools && ../$(PY) -m azure_sim.vmimage --deb ../$(DEB)
+
+test-vm: $(DEPS) vm-image
+	AZURE_SIM_VM=1 $(PY) -m pytest -q tests/vm

@@ -1,0 +1,171 @@
+#!/usr/bin/python3
+"""azure-sim (test only, runs INSIDE the VM): report what the VM sees, then stop.
+
+Started by ``azure-sim-report.service`` after cloud-final. It reads the
+host's per-boot facts (user name, password to verify, secrets to look for)
+from QEMU's fw_cfg (``opt/azure-sim/plan``), collects the provisioned state
+the way the sandbox boot does (``azure_sim.guest`` is copied next to this
+file in the image), adds the systemd timestamps of the cloud-init units, and
+writes it base64-encoded between two marker lines to the serial port given
+as its argument. The unit then powers the VM off.
+
+Debian's python3 and the standard library only (plus PyYAML, which cloud-init
+depends on).
+"""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+FW_CFG = Path("/sys/firmware/qemu_fw_cfg/by_name/opt/azure-sim/plan/raw")
+UNITS = {"init-local": "cloud-init-local.service", "init": "cloud-init.service",
+         "modules-config": "cloud-config.service", "modules-final": "cloud-final.service"}
+PSEUDO = {"proc", "sysfs", "tmpfs", "devpts", "devtmpfs", "cgroup2", "cgroup", "securityfs",
+          "pstore", "bpf", "debugfs", "tracefs", "mqueue", "hugetlbfs", "configfs",
+          "fusectl", "autofs", "ramfs", "binfmt_misc", "efivarfs", "rpc_pipefs"}
+
+
+def run(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def plan():
+    if not FW_CFG.exists():
+        run("modprobe", "qemu_fw_cfg")
+        for _ in range(50):
+            if FW_CFG.exists():
+                break
+            time.sleep(0.1)
+    try:
+        data = json.loads(FW_CFG.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    if data.get("password"):
+        path = Path("/run/azure-sim/password")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(data.pop("password"))
+        data["password_file"] = str(path)
+    return data
+
+
+def mounts():
+    out = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        fstype, source = right.split()[:2]
+        if fstype in PSEUDO or fields[4] == "/":
+            continue
+        out.append({"mountpoint": fields[4], "fstype": fstype, "source": source,
+                    "majmin": fields[2]})
+    return out
+
+
+def stages(mono_to_real):
+    rows = []
+    props = "ExecMainStartTimestampMonotonic,ExecMainExitTimestampMonotonic," \
+            "ExecMainStatus,CPUUsageNSec,MemoryPeak"
+    for stage, unit in UNITS.items():
+        text = run("systemctl", "show", "-p", props, unit)
+        info = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        start = int(info.get("ExecMainStartTimestampMonotonic") or 0)
+        end = int(info.get("ExecMainExitTimestampMonotonic") or 0)
+        if not start:
+            continue
+        cpu = info.get("CPUUsageNSec") or ""
+        rows.append({"boot": 1, "stage": stage, "start": mono_to_real(start),
+                     "end": mono_to_real(end) if end else mono_to_real(start),
+                     "rc": int(info.get("ExecMainStatus") or 0),
+                     "cpu_s": int(cpu) / 1e9 if cpu.isdigit() else 0.0,
+                     "maxrss_kb": 0})
+    return rows
+
+
+def mtime(*paths):
+    times = []
+    for pattern in paths:
+        for path in Path("/").glob(pattern.lstrip("/")):
+            try:
+                if path.stat().st_size:
+                    times.append(path.stat().st_mtime)
+            except OSError:
+                pass
+    return min(times) if times else None
+
+
+def collect():
+    from azure_sim import guest
+
+    p = plan()
+    raw = {"plan_seen": bool(p)}
+    mono_now = time.monotonic()
+    real_now = time.time()
+    raw["guest_realtime"] = real_now
+
+    def mono_to_real(usec):
+        return real_now - (mono_now - usec / 1e6)
+
+    raw["stages"] = stages(mono_to_real)
+    raw["t0"] = raw["stages"][0]["start"] if raw["stages"] else None
+    try:
+        raw.update(guest.observe(p, Path("/")))
+    except Exception:
+        raw["observe_error"] = traceback.format_exc()
+    raw["mounts"] = mounts()
+    user = p.get("expect_user") or ""
+    raw["watch"] = {"authorized_keys": mtime(f"/home/{user}/.ssh/authorized_keys")
+                    if user else None,
+                    "host_keys": mtime("/etc/ssh/ssh_host_*_key")}
+    raw["status_raw"] = run("cloud-init", "status", "--long", "--format", "json")
+    link = Path("/dev/disk/cloud/azure_resource")
+    raw["resource_disk_device"] = os.path.basename(os.path.realpath(link)) \
+        if link.exists() else None
+    raw["resource_disk_link"] = link.exists()
+    try:
+        raw["routes"] = json.loads(run("ip", "-j", "route", "show") or "[]")
+    except ValueError:
+        raw["routes"] = []
+    raw["links"] = guest.links()
+    raw["failed_units"] = run("systemctl", "--failed", "--no-legend", "--plain").split("\n")
+    raw["failed_units"] = [u for u in raw["failed_units"] if u.strip()]
+    raw["kernel"] = os.uname().release
+    raw["datasource_list_cfg"] = run("grep", "-rh", "^datasource_list", "/etc/cloud/")
+    raw["ds_identify"] = Path("/run/cloud-init/ds-identify.log").read_text(
+        errors="replace")[-1500:] if Path("/run/cloud-init/ds-identify.log").exists() else ""
+    raw["cloud_cfg_ds"] = Path("/run/cloud-init/cloud.cfg").read_text(errors="replace") \
+        if Path("/run/cloud-init/cloud.cfg").exists() else ""
+    raw["report_realtime"] = time.time()
+    return raw
+
+
+def main(argv):
+    port = argv[1] if len(argv) > 1 else "/dev/ttyS1"
+    try:
+        raw = collect()
+    except Exception:
+        raw = {"error": "guest report failed: " + traceback.format_exc()}
+    raw["report_realtime"] = time.time()
+    data = base64.b64encode(json.dumps(raw).encode()).decode()
+    with open(port, "w") as fh:
+        fh.write("\nAZURE-SIM-REPORT-BEGIN\n")
+        for i in range(0, len(data), 76):
+            fh.write(data[i:i + 76] + "\n")
+        fh.write(f"AZURE-SIM-REPORT-END {time.time():.3f}\n")
+        fh.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
