@@ -754,18 +754,30 @@ def render_role_properties(container_id: str, instance_id: str, thumbprint: str)
     return text.encode("utf-8")
 
 
+HOST_KEY_PREFERENCE = ("rsa", "ecdsa", "ed25519")
+
+
 def report_host_key(root: Path, post: Callable[[str, bytes], Any], container_id: str,
-                    instance_id: str, key_type: str = "rsa",
+                    instance_id: str, key_type: Optional[str] = None,
                     log: logging.Logger = LOG) -> bool:
-    """Send one host key's thumbprint with ``post(path, body)``; False if no key."""
-    key = Path(root) / "etc/ssh" / f"ssh_host_{key_type}_key.pub"
-    text = _read(key)
-    if not text:
-        log.info("%s not found: host key fingerprint not reported", key)
-        return False
-    body = render_role_properties(container_id, instance_id, host_key_thumbprint(text))
-    post("/machine?comp=roleProperties", body)
-    return True
+    """Send one host key's thumbprint with ``post(path, body)``; False if no key.
+
+    ``key_type`` None takes the first host key present in the Azure Linux
+    Agent's order of preference (rsa, then ecdsa, then ed25519): images that
+    generate only some key types still report one.
+    """
+    for kind in (key_type,) if key_type else HOST_KEY_PREFERENCE:
+        key = Path(root) / "etc/ssh" / f"ssh_host_{kind}_key.pub"
+        text = _read(key)
+        if text:
+            body = render_role_properties(container_id, instance_id,
+                                          host_key_thumbprint(text))
+            post("/machine?comp=roleProperties", body)
+            log.info("reported the %s host key's thumbprint to the wireserver", kind)
+            return True
+    log.info("no SSH host key (%s) found: host key fingerprint not reported",
+             key_type or ", ".join(HOST_KEY_PREFERENCE))
+    return False
 
 
 def wireserver_role_properties(address: str, client: Any = None,
@@ -868,7 +880,9 @@ def configure(settings: Mapping[str, Any], *, root: Path, runner: Runner,
             if post is None or not container_id or not instance_id:
                 post, container_id, instance_id = wireserver_role_properties(
                     wireserver or DEFAULT_WIRESERVER)
-            reported = report_host_key(root, post, container_id, instance_id, log=log)
+            reported = report_host_key(root, post, container_id, instance_id,
+                                       key_type=settings.get("host_key_type") or None,
+                                       log=log)
         except ProvisioningError as err:  # optional feature: never fails the boot
             log.warning("host key fingerprint not reported: %s", err)
     return Outcome(masked, routes or (), published, watcher, reported)

@@ -145,3 +145,19 @@ def test_invalid_host_name_ends_in_provisioning_failed(run_boot, tmp_path_factor
     assert failures[0]["decoded"]["hostname"] == "bad_host.-x"
     assert r["hostname"] != "bad_host.-x"
     assert not any(lease["hostname"] == "bad_host.-x" for lease in r["dhcp_leases"])
+
+
+HOST_KEY = """
+name: net-host-key-fingerprint
+cloud_config: {azure_network: {report_host_key_fingerprints: true}}
+"""
+
+
+def test_host_key_fingerprint_reported_only_when_asked(run_boot, tmp_path_factory, cloud_init):
+    r, _ = _boot(run_boot, tmp_path_factory, HOST_KEY, cloud_init)
+    _ok(r)
+    posts = [q for q in r["requests"] if q["endpoint"] == "roleproperties"]
+    assert len(posts) == 1 and posts[0]["status"] == 200
+    assert posts[0]["t"] > r["time_to_ready_s"]  # never in Ready's way
+    default, _ = _boot(run_boot, tmp_path_factory, None, cloud_init)
+    assert not [q for q in default["requests"] if q["endpoint"] == "roleproperties"]

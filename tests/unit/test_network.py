@@ -584,6 +584,7 @@ def test_schema_defaults():
         "publish_hostname": {"enabled": True, "watch": False},
         "mask_persistent_net_rules": True,
         "report_host_key_fingerprints": False,
+        "host_key_type": None,
     }
 
 
@@ -687,3 +688,16 @@ def test_shim_exposes_handle_and_meta():
     import cc_azure_network
     from cloudinit_azure.modules import network as mod
     assert cc_azure_network.handle is mod.handle and cc_azure_network.meta is mod.meta
+
+
+def test_report_host_key_takes_the_first_present_type_unless_told(tmp_path):
+    sent = []
+    (tmp_path / "etc/ssh").mkdir(parents=True)
+    ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL8T2XkRHWuLWH8ZeEvdQNcpuUOskXzqOUzOPG02ufb0 h"
+    (tmp_path / "etc/ssh/ssh_host_ed25519_key.pub").write_text(ed + "\n")
+    assert network.report_host_key(tmp_path, lambda p, b: sent.append(b), "c", "i",
+                                   log=LOG) is True
+    assert network.host_key_thumbprint(ed).encode() in sent[0]
+    assert network.report_host_key(tmp_path, lambda p, b: sent.append(b), "c", "i",
+                                   key_type="rsa", log=LOG) is False
+    assert len(sent) == 1
