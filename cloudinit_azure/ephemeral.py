@@ -504,13 +504,19 @@ def parse_dhclient_lease(text: str, nic: str) -> Lease:
     )
 
 
-def parse_udhcpc_dump(text: str, nic: str) -> Lease:
-    """The file :func:`udhcpc_script` writes -> :class:`Lease`."""
+def _env_dump(text: str) -> dict[str, str]:
+    """``key=value`` lines our client scripts write; the first value of a key wins."""
     v: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, val = line.partition("=")
         if sep and key not in v:
             v[key] = val.strip()
+    return v
+
+
+def parse_udhcpc_dump(text: str, nic: str) -> Lease:
+    """The file :func:`udhcpc_script` writes -> :class:`Lease`."""
+    v = _env_dump(text)
     if not v.get("ip"):
         raise DhcpError(detail="udhcpc wrote no lease", client="udhcpc", nic=nic)
     wireserver = parse_option_245(f"opt245={v['opt245']}") if v.get("opt245") else None
@@ -524,11 +530,7 @@ def parse_udhcpc_dump(text: str, nic: str) -> Lease:
 
 def parse_dhcpcd_dump(text: str, nic: str) -> Lease:
     """The file :func:`dhcpcd_script` writes -> :class:`Lease`."""
-    v: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, val = line.partition("=")
-        if sep and key not in v:
-            v[key] = val.strip()
+    v = _env_dump(text)
     if not v.get("new_ip_address"):
         raise DhcpError(detail="dhcpcd wrote no lease", client="dhcpcd", nic=nic)
     return make_lease(
