@@ -286,7 +286,9 @@ def dhcpcd_config() -> str:
     ``noarp``: no ARP probe of the offered address (0.9-5 s measured); it
     also disables IPv4LL, ``noipv4ll`` says so again. ``clientid``: client
     id 01:<MAC> like udhcpc, so no DUID file is created. ``nodev``: do not
-    wait for udev (we name the NIC). ``persistent``: never deconfigure on
+    wait for udev (we name the NIC). ``nolink``: no wait for a carrier event
+    (0.5 s measured; :meth:`EphemeralDhcp._wait_for_carrier` polls the carrier
+    first). ``persistent``: never deconfigure on
     exit (with ``--noconfigure`` there is nothing to deconfigure anyway).
     Option 245 needs a ``define`` to be requested and exported; the script
     then gets ``new_azure_wireserver=168.63.129.16``. The image's
@@ -299,6 +301,7 @@ def dhcpcd_config() -> str:
         "noarp\n"
         "noipv4ll\n"
         "nodev\n"
+        "nolink\n"
         "persistent\n"
         "clientid\n"
         f"define 245 ipaddress {DHCPCD_WIRESERVER}\n"
@@ -812,6 +815,7 @@ class EphemeralDhcp:
         self._work = Path(tempfile.mkdtemp(prefix=f"dhcp-{self.nic}.", dir=self.tmp_parent))
         for step in link_steps(self.nic, link_is_up(self.root / "sys/class/net", self.nic)):
             self._apply(step, client.name)
+        self._wait_for_carrier()
         if client.name == "dhclient":
             lease = self._run_dhclient(client)
         elif client.name == "dhcpcd":
@@ -821,6 +825,25 @@ class EphemeralDhcp:
         for step in lease_steps(lease, self.nic):
             self._apply(step, client.name)
         return lease
+
+    def _wait_for_carrier(self, limit: float = 5.0) -> None:
+        """Poll the NIC's carrier (1 ms steps) so the client can skip its own wait.
+
+        dhcpcd waits for a carrier netlink event with a coarse timer (~0.5 s
+        measured); we wait here and run it with ``nolink``. No carrier after
+        ``limit`` seconds: go on, the client retries as usual.
+        """
+        carrier = self.root / "sys/class/net" / self.nic / "carrier"
+        deadline = self.clock() + limit
+        while self.clock() < deadline:
+            try:
+                if carrier.read_text().strip() == "1":
+                    return
+            except OSError:
+                return  # no carrier file (not a real NIC in a test): nothing to wait for
+            self.sleep(0.001)
+        self.log.info("no carrier on %s after %.0f s; asking for a lease anyway",
+                      self.nic, limit)
 
     def _run_client(self, cmd: list[str], client: str, margin: float = 5,
                     timed_out: tuple[int, ...] = ()) -> None:
@@ -841,6 +864,8 @@ class EphemeralDhcp:
         if result.returncode != 0:
             raise DhcpError(client=client, nic=self.nic, exit_code=result.returncode,
                             stderr=_tail(result.stderr))
+        if result.stderr.strip():
+            self.log.debug("%s said: %s", client, _tail(result.stderr))
 
     def _run_dhclient(self, client: ClientProgram) -> Lease:
         assert self._work is not None

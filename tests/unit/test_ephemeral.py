@@ -883,7 +883,7 @@ def test_dhcpcd_config_text() -> None:
     conf = eph.dhcpcd_config()
     lines = [ln for ln in conf.splitlines() if ln and not ln.startswith("#")]
     assert lines == [
-        "ipv4only", "nodelay", "noarp", "noipv4ll", "nodev", "persistent", "clientid",
+        "ipv4only", "nodelay", "noarp", "noipv4ll", "nodev", "nolink", "persistent", "clientid",
         "define 245 ipaddress azure_wireserver",
         "option subnet_mask, broadcast_address, routers, domain_name_servers",
         "option classless_static_routes, azure_wireserver",
@@ -1145,3 +1145,27 @@ def test_dhcpcd_version_check_that_cannot_run_uses_fallback(tmp_path: Path) -> N
     dhcp = eph.EphemeralDhcp(NIC, root=tmp_path, runner=runner, fallback=fallback)
     with dhcp as lease:
         assert lease.client == "fallback"
+
+
+def test_carrier_is_polled_before_the_client_runs(tmp_path) -> None:
+    carrier = tmp_path / "sys/class/net/eth0/carrier"
+    carrier.parent.mkdir(parents=True)
+    carrier.write_text("0\n")
+    clock = [0.0]
+    reads = []
+    flip = [True]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+        reads.append(clock[0])
+        if len(reads) == 3 and flip[0]:
+            flip[0] = False
+            carrier.write_text("1\n")
+
+    dhcp = eph.EphemeralDhcp("eth0", root=tmp_path, clock=lambda: clock[0], sleep=sleep)
+    dhcp._wait_for_carrier()
+    assert len(reads) == 3  # stopped as soon as the carrier came up
+    carrier.write_text("0\n")
+    reads.clear()
+    dhcp._wait_for_carrier(limit=0.01)
+    assert 9 <= len(reads) <= 11  # gave up at the limit, no exception
