@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -600,8 +601,34 @@ def _dhclient_oneshot(root: Path, nic: str, conf: Path, runner: Runner,
     if conf.exists():
         base[1:1] = ["-cf", str(conf)]
     result = _try_run(runner, [*base[:1], "-1", "-v", *base[1:], nic], log)
-    _try_run(runner, [*base[:1], "-x", *base[1:]], log)
+    if not _stop_own_dhclient(root, pid_file, log):
+        # `dhclient -x` also stops it without a release, but polls for a second.
+        _try_run(runner, [*base[:1], "-x", *base[1:]], log)
     return bool(result is not None and result.returncode == 0)
+
+
+_kill = os.kill  # the one process we may signal: our own one-shot dhclient
+
+
+def _stop_own_dhclient(root: Path, pid_file: Path, log: logging.Logger) -> bool:
+    """SIGTERM (no release) the one-shot dhclient, if its pid file names it.
+
+    Only a process whose command line carries our private pid file is
+    signalled, so a reused pid is never hit.
+    """
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = (Path(root) / "proc" / str(pid) / "cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+    if str(pid_file).encode() not in cmdline.split(b"\0"):
+        return False
+    try:
+        _kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    log.debug("stopped the one-shot dhclient (pid %d) without a release", pid)
+    return True
 
 
 def _lease_files(root: Path) -> list[Path]:

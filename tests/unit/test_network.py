@@ -701,3 +701,34 @@ def test_report_host_key_takes_the_first_present_type_unless_told(tmp_path):
     assert network.report_host_key(tmp_path, lambda p, b: sent.append(b), "c", "i",
                                    key_type="rsa", log=LOG) is False
     assert len(sent) == 1
+
+
+def test_one_shot_dhclient_is_stopped_by_pid_only_when_it_is_ours(tmp_path, monkeypatch):
+    root = _root_with(tmp_path, "dhclient")
+    (root / "etc/dhcp").mkdir(parents=True)
+    (root / "etc/dhcp/dhclient.conf").write_text("send host-name = gethostname();\n")
+    pid_file = root / "run/cloudinit-azure/dhclient.eth0.pid"
+    killed = []
+    monkeypatch.setattr(network, "_kill", lambda pid, sig: killed.append((pid, sig)))
+
+    class Runner(FakeRunner):
+        def __call__(self, cmd, **kw):
+            if "-1" in cmd:  # the one-shot daemonises and writes its pid file
+                pid_file.write_text("4242\n")
+                proc = root / "proc/4242"
+                proc.mkdir(parents=True, exist_ok=True)
+                (proc / "cmdline").write_bytes(b"\0".join(c.encode() for c in cmd) + b"\0")
+            return super().__call__(cmd, **kw)
+
+    runner = Runner()
+    assert network.publish_hostname(root, "eth0", "vm1", runner, LOG).renewed
+    import signal as _signal
+
+    assert killed == [(4242, _signal.SIGTERM)]
+    assert not any("-x" in call for call in runner.calls)
+    # a pid file naming somebody else's process: no signal, `dhclient -x` instead
+    (root / "proc/4242/cmdline").write_bytes(b"sshd\0")
+    runner = FakeRunner()
+    killed.clear()
+    network.publish_hostname(root, "eth0", "vm1", runner, LOG)
+    assert killed == [] and any("-x" in call for call in runner.calls)
