@@ -250,20 +250,16 @@ def dhclient_command(nic: str, lease_file: str, pid_file: str, config_file: str,
             "-sf", NOOP_SCRIPT, nic]
 
 
-def udhcpc_script(out_file: str) -> str:
-    """A udhcpc script that records the lease on bound/renew and does nothing else.
-
-    udhcpc calls it with ``deconfig`` first; that must not touch the NIC.
-    """
-    fields = ("interface", "ip", "subnet", "mask", "broadcast", "router", "dns",
-              "staticroutes", "opt245", "lease")
+def _lease_dump_script(out_file: str, fields: Sequence[str], event_var: str,
+                       events: str) -> str:
+    """A client script that records the lease fields on ``events`` and configures nothing."""
     lines = "\n".join(f"    printf '%s=%s\\n' {f} \"${f}\"" for f in fields)
     out = shlex.quote(out_file)
     return (
         "#!/bin/sh\n"
         "# cloudinit-azure ephemeral DHCP: record the lease, configure nothing.\n"
-        'case "$1" in\n'
-        "bound|renew)\n"
+        f'case "${event_var}" in\n'
+        f"{events})\n"
         "  {\n"
         f"{lines}\n"
         f"  }} > {out}.tmp && mv -f {out}.tmp {out}\n"
@@ -271,6 +267,18 @@ def udhcpc_script(out_file: str) -> str:
         "esac\n"
         "exit 0\n"
     )
+
+
+UDHCPC_FIELDS = ("interface", "ip", "subnet", "mask", "broadcast", "router", "dns",
+                 "staticroutes", "opt245", "lease")
+
+
+def udhcpc_script(out_file: str) -> str:
+    """A udhcpc script that records the lease on bound/renew and does nothing else.
+
+    udhcpc calls it with ``deconfig`` first; that must not touch the NIC.
+    """
+    return _lease_dump_script(out_file, UDHCPC_FIELDS, "1", "bound|renew")
 
 
 def udhcpc_command(nic: str, script: str, prog: Sequence[str] = ("udhcpc",)) -> list[str]:
@@ -325,20 +333,7 @@ def dhcpcd_script(out_file: str) -> str:
     calls it with PREINIT, CARRIER, then BOUND (REBOOT after an old lease;
     STOP/STOPPED when stopped); only a lease is recorded.
     """
-    lines = "\n".join(f"    printf '%s=%s\\n' {f} \"${f}\"" for f in DHCPCD_FIELDS)
-    out = shlex.quote(out_file)
-    return (
-        "#!/bin/sh\n"
-        "# cloudinit-azure ephemeral DHCP: record the lease, configure nothing.\n"
-        'case "$reason" in\n'
-        "BOUND|REBOOT|RENEW|REBIND)\n"
-        "  {\n"
-        f"{lines}\n"
-        f"  }} > {out}.tmp && mv -f {out}.tmp {out}\n"
-        "  ;;\n"
-        "esac\n"
-        "exit 0\n"
-    )
+    return _lease_dump_script(out_file, DHCPCD_FIELDS, "reason", "BOUND|REBOOT|RENEW|REBIND")
 
 
 def dhcpcd_command(nic: str, config_file: str, script: str,

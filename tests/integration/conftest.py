@@ -21,6 +21,8 @@ from typing import Any, Callable, Optional
 
 import pytest
 
+from tests.tiers import mark_tier
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("AZURE_SIM_CACHE", REPO / ".cache"))
 CLOUD_INIT_VERSIONS = ["22.4.2", "25.1.4"]
@@ -52,15 +54,7 @@ def missing_requirement() -> Optional[str]:
 
 
 def pytest_collection_modifyitems(config, items):
-    reason = None
-    for item in items:
-        if HERE not in Path(str(item.fspath)).resolve().parents:
-            continue
-        item.add_marker(pytest.mark.integration)
-        if reason is None:
-            reason = missing_requirement() or ""
-        if reason:
-            item.add_marker(pytest.mark.skip(reason=reason))
+    mark_tier(items, HERE, pytest.mark.integration, missing_requirement)
 
 
 # --- leftovers ------------------------------------------------------------------

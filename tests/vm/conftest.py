@@ -19,6 +19,8 @@ from typing import Optional
 
 import pytest
 
+from tests.tiers import mark_tier
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(REPO / "tools")]
@@ -48,17 +50,8 @@ def missing_requirement() -> Optional[str]:
 
 
 def pytest_collection_modifyitems(config, items):
-    reason = None
-    for item in items:
-        if HERE not in Path(str(item.fspath)).resolve().parents:
-            continue
-        item.add_marker(pytest.mark.vm)
-        if getattr(item.function, "_no_vm_needed", False):
-            continue
-        if reason is None:
-            reason = missing_requirement() or ""
-        if reason:
-            item.add_marker(pytest.mark.skip(reason=reason))
+    mark_tier(items, HERE, pytest.mark.vm, missing_requirement,
+              exempt=lambda item: getattr(item.function, "_no_vm_needed", False))
 
 
 def _state() -> dict[str, set[str]]:

@@ -224,15 +224,10 @@ def install_purge(deb: Path, tree: Path) -> dict[str, Any]:
 
 
 def _inside_main(deb: str, tree: str, scratch: str) -> int:
-    s = Path(scratch)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "azure-sim-pkg", str(s)],
-                   check=True)
-    for d in ("upper", "work", "merged"):
-        (s / d).mkdir()
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                    f"lowerdir={tree},upperdir={s / 'upper'},workdir={s / 'work'}",
-                    str(s / "merged")], check=True)
-    print(json.dumps(_inside(Path(tree), Path(deb), s / "merged")))
+    from azure_sim.vmimage import overlay
+
+    merged = overlay(Path(tree), Path(scratch))
+    print(json.dumps(_inside(Path(tree), Path(deb), merged)))
     return 0
 
 
