@@ -196,12 +196,14 @@ def probe_block_types(runner: Runner) -> dict[str, str]:
     return found
 
 
-def candidates(root: PathLike, blkid_types: Mapping[str, str]) -> list[Candidate]:
+def candidates(root: PathLike, blkid_types: Mapping[str, str],
+               seed_dir: Optional[PathLike] = None) -> list[Candidate]:
     """Where to look for ovf-env.xml, in order.
 
-    Seed directory (when it has the file), ``/dev/sr0`` (when it exists), every
-    UDF/ISO 9660 device from ``blkid_types`` (deduplicated, order kept), then
-    the cached copy from an earlier boot (when it exists).
+    Seed directory (when it has the file; ``seed_dir`` overrides the default
+    /var/lib/cloud/seed/azure under ``root``), ``/dev/sr0`` (when it exists),
+    every UDF/ISO 9660 device from ``blkid_types`` (deduplicated, order kept),
+    then the cached copy from an earlier boot (when it exists).
     """
     root = Path(root)
     out: list[Candidate] = []
@@ -213,7 +215,7 @@ def candidates(root: PathLike, blkid_types: Mapping[str, str]) -> list[Candidate
             seen.add(key)
             out.append(Candidate(kind, os.fspath(path)))
 
-    seed = root / SEED_DIR / OVF_NAME
+    seed = (Path(seed_dir) if seed_dir is not None else root / SEED_DIR) / OVF_NAME
     if seed.is_file():
         add("seed", seed)
     sr0 = root / DEFAULT_DEVICE

@@ -129,6 +129,22 @@ def _platform_routes(
     return out
 
 
+def network_config_or_fallback(
+    imds_network: Optional[Mapping[str, Any]], *, primary_mac: Optional[str] = None,
+    nic_driver: Optional[str] = DEFAULT_NIC_DRIVER, **kwargs: Any,
+) -> tuple[dict[str, Any], Optional[str]]:
+    """:func:`network_config`, or DHCP on the primary NIC when IMDS's data is unusable.
+
+    Returns ``(config, problem)``: a malformed IMDS network section must not
+    leave the VM without a network, so the problem is reported, not raised.
+    """
+    try:
+        return network_config(imds_network, primary_mac=primary_mac, nic_driver=nic_driver,
+                              **kwargs), None
+    except ImdsParseError as exc:
+        return fallback_config(mac=primary_mac, nic_driver=nic_driver), str(exc)
+
+
 def fallback_config(
     *, mac: Optional[str] = None, name: Optional[str] = None,
     nic_driver: Optional[str] = DEFAULT_NIC_DRIVER,

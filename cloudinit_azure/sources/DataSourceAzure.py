@@ -75,6 +75,7 @@ class DataSourceAzure(sources.DataSource):
 
     def _init_state(self) -> None:
         self.settings: dict[str, Any] = {}
+        self._detected: Optional[bool] = None
         self.wireserver_address: Optional[str] = None
         self.primary_mac: Optional[str] = None
         self.media_device: Optional[str] = None
@@ -98,16 +99,24 @@ class DataSourceAzure(sources.DataSource):
 
     # -- detection --------------------------------------------------------
     def _settings(self) -> dict[str, Any]:
-        ds_cfg = (self.sys_cfg.get("datasource") or {}).get(DS_NAME) or {}
-        return settings.load("datasource_azure", {"datasource_azure": ds_cfg})
+        """The validated ``datasource: Azure:`` settings, loaded once per object."""
+        if not self.settings:
+            ds_cfg = (self.sys_cfg.get("datasource") or {}).get(DS_NAME) or {}
+            self.settings = settings.load("datasource_azure", {"datasource_azure": ds_cfg})
+        return self.settings
+
+    def _on_azure(self) -> bool:
+        """Detection, done once: 23.2+ asks ds_detect() and then _get_data()."""
+        if self._detected is None:
+            started = time.monotonic()
+            self._detected = on_azure(self._settings()["seed_dir"])
+            if not self._detected:
+                LOG.debug("not on Azure (no chassis asset tag, no seed): %.1f ms",
+                          (time.monotonic() - started) * 1000)
+        return self._detected
 
     def ds_detect(self) -> bool:  # cloud-init 23.2+
-        started = time.monotonic()
-        found = on_azure(self._settings()["seed_dir"])
-        if not found:
-            LOG.debug("not on Azure (no chassis asset tag, no seed): %.1f ms",
-                      (time.monotonic() - started) * 1000)
-        return found
+        return self._on_azure()
 
     def _get_subplatform(self) -> str:
         if self.media_kind == "seed":
@@ -136,14 +145,11 @@ class DataSourceAzure(sources.DataSource):
 
         started = time.monotonic()
         try:
-            self.settings = self._settings()
+            cfg = self._settings()
         except ProvisioningError as exc:
             LOG.error("%s", exc)
             return False
-        cfg = self.settings
-        if not on_azure(cfg["seed_dir"]):
-            LOG.debug("not on Azure (no chassis asset tag, no seed): %.1f ms",
-                      (time.monotonic() - started) * 1000)
+        if not self._on_azure():
             return False
         boot = kvp.boot_time()
         if boot is not None:
@@ -196,12 +202,8 @@ class DataSourceAzure(sources.DataSource):
         from cloudinit_azure.ovf import parse_ovf, redact_ovf
         from cloudinit_azure.runner import run
 
-        cfg = self.settings
-        found = media.candidates(Path("/"), media.probe_block_types(run))
-        # Our seed dir may be configured elsewhere than the default.
-        seed = Path(cfg["seed_dir"]) / "ovf-env.xml"
-        if seed.exists() and not any(c.kind == "seed" for c in found):
-            found.insert(0, media.Candidate("seed", str(seed)))
+        found = media.candidates(Path("/"), media.probe_block_types(run),
+                                 seed_dir=self.settings["seed_dir"])
         if not found:
             LOG.warning("no provisioning media (seed, DVD, cached copy): IMDS only")
             return None
@@ -336,17 +338,15 @@ class DataSourceAzure(sources.DataSource):
 
             if not self.settings.get("apply_network_config", True):
                 return None
-            try:
-                self._network_cfg = netconfig.network_config(
-                    self._imds_network, nic_driver=self._nic_driver,
-                    apply_secondary_ips=self.settings.get(
-                        "apply_network_config_for_secondary_ips", True),
-                    names=names_by_mac(Path("/sys/class/net")),
-                    primary_mac=self.primary_mac)
-            except ProvisioningError as exc:
-                LOG.warning("IMDS network data unusable (%s): DHCP on the primary NIC", exc)
-                self._network_cfg = netconfig.fallback_config(
-                    mac=self.primary_mac, nic_driver=self._nic_driver)
+            self._network_cfg, problem = netconfig.network_config_or_fallback(
+                self._imds_network, nic_driver=self._nic_driver,
+                apply_secondary_ips=self.settings.get(
+                    "apply_network_config_for_secondary_ips", True),
+                names=names_by_mac(Path("/sys/class/net")),
+                primary_mac=self.primary_mac)
+            if problem:
+                LOG.warning("IMDS network data unusable (%s): DHCP on the primary NIC",
+                            problem)
         return self._network_cfg
 
 

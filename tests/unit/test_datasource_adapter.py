@@ -41,12 +41,18 @@ def test_found_for_the_local_stage_only():
 def test_detection_by_asset_tag_or_seed(ds, monkeypatch, tmp_path):
     answers = {"chassis-asset-tag": ""}
     monkeypatch.setattr(dsmod, "_read_dmi", lambda key: answers.get(key))
+    calls = []
+    monkeypatch.setattr(dsmod, "_read_dmi", lambda key: calls.append(key) or answers.get(key))
     assert ds.ds_detect() is False
-    answers["chassis-asset-tag"] = dsmod.AZURE_CHASSIS_ASSET_TAG
-    assert ds.ds_detect() is True
-    answers["chassis-asset-tag"] = ""
-    (tmp_path / "seed" / "ovf-env.xml").write_text("<x/>")
-    assert ds.ds_detect() is True
+    assert ds._get_data() is False
+    assert calls == ["chassis-asset-tag"]  # detected once per boot, not per call
+    for tag, seed, expected in ((dsmod.AZURE_CHASSIS_ASSET_TAG, False, True),
+                                ("", True, True)):
+        answers["chassis-asset-tag"] = tag
+        if seed:
+            (tmp_path / "seed" / "ovf-env.xml").write_text("<x/>")
+        ds._detected = None  # a new boot
+        assert ds.ds_detect() is expected
 
 
 def test_off_azure_get_data_is_false_without_touching_anything(ds, monkeypatch):

@@ -397,3 +397,12 @@ def test_eject_failure_logged(answer, caplog):
     with caplog.at_level(logging.WARNING):
         assert media.eject("/dev/sr0", FakeRunner({"eject": answer})) is False
     assert "eject /dev/sr0" in caplog.text
+
+
+def test_configured_seed_dir_replaces_the_default(tmp_path):
+    seed = tmp_path / "elsewhere"
+    seed.mkdir()
+    (seed / "ovf-env.xml").write_text("<x/>")
+    found = media.candidates(tmp_path, {}, seed_dir=seed)
+    assert found[0] == media.Candidate("seed", str(seed / "ovf-env.xml"))
+    assert media.candidates(tmp_path, {}) == []

@@ -222,3 +222,13 @@ def test_pure_core_does_not_import_cloudinit():
             "sys.exit(any(m == 'cloudinit' or m.startswith('cloudinit.') for m in sys.modules))")
     root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
+
+
+def test_unusable_imds_network_falls_back_to_dhcp_on_the_primary_nic():
+    cfg, problem = netconfig.network_config_or_fallback(
+        {"interface": "not a list"}, primary_mac="00:0d:3a:12:34:56", nic_driver=None)
+    assert problem and "network.interface" in problem
+    assert cfg == {"version": 2, "ethernets": {"eth0": {
+        "dhcp4": True, "match": {"macaddress": "00:0d:3a:12:34:56"}}}}
+    good, problem = netconfig.network_config_or_fallback(None, primary_mac=None)
+    assert problem is None and good["version"] == 2
