@@ -28,7 +28,6 @@ from cloudinit_azure.report import DhcpError, ProvisioningError
 LOG = logging.getLogger(__name__)
 DS_NAME = "Azure"
 AZURE_CHASSIS_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
-STAGING_DIR = "/var/lib/cloudinit-azure"
 
 
 def _read_dmi(key: str) -> Optional[str]:
@@ -261,6 +260,7 @@ class DataSourceAzure(sources.DataSource):
                               existing_users=account.read_passwd("/etc/passwd"))
 
     def _certificate_keys(self, ovf: Any, wanted: tuple[str, ...]) -> dict[str, str]:
+        from cloudinit_azure import keypairs
         from cloudinit_azure.certificates import fetch_certificate_keys
         from cloudinit_azure.wireserver import WireserverClient, wireserver_url
 
@@ -268,16 +268,7 @@ class DataSourceAzure(sources.DataSource):
                                   budget_s=float(self.settings["failure_report_budget_s"]))
         keys = fetch_certificate_keys(client, client.goal_state(),
                                       private=bool(ovf and ovf.key_pairs))
-        if keys.private_keys:
-            stage = Path(STAGING_DIR) / "keypairs"
-            os.makedirs(stage, mode=0o700, exist_ok=True)
-            os.chmod(stage, 0o700)
-            for fp, pem in keys.private_keys.items():
-                fd = os.open(stage / fp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(pem)
-            for fp, pub in keys.public_keys.items():
-                (stage / f"{fp}.pub").write_text(pub + "\n")
+        keypairs.stage(keys.private_keys, keys.public_keys)
         return dict(keys.public_keys)
 
     def _report_failure(self, error: ProvisioningError, system_uuid: str,
