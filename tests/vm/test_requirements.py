@@ -47,11 +47,12 @@ def test_qemu_command_has_platform_devices(tmp_path):
     from azure_sim import vm
 
     plan = {"workdir": str(tmp_path), "accel": "tcg", "memory_mib": 1024, "cpus": 2,
-            "kernel": "k", "initrd": "i", "root_image": "r.img", "dmi_uuid": "u-u",
+            "kernel": "k", "initrd": "i", "root_disk": "root.qcow2", "dmi_uuid": "u-u",
             "iso": "o.iso", "resource_disk": "d.img",
             "platform": {"nics": [{"peer": "azplat0", "mac": "00:0d:3a:12:34:56"}]}}
     cmd = " ".join(vm.qemu_command(plan))
-    assert "snapshot=on" in cmd
+    # the run's own overlay: the cached image is never written
+    assert "file=root.qcow2,if=none,id=root0,format=qcow2" in cmd
     assert "type=3,manufacturer=Microsoft Corporation,asset=7783-7084-3265-9085-8269-3286-77" \
         in cmd
     assert "tap,id=n0,ifname=azplat0,script=no" in cmd
