@@ -59,9 +59,31 @@ def test_qemu_command_has_platform_devices(tmp_path):
     assert "media=cdrom" in cmd and "serial=AZURE-SIM-RESOURCE" in cmd
 
 
-def test_deb_installs_and_purges_cleanly():
+OLD_BUILD = "e2c6179a32ced5626adcafd0e08e1786d68bfe05"  # 0.1.0: the wiring was a conffile
+
+
+@pytest.mark.parametrize("release", ["bookworm", "trixie"])
+def test_deb_installs_removes_and_purges_cleanly(release):
     from azure_sim import packaging, vm, vmimage
 
-    result = packaging.install_purge(vm.default_deb(), vmimage.build_tree())
+    result = packaging.install_purge(vm.default_deb(), vmimage.build_tree(release=release))
     assert result["problems"] == []
-    assert "/etc/cloud/cloud.cfg.d/91_cloudinit_azure.cfg" in result["conffiles"]
+    # no conffile: apt remove keeps nothing that names the plug-in
+    assert result["conffiles"] == ""
+    assert "cloudinit_azure.sources" in result["pkg_list_installed"]
+    assert result["pkg_list_removed"] == "null"
+
+
+def test_deb_upgrades_over_the_conffile_build():
+    from azure_sim import packaging, vm, vmimage
+
+    old = packaging.old_deb(OLD_BUILD)
+    result = packaging.install_purge(vm.default_deb(), vmimage.build_tree(), old=old)
+    assert result["problems"] == []
+    assert result["pkg_list_removed"] == "null"
+
+
+def test_lintian_is_clean():
+    from azure_sim import packaging
+
+    assert packaging.lintian() == []

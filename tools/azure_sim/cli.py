@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--json", help="write raw results here")
     n.add_argument("--timeout", type=float, default=None,
                    help="seconds before one boot is killed (default 60; --vm: 400)")
+    n.add_argument("--deb", help="with --vm: the .deb every boot installs (default: dist/'s)")
     n.add_argument("--vm", action="store_true",
                    help="QEMU VM boots, built-in vs plug-in on one image (default "
                         "cloud-init 22.4.2 only; docs/performance.md)")

@@ -210,7 +210,14 @@ def main(args: Any, boot_fn: Optional[Callable[..., dict[str, Any]]] = None) -> 
              f"+1 warm-up boot; {timeout:g} s limit per boot; accel {vm.accel()}")
     started = time.monotonic()
     try:
-        rows = run_bench(combos, runs, boot_fn=boot_fn or vm.boot, scenario_fn=load_scenario,
+        if boot_fn is None:
+            deb = getattr(args, "deb", None) or str(vm.default_deb())
+            progress(f"azure-sim bench --vm: every boot installs {deb}")
+
+            def boot_fn(scenario: dict[str, Any], **kw: Any) -> dict[str, Any]:
+                return vm.boot(scenario, deb=deb, **kw)
+
+        rows = run_bench(combos, runs, boot_fn=boot_fn, scenario_fn=load_scenario,
                          timeout=timeout, progress=progress,
                          error_types=(SimError, OSError, ValueError, RuntimeError))
     except KeyboardInterrupt:

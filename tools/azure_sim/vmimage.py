@@ -109,6 +109,7 @@ def tree_dir(release: str = DEFAULT_RELEASE) -> Path:
     return cache_dir(release) / "tree"
 
 RESOURCE_SERIAL = "AZURE-SIM-RESOURCE"
+KEEP_IMAGES = 4  # root images kept per release
 
 UDEV_RULE = f"""\
 # azure-sim (test only): the resource disk is a virtio disk here, not a
@@ -381,7 +382,9 @@ def build_root_image(deb: Path, log=sys.stderr, size: str = "3G",
     if proc.returncode != 0 or not tmp.exists():
         tmp.unlink(missing_ok=True)
         raise ImageError(f"making the root image failed:\n{proc.stderr[-3000:]}")
-    for old in cache.glob("root-*.img"):
+    # Keep the few newest (a bench or an upgrade test may still boot one); drop the rest.
+    images = sorted(cache.glob("root-*.img"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in images[KEEP_IMAGES - 1:]:
         old.unlink()
     os.replace(tmp, img)
     print(f"vm-image: root image {img.name} made in {time.time() - started:.1f} s",
