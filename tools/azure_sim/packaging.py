@@ -122,7 +122,9 @@ def lintian(out: Path = BUILD / "deb") -> list[str]:
 
 def old_deb(commit: str) -> Path:
     """The package built from an older ``commit`` (cached by commit)."""
-    cache = REPO / ".cache" / "vm" / "old-debs" / commit
+    from azure_sim import deps
+
+    cache = deps.CACHE / "vm" / "old-debs" / commit
     found = sorted(cache.glob(f"{PACKAGE}_*_all.deb"))
     if found:
         return found[-1]

@@ -158,7 +158,8 @@ def _login(scenario: dict[str, Any], work: Path) -> Optional[dict[str, Any]]:
 def plan_vm(scenario: dict[str, Any], work: Path, deb: Path, timeout: float, *,
             datasource: str = "plugin", release: str = "bookworm",
             guest_actions: Optional[dict[str, list[str]]] = None,
-            base_image: Optional[Path] = None) -> dict[str, Any]:
+            base_image: Optional[Path] = None,
+            guest_files: Optional[dict[str, str]] = None) -> dict[str, Any]:
     """Images, platform config and guest plan of one run (writes them into ``work``)."""
     from azure_sim import vmimage
 
@@ -187,7 +188,7 @@ def plan_vm(scenario: dict[str, Any], work: Path, deb: Path, timeout: float, *,
         "timeout": timeout, "python": sys.executable, "tools_dir": str(TOOLS),
         "tool_path": env["PATH"], "tool_ld_path": env.get("LD_LIBRARY_PATH", ""),
         "boots": scenario["boots"], "before_boot": {}, "login": login,
-        "fw_cfg_files": {},
+        "fw_cfg_files": dict(guest_files or {}),
     }
     if scenario["media"] == "iso":
         plan["iso"] = str(images.build_iso(work / "ovf.iso", {"ovf-env.xml": ovf_bytes}))
@@ -386,12 +387,15 @@ def boot(scenario: dict[str, Any], *, deb: Optional[str] = None,
          timeout: Optional[float] = None, logs_to: Optional[str] = None,
          cloud_init: str = "22.4.2", datasource: str = "plugin",
          guest_actions: Optional[dict[str, list[str]]] = None,
-         base_image: Optional[Path] = None) -> dict[str, Any]:
+         base_image: Optional[Path] = None,
+         guest_files: Optional[dict[str, str]] = None) -> dict[str, Any]:
     """Boot the scenario in a QEMU VM and return the report (as the sandbox's).
 
     ``guest_actions`` maps a boot number to shell commands the guest runs
     after its report of that boot (package lifecycle tests); ``base_image``
-    replaces the cached root image (an image with another build installed).
+    replaces the cached root image (an image with another build installed);
+    ``guest_files`` (name -> host path) reach the guest through fw_cfg as
+    /sys/firmware/qemu_fw_cfg/by_name/opt/azure-sim/<name>/raw.
     """
     from azure_sim import vmimage, vmresult
 
@@ -412,7 +416,8 @@ def boot(scenario: dict[str, Any], *, deb: Optional[str] = None,
     try:
         plan = plan_vm(scenario, work, Path(deb) if deb else default_deb(), limit,
                        datasource=datasource, release=release,
-                       guest_actions=guest_actions, base_image=base_image)
+                       guest_actions=guest_actions, base_image=base_image,
+                       guest_files=guest_files)
         t_boot = time.time()
         rc = _run_namespaced(work, limit * scenario["boots"])
         res_path = work / "result.json"

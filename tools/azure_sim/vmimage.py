@@ -63,30 +63,12 @@ NETWORK_PACKAGES = {
 }
 ENABLE_UNITS = {"bookworm": [], "trixie": ["systemd-networkd.service",
                                             "systemd-resolved.service"]}
-DEBIAN_NETPLAN = """\
 # Debian's cloud images: DHCP on every Ethernet NIC until cloud-init renders its own.
-network:
-    version: 2
-    ethernets:
-        all-en:
-            match:
-                name: en*
-            dhcp4: true
-            dhcp4-overrides:
-                use-domains: true
-            dhcp6: true
-            dhcp6-overrides:
-                use-domains: true
-        all-eth:
-            match:
-                name: eth*
-            dhcp4: true
-            dhcp4-overrides:
-                use-domains: true
-            dhcp6: true
-            dhcp6-overrides:
-                use-domains: true
-"""
+DEBIAN_NETPLAN = "network:\n    version: 2\n    ethernets:\n" + "".join(
+    f"        all-{prefix}:\n            match:\n                name: {prefix}*\n"
+    + "".join(f"            dhcp{v}: true\n            dhcp{v}-overrides:\n"
+              "                use-domains: true\n" for v in (4, 6))
+    for prefix in ("en", "eth"))
 
 
 def packages(release: str) -> list[str]:
@@ -131,7 +113,7 @@ Type=oneshot
 ExecStart=/usr/bin/python3 /usr/lib/azure-sim/vmreport.py /dev/ttyS1
 ExecStopPost=/bin/systemctl --no-block poweroff
 StandardOutput=journal+console
-TimeoutStartSec=120
+TimeoutStartSec=600
 
 [Install]
 WantedBy=multi-user.target

@@ -148,5 +148,8 @@ def assemble(*, scenario: dict[str, Any], plan: dict[str, Any], result: dict[str
     }
     if raw.get("observe_error"):
         vm["observe_error"] = raw["observe_error"]
+    report["certificate_keys"] = plan.get("certificate_keys") or {}
+    if not report["verdict"]["ok"]:
+        vm["cloud_init_log_tail"] = raw.get("cloud_init_log_tail")
     report["vm"] = vm
     return report
