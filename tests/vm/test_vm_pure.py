@@ -123,3 +123,24 @@ def test_vm_bench_ratios_and_wrong_datasource_is_a_failed_row():
     wrong = vmbench.row_from_report(report("cloudinit.sources.DataSourceAzure", 1, 2),
                                     run=1, combo=("22.4.2", "plugin"))
     assert not wrong["ok"] and "datasource ran" in wrong["reason"]
+
+
+@_no_vm_needed
+def test_login_key_joins_the_scenarios_keys_password_scenarios_use_the_password(tmp_path):
+    from azure_sim import documents, vm
+    from azure_sim.scenario import DEFAULT_KEY, load_scenario
+
+    keyed = load_scenario()
+    (tmp_path / "a").mkdir()
+    login = vm._login(keyed, tmp_path / "a")
+    added = (tmp_path / "a" / "ssh-login-key.pub").read_text().strip()
+    assert keyed["ovf"]["public_keys"] == [DEFAULT_KEY, added] and "askpass" not in login
+    assert added in [k["keyData"] for k in documents.imds_document(keyed)["compute"][
+        "publicKeys"]]
+    pw = load_scenario("ovf: {public_keys: [], password: 'Pw-1234567!'}\n")
+    (tmp_path / "b").mkdir()
+    login = vm._login(pw, tmp_path / "b")
+    assert "key" not in login and pw["ovf"]["public_keys"] == []
+    assert "Pw-1234567!" not in str(login)
+    failing = load_scenario("expect: failure\n")
+    assert vm._login(failing, tmp_path) is None
