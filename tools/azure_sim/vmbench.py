@@ -12,18 +12,17 @@ real SSH login (``vmssh``: seconds from QEMU start, and after init-local), and
 whether the host key the SSH client saw first is still the VM's at the end of
 the boot. Medians over the successful boots; the goals of issue 10 as ratios.
 
-Everything but ``main`` is pure and unit-tested (tests/unit/test_sim_vmbench.py).
+Everything but ``main`` and ``run_bench``'s boots is pure and tested without QEMU
+(tests/vm/test_vm_pure.py).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from azure_sim.bench import _fmt, failure_reason, median, schedule
+from azure_sim.bench import _fmt, failure_reason, median, schedule, write_json
 
 DATASOURCES = ("builtin", "plugin")
 DEFAULT_TIMEOUT_S = 400.0
@@ -230,9 +229,6 @@ def main(args: Any, boot_fn: Optional[Callable[..., dict[str, Any]]] = None) -> 
           "interleaved run(s); 'ready s' and 'ssh login s' count from systemd's start of "
           "cloud-init-local.service, 'at' columns from QEMU start")
     print(render(summary, found))
-    if getattr(args, "json", None):
-        Path(args.json).write_text(json.dumps(
-            {"runs": runs, "timeout_s": timeout, "rows": rows, "summary": summary,
-             "ratios": found}, indent=1) + "\n")
-        progress(f"azure-sim bench --vm: raw rows written to {args.json}")
+    write_json(getattr(args, "json", None), progress, runs=runs, timeout_s=timeout, rows=rows,
+               summary=summary, ratios=found)
     return 0
