@@ -47,14 +47,15 @@ RUNTIME_FILES = ("/var/lib/cloudinit-azure /etc/default/grub.d/50-cloudinit-azur
 LIST_RUNTIME = f"for p in {RUNTIME_FILES}; do [ -e \"$p\" ] && echo \"present $p\"; done; true"
 
 
-def _boot(name, version, text=None, **kw):
+def _boot(name, version, text=None, known_bugs=True, **kw):
     from azure_sim import vm
     from azure_sim.scenario import load_scenario
 
     key = (name, version)
     if key not in _REPORTS:
         _REPORTS[key] = vm.boot(load_scenario(text), cloud_init=version, **kw)
-    _known_plugin_bug(_REPORTS[key])
+    if known_bugs:
+        _known_plugin_bug(_REPORTS[key])
     return _REPORTS[key]
 
 
@@ -67,7 +68,10 @@ KNOWN_PLUGIN_BUGS = [
      "('script_runreason: Permission denied'): a lease is taken but none is read, so "
      "ProvisioningFailed (cloud-init 25.1 itself uses --script=/bin/true and "
      "dhcpcd --dumplease)"),
-    (None, "has no attribute 'pkcs7_decrypt_der'",
+    ("25.1.4", "could not send the failure report to the wireserver",
+     "a failure report needs an ephemeral lease, which Debian 13's dhcpcd does not give "
+     "the plug-in (above): the platform hears nothing"),
+    (None, "pkcs7_decrypt_der",
      "Debian's python3-cryptography (38 in Debian 12, 43 in Debian 13) has no "
      "pkcs7_decrypt_der: keys by fingerprint crash the datasource, and the failure "
      "report is then not delivered (the ephemeral network is already down)"),
@@ -148,7 +152,9 @@ def test_builtin_datasource_on_the_same_image(version):
     assert r["vm"]["datasource_module"] == "cloudinit.sources.DataSourceAzure", _why(r)
     assert r["datasource"] == "builtin"
     assert r["ready"], _why(r)
-    assert r["vm"]["root_image"] == _boot("default", version)["vm"]["root_image"]
+    # the same image file as the plug-in's boot
+    assert r["vm"]["root_image"] == _boot("default", version, known_bugs=False)["vm"][
+        "root_image"]
     assert r["vm"]["boot_to_ssh_login_s"] is not None, r["vm"]["ssh"]
 
 
@@ -175,7 +181,8 @@ def test_reboot_with_a_redeployed_resource_disk(version):
     assert [b["cloud_init_status"] for b in boots] == ["done", "done"], boots
     # the redeployed disk came back NTFS and is ext4 on /mnt again, one fstab line
     assert r["resource_disk"] == {"fstype": "ext4", "mountpoint": "/mnt"}, _why(r)
-    assert len([line for line in r["fstab"].splitlines() if " /mnt " in line]) == 1
+    assert [line.split()[1] for line in r["fstab"].splitlines()
+            if not line.startswith("#") and len(line.split()) > 1].count("/mnt") == 1
 
 
 def test_keys_by_fingerprint(version):
