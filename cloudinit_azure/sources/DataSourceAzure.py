@@ -340,6 +340,19 @@ class DataSourceAzure(sources.DataSource):
                             problem)
         return self._network_cfg
 
+    # -- v1 instance data, read as the built-in reads it (cloudinit_azure.metadata)
+    @property
+    def region(self) -> Optional[str]:
+        from cloudinit_azure import metadata
+
+        return metadata.region(self.metadata or {})
+
+    @property
+    def availability_zone(self) -> Optional[str]:
+        from cloudinit_azure import metadata
+
+        return metadata.availability_zone(self.metadata or {})
+
 
 def get_datasource_list(depends: Any) -> list:
     return sources.list_from_depends(depends, datasources)
