@@ -10,7 +10,7 @@ DEPS   := .cache/.deps-done
 CLOUD_INIT ?= 22.4.2
 export CLOUD_INIT
 
-.PHONY: all venv deps test unit integration lint demo bench clean distclean
+.PHONY: all venv deps test unit integration lint demo bench clean distclean test-parity
 
 all: test
 
@@ -42,6 +42,11 @@ test: $(DEPS) lint
 	$(PY) -m pytest -q tests
 	# The adapters import cloud-init: unit tests again against 25.1.4.
 	CLOUD_INIT=25.1.4 $(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+# azure-sim diff over every scenario on both versions (make test runs a subset;
+# docs/differences.md). About 40 boots.
+test-parity: $(DEPS)
+	AZURE_SIM_DIFF=all $(PY) -m pytest -q tests/integration/test_diff.py
 
 demo: $(DEPS)
 	$(PY) tools/azure-sim boot

@@ -213,3 +213,16 @@ def test_run_boots_both_datasources_and_survives_a_builtin_that_cannot_run(allow
     diff.run({"name": "u", "dhcp_client": "dhcpcd"}, cloud_init="22.4.2", boot=boot,
              allowlist=allow)
     assert calls == [("plugin", "22.4.2")]  # not booted when known not to work
+
+
+def test_cli_refuses_a_bad_allowlist_or_scenario_before_booting(tmp_path, capsys):
+    from azure_sim import cli
+
+    bad = tmp_path / "allow.md"
+    bad.write_text("```yaml\nallow:\n  - {id: a}\n```\n")
+    assert cli.main(["diff", "--allowlist", str(bad)]) == 2
+    assert "'paths' is required" in capsys.readouterr().err
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("boots: two\n")
+    assert cli.main(["diff", str(scenario)]) == 2
+    assert "boots" in capsys.readouterr().err
