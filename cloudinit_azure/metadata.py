@@ -52,7 +52,3 @@ def availability_zone(metadata: Mapping[str, Any]) -> Optional[str]:
     return _compute(metadata).get("platformFaultDomain") or metadata.get(
         "availability-zone")
 
-
-def instance_type(metadata: Mapping[str, Any]) -> Optional[str]:
-    """The VM size (``ds.meta_data.imds.compute.vmSize``), e.g. for logs."""
-    return _compute(metadata).get("vmSize")

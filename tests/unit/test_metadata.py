@@ -45,7 +45,6 @@ def test_no_imds_is_an_empty_document_and_no_host_name_an_empty_string():
     assert md["imds"] == {} and md["local-hostname"] == ""
     assert metadata.region(md) is None
     assert metadata.availability_zone(md) is None
-    assert metadata.instance_type(md) is None
 
 
 def test_v1_values_are_read_from_the_document_as_the_builtin_reads_them():
@@ -53,7 +52,7 @@ def test_v1_values_are_read_from_the_document_as_the_builtin_reads_them():
                                     imds_document=IMDS, public_keys=[])
     assert metadata.region(md) == "westeurope"
     assert metadata.availability_zone(md) == "1"  # the fault domain, not compute.zone
-    assert metadata.instance_type(md) == "Standard_D2s_v5"
+    assert md["imds"]["compute"]["vmSize"] == "Standard_D2s_v5"  # no v1 key for it
 
 
 def test_metadata_pickled_by_an_older_plugin_still_answers():

@@ -53,22 +53,20 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    """Exit 0: no undocumented difference; 1: some; 2: could not run."""
+    """Exit 0: no undocumented difference; 1: some; 2: could not run; 130: Ctrl-C."""
     from azure_sim import diff
     from azure_sim.boot import SimError, boot
 
+    scenario_text = Path(args.scenario).read_text if args.scenario else lambda: None
     try:
-        text = Path(args.scenario).read_text() if args.scenario else None
-        scenario = load_scenario(text)
-        allowlist = diff.parse_allowlist(Path(args.allowlist).read_text())
-        res = diff.run(scenario, cloud_init=args.cloud_init, boot=boot,
-                       allowlist=allowlist, timeout=args.timeout, on_error=SimError)
+        res = diff.run(load_scenario(scenario_text()), cloud_init=args.cloud_init,
+                       boot=boot, timeout=args.timeout, on_error=SimError,
+                       allowlist=diff.parse_allowlist(Path(args.allowlist).read_text()))
     except (OSError, ScenarioError, diff.AllowlistError, SimError) as exc:
         print(f"azure-sim: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("azure-sim: interrupted; everything this run made was removed",
-              file=sys.stderr)
+        print("azure-sim: interrupted; both boots' leftovers were removed", file=sys.stderr)
         return 130
     print(json.dumps(res, indent=2) if args.json else diff.render(res))
     return 0 if res["ok"] else 1

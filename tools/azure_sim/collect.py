@@ -84,11 +84,12 @@ def sudoers(root: Path) -> dict[str, Any]:
 
 
 def sshd(root: Path) -> dict[str, Any]:
-    """Effective sshd settings (first value wins, Include followed, Match ends)."""
+    """Effective sshd settings for a plain login: first value wins, Include is
+    followed, and a Match block ends the file it is in (as in OpenSSH)."""
     found: dict[str, str] = {}
     files: list[str] = []
 
-    def read(path: Path, depth: int) -> bool:
+    def read(path: Path, depth: int) -> None:
         files.append("/" + str(path.relative_to(root)))
         for line in _lines(path):
             words = line.split()
@@ -96,16 +97,14 @@ def sshd(root: Path) -> dict[str, Any]:
                 continue
             key = words[0].lower()
             if key == "match":
-                return False
+                return
             if key == "include" and depth < 4:
                 for pattern in words[1:]:
                     pattern = pattern if pattern.startswith("/") else f"/etc/ssh/{pattern}"
                     for inc in sorted(glob.glob(str(root / pattern.lstrip("/")))):
-                        if not read(Path(inc), depth + 1):
-                            return False
+                        read(Path(inc), depth + 1)
             elif key not in found:
                 found[key] = " ".join(words[1:])
-        return True
 
     if (root / "etc/ssh/sshd_config").exists():
         read(root / "etc/ssh/sshd_config", 0)
