@@ -58,6 +58,8 @@ def test_no_undocumented_difference(path, version):
             facts = report["system"]["files"].get("/var/tmp/instance-facts")
             assert facts == FACTS, (datasource, facts)
             assert report["cloud_init_status"] == "done", datasource
+        imds = reports["plugin"]["system"]["instance_data"]["ds"]["meta_data"]["imds"]
+        assert imds["compute"]["userData"] == "redacted for non-root user"
 
 
 def test_a_scenario_the_builtin_cannot_boot_is_reported_as_such():

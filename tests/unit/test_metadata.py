@@ -7,6 +7,7 @@ datasources give cloud-init for the same metadata.
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -101,3 +102,18 @@ def test_v1_matches_the_builtin_datasource(tmp_path):
     mine, theirs = _v1(plugin), _v1(reference)
     assert {k: mine[k] for k in V1_KEYS} == {k: theirs[k] for k in V1_KEYS}
     assert theirs["region"] == "westeurope" and theirs["cloud_name"] == "azure"
+
+
+def test_imds_user_data_is_not_in_the_world_readable_instance_data():
+    sources = pytest.importorskip("cloudinit.sources")
+    from cloudinit_azure.sources import DataSourceAzure as ours
+
+    doc = copy.deepcopy(IMDS)
+    doc["compute"]["userData"] = "IyEvYmluL3NoCmVjaG8gc2VjcmV0Cg=="
+    md = metadata.instance_metadata(instance_id=UUID, local_hostname="vm-1",
+                                    imds_document=doc, public_keys=[])
+    data = sources.process_instance_metadata(
+        {"ds": {"meta_data": md}}, sensitive_keys=ours.DataSourceAzure.sensitive_metadata_keys)
+    public = sources.redact_sensitive_keys(data)
+    assert public["ds"]["meta_data"]["imds"]["compute"]["userData"] != doc["compute"]["userData"]
+    assert public["ds"]["meta_data"]["imds"]["compute"]["vmSize"] == "Standard_D2s_v5"
