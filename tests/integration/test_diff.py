@@ -2,9 +2,11 @@
 
 Each case boots a scenario twice (built-in datasource, then ours) on one
 cloud-init version and compares the systems against docs/differences.md.
-``make test`` runs a representative subset (accounts and sshd, instance data
-and jinja customData, two NICs, a failure, off Azure); ``make test-parity``
-(``AZURE_SIM_DIFF=all``) runs every scenario of scenarios/ on both versions.
+``make test`` runs a representative subset on both versions (accounts,
+password and sshd; instance data and jinja customData; two NICs; a failure:
+17 boots, about a minute on an idle machine); ``make test-parity``
+(``AZURE_SIM_DIFF=all``, run by CI after ``make test``) runs every scenario of
+scenarios/ on both versions (41 boots).
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ from tests.integration.conftest import CLOUD_INIT_VERSIONS, REPO
 pytestmark = pytest.mark.integration
 
 SCENARIOS = sorted((REPO / "scenarios").glob("*.yaml"))
-SUBSET = {"jinja-custom-data", "password-login", "broken-ovf", "network-two-nics",
-          "off-azure"}
+SUBSET = {"jinja-custom-data", "password-login", "broken-ovf", "network-two-nics"}
 FULL = os.environ.get("AZURE_SIM_DIFF") == "all"
 CASES = [(path, version) for path in SCENARIOS for version in CLOUD_INIT_VERSIONS
          if FULL or path.stem in SUBSET]
