@@ -19,6 +19,8 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]' jinja2 oauthlib configobj jsonpatch netifaces
 	$(PY) tools/azure_sim/deps.py --write-pth $(VENV)
+	# the simulator as a command: .venv/bin/azure-sim (docs/image-authors.md)
+	ln -sf ../../tools/azure-sim $(VENV)/bin/azure-sim
 	touch $@
 
 venv: $(STAMP)
