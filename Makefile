@@ -10,7 +10,7 @@ DEPS   := .cache/.deps-done
 CLOUD_INIT ?= 22.4.2
 export CLOUD_INIT
 
-.PHONY: all venv deps test unit integration lint demo bench clean distclean
+.PHONY: all venv deps test unit integration lint demo bench docs clean distclean
 
 all: test
 
@@ -50,6 +50,10 @@ demo: $(DEPS)
 
 bench: $(DEPS)
 	$(PY) tools/azure-sim bench
+
+# docs/failures.md is generated from the error classes (a unit test checks it).
+docs: $(STAMP)
+	$(PY) tools/failures_doc.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
