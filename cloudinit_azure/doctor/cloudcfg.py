@@ -15,7 +15,7 @@ from typing import Any, Optional
 import yaml
 
 from cloudinit_azure.doctor.facts import Facts
-from cloudinit_azure.doctor.model import Check, error, ok, warning
+from cloudinit_azure.doctor.model import Check, Subject
 from cloudinit_azure.doctor.plugin import SHIMS
 
 AREA = "config"
@@ -73,39 +73,36 @@ def load(facts: Facts) -> Config:
 
 
 def _parse(cfg: Config) -> Check:
-    title = "cloud-init config parses"
+    c = Subject("config.parse", AREA, "cloud-init config parses")
     if cfg.errors:
         path, why = cfg.errors[0]
-        return error("config.parse", AREA, title,
-                     f"{path} is not valid YAML ({why}): cloud-init ignores the whole file",
+        return c.error(f"{path} is not valid YAML ({why}): cloud-init ignores the whole file",
                      f"fix {path}; check it with python3 -c 'import yaml,sys; "
                      "yaml.safe_load(open(sys.argv[1]))' FILE")
     if not cfg.files:
-        return error("config.parse", AREA, title, "no /etc/cloud/cloud.cfg",
+        return c.error("no /etc/cloud/cloud.cfg",
                      "install cloud-init, which ships /etc/cloud/cloud.cfg")
-    return ok("config.parse", AREA, title, f"{len(cfg.files)} files")
+    return c.ok(f"{len(cfg.files)} files")
 
 
 def _datasource_list(facts: Facts, cfg: Config) -> Check:
-    title = "datasource_list contains Azure"
+    c = Subject("datasource-list", AREA, "datasource_list contains Azure")
     where = cfg.last_setting("datasource_list")
     if where is None:
-        return ok("datasource-list", AREA, title,
-                  "not set: cloud-init's default list and ds-identify include Azure")
+        return c.ok("not set: cloud-init's default list and ds-identify include Azure")
     value = cfg.merged.get("datasource_list")
     names = [str(v) for v in value] if isinstance(value, list) else []
     if "Azure" not in names:
         near = [n for n in names if n.lower() == "azure"]
         why = (f"{where} lists {near[0]!r}: names are case-sensitive" if near
                else f"{where} sets datasource_list: {names}, without Azure")
-        return error("datasource-list", AREA, title, why,
+        return c.error(why,
                      f"in {where}: datasource_list: [ Azure, None ]")
     if not SINGLE_LINE.search(facts.tree.read_text(where.lstrip("/")) or ""):
-        return warning("datasource-list", AREA, title,
-                       f"{where} writes datasource_list over several lines: ds-identify "
+        return c.warning(f"{where} writes datasource_list over several lines: ds-identify "
                        "reads only the single-line form",
                        f"in {where}: datasource_list: [ {', '.join(names)} ]")
-    return ok("datasource-list", AREA, title, f"{names} ({where})")
+    return c.ok(f"{names} ({where})")
 
 
 def _package_present(facts: Facts, pkg: str) -> bool:
@@ -114,43 +111,38 @@ def _package_present(facts: Facts, pkg: str) -> bool:
 
 
 def _pkg_list(facts: Facts, cfg: Config) -> Check:
-    title = "datasource_pkg_list selects the plug-in"
+    c = Subject("datasource-pkg-list", AREA, "datasource_pkg_list selects the plug-in")
     where = cfg.last_setting("datasource_pkg_list")
     value = cfg.merged.get("datasource_pkg_list")
     if where is None:
-        return error("datasource-pkg-list", AREA, title,
-                     "no datasource_pkg_list: cloud-init uses its built-in Azure datasource",
+        return c.error("no datasource_pkg_list: cloud-init uses its built-in Azure datasource",
                      f"install the plug-in's wiring /{WIRING}")
     pkgs = [str(v) for v in value] if isinstance(value, list) else [str(value)]
     absent = [p for p in pkgs if not _package_present(facts, p)]
     if absent:
-        return error("datasource-pkg-list", AREA, title,
-                     f"{where} lists {', '.join(absent)}, not installed: init-local "
+        return c.error(f"{where} lists {', '.join(absent)}, not installed: init-local "
                      "crashes (ModuleNotFoundError)",
                      f"remove {', '.join(absent)} from datasource_pkg_list or install it")
     if OUR_PKG not in pkgs:
-        return error("datasource-pkg-list", AREA, title,
-                     f"{where} sets datasource_pkg_list: {pkgs}, replacing ours: the "
+        return c.error(f"{where} sets datasource_pkg_list: {pkgs}, replacing ours: the "
                      "built-in Azure datasource runs",
                      f"add {OUR_PKG} to that list (cloud.cfg.d files replace lists)")
     if pkgs[0] != OUR_PKG:
-        return warning("datasource-pkg-list", AREA, title,
-                       f"{where} searches {pkgs[0]} before {OUR_PKG}: a DataSourceAzure "
+        return c.warning(f"{where} searches {pkgs[0]} before {OUR_PKG}: a DataSourceAzure "
                        "there would win",
                        f"put {OUR_PKG} first in datasource_pkg_list")
-    return ok("datasource-pkg-list", AREA, title, f"{pkgs} ({where})")
+    return c.ok(f"{pkgs} ({where})")
 
 
 def _wiring(facts: Facts, cfg: Config) -> Check:
-    title = "plug-in wiring file"
+    c = Subject("wiring", AREA, "plug-in wiring file")
     if facts.tree.is_file(WIRING):
-        return ok("wiring", AREA, title, f"/{WIRING}")
+        return c.ok(f"/{WIRING}")
     where = cfg.last_setting("datasource_pkg_list")
     if where and OUR_PKG in str(cfg.merged.get("datasource_pkg_list")):
-        return warning("wiring", AREA, title,
-                       f"/{WIRING} is missing; {where} wires the plug-in instead",
+        return c.warning(f"/{WIRING} is missing; {where} wires the plug-in instead",
                        f"keep the package's /{WIRING} and override settings in a later file")
-    return error("wiring", AREA, title, f"/{WIRING} is missing",
+    return c.error(f"/{WIRING} is missing",
                  "install python3-cloudinit-azure, or copy config/cloud.cfg.d/"
                  "91_cloudinit_azure.cfg into the image")
 
@@ -162,44 +154,42 @@ def _module_name(entry: Any) -> str:
 
 
 def _modules(facts: Facts, cfg: Config) -> Check:
-    title = "module lists match the installed modules"
+    c = Subject("modules", AREA, "module lists match the installed modules")
     ours = {s[3:] for s in SHIMS}
     listed = {(key, _module_name(e)) for key in MODULE_LISTS
               for e in (cfg.merged.get(key) or []) if _module_name(e).startswith("azure_")}
     unknown = sorted(f"{name} (in {key})" for key, name in listed
                      if name not in ours or facts.module_path(f"cc_{name}") is None)
     if unknown:
-        return error("modules", AREA, title,
-                     f"listed but not installed: {', '.join(unknown)}: cloud-init aborts "
+        return c.error(f"listed but not installed: {', '.join(unknown)}: cloud-init aborts "
                      "that stage",
                      "remove the entry or install the plug-in version that has it")
     ds = ((cfg.merged.get("datasource") or {}).get("Azure") or {})
     if isinstance(ds, dict) and ds.get("insert_modules") is False:
         missing = sorted(ours - {name for _, name in listed})
         if missing:
-            return warning("modules", AREA, title,
-                           f"insert_modules is false and {', '.join(missing)} is in no "
+            return c.warning(f"insert_modules is false and {', '.join(missing)} is in no "
                            "module list: it never runs",
                            "add it to cloud_init_modules (docs/configuration.md), or drop "
                            "insert_modules: false")
-        return ok("modules", AREA, title, "insert_modules: false; all our modules listed")
-    return ok("modules", AREA, title, "the datasource inserts our modules at boot")
+        return c.ok("insert_modules: false; all our modules listed")
+    return c.ok("the datasource inserts our modules at boot")
 
 
 def _settings(cfg: Config) -> Check:
     from cloudinit_azure import settings
     from cloudinit_azure.report import ConfigError
 
-    title = "plug-in settings validate"
+    c = Subject("settings", AREA, "plug-in settings validate")
     ds = ((cfg.merged.get("datasource") or {}).get("Azure") or {})
     try:
         settings.load("datasource_azure", {"datasource_azure": ds})
         for ns in NAMESPACES:
             settings.load(ns, cfg.merged)
     except ConfigError as exc:
-        return error("settings", AREA, title, f"{exc.reason}: provisioning fails at once",
+        return c.error(f"{exc.reason}: provisioning fails at once",
                      "fix the key (docs/configuration.md lists every key)")
-    return ok("settings", AREA, title, "datasource: Azure and " + ", ".join(NAMESPACES))
+    return c.ok("datasource: Azure and " + ", ".join(NAMESPACES))
 
 
 def _waagent_conf(text: str) -> dict[str, str]:
@@ -212,10 +202,10 @@ def _waagent_conf(text: str) -> dict[str, str]:
 
 
 def _waagent(facts: Facts) -> Check:
-    title = "no second provisioning agent"
+    c = Subject("waagent", AREA, "no second provisioning agent")
     text = facts.tree.read_text("etc/waagent.conf")
     if text is None:
-        return ok("waagent", AREA, title, "no /etc/waagent.conf (the Azure Linux Agent)")
+        return c.ok("no /etc/waagent.conf (the Azure Linux Agent)")
     conf = _waagent_conf(text)
     agent = conf.get("Provisioning.Agent", "").lower()
     enabled = conf.get("Provisioning.Enabled", "").lower()
@@ -224,17 +214,14 @@ def _waagent(facts: Facts) -> Check:
     if agent == "waagent" or (not agent and enabled == "y"
                               and conf.get("Provisioning.UseCloudInit", "n").lower() != "y"):
         setting = (f"Provisioning.Agent={agent}" if agent else "Provisioning.Enabled=y")
-        return error("waagent", AREA, title,
-                     f"/etc/waagent.conf has {setting}: the agent provisions too and reports "
+        return c.error(f"/etc/waagent.conf has {setting}: the agent provisions too and reports "
                      "Ready on its own", fix)
     if conf.get("ResourceDisk.Format", "n").lower() == "y" or \
             conf.get("ResourceDisk.EnableSwap", "n").lower() == "y":
-        return warning("waagent", AREA, title,
-                       "/etc/waagent.conf formats the resource disk (ResourceDisk.Format/"
+        return c.warning("/etc/waagent.conf formats the resource disk (ResourceDisk.Format/"
                        "EnableSwap=y): it races azure_resource_disk",
                        "set ResourceDisk.Format=n and ResourceDisk.EnableSwap=n")
-    return ok("waagent", AREA, title,
-              f"/etc/waagent.conf leaves provisioning to cloud-init "
+    return c.ok(f"/etc/waagent.conf leaves provisioning to cloud-init "
               f"(Provisioning.Agent={agent or 'unset'})")
 
 

@@ -38,16 +38,27 @@ class Check:
         return asdict(self)
 
 
-def ok(id: str, area: str, title: str, why: str) -> Check:
-    return Check(id, area, title, OK, why)
+@dataclass(frozen=True)
+class Subject:
+    """What one check is about; its methods make the outcome."""
+
+    id: str
+    area: str
+    title: str
+
+    def ok(self, why: str) -> Check:
+        return Check(self.id, self.area, self.title, OK, why)
+
+    def warning(self, why: str, fix: str) -> Check:
+        return Check(self.id, self.area, self.title, WARNING, why, fix)
+
+    def error(self, why: str, fix: str) -> Check:
+        return Check(self.id, self.area, self.title, ERROR, why, fix)
 
 
-def warning(id: str, area: str, title: str, why: str, fix: str) -> Check:
-    return Check(id, area, title, WARNING, why, fix)
-
-
-def error(id: str, area: str, title: str, why: str, fix: str) -> Check:
-    return Check(id, area, title, ERROR, why, fix)
+def install(package: str) -> str:
+    """The usual fix: the Debian package that provides what is missing."""
+    return f"install {package} (Debian: apt-get install {package})"
 
 
 def exit_code(checks: Iterable[Check]) -> int:

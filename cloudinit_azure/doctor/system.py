@@ -10,8 +10,10 @@ so that line is reported as not needed.
 
 from __future__ import annotations
 
-from cloudinit_azure.doctor.facts import Facts, show
-from cloudinit_azure.doctor.model import Check, error, ok, warning
+from typing import Optional
+
+from cloudinit_azure.doctor.facts import Facts, Version, show
+from cloudinit_azure.doctor.model import Check, Subject, install
 
 AREA = "azure"
 MIN_PYTHON = (3, 9)
@@ -32,30 +34,32 @@ TOOLS = (
 )
 
 
-def _python(facts: Facts) -> Check:
-    title = "Python 3.9+"
-    found = facts.python
-    if found is None:
-        return error("python", AREA, title, "no python3 on PATH: cloud-init cannot run",
-                     "install python3 (Debian: apt-get install python3)")
-    exe, version = found
+def _at_least(c: Subject, name: str, exe: str, version: Optional[Version],
+              minimum: Version, verify: str) -> Check:
+    """The common end of a version check: unknown, too old, or fine."""
     if not version:
-        return warning("python", AREA, title, f"{exe} found, but its version is unknown",
-                       "make python3 a link to python3.X, as Debian does")
-    if version < MIN_PYTHON:
-        return error("python", AREA, title,
-                     f"Python {show(version)} is older than the plug-in's 3.9",
-                     "build the image from a release with Python 3.9 or newer")
-    return ok("python", AREA, title, f"Python {show(version)} ({exe})")
+        return c.warning(f"{exe} found, its version is unknown", verify)
+    if version < minimum:
+        return c.error(f"{name} {show(version)} is older than {show(minimum)}",
+                       f"install {name} {show(minimum)} or newer")
+    return c.ok(f"{name} {show(version)} ({exe})")
+
+
+def _python(facts: Facts) -> Check:
+    c = Subject("python", AREA, "Python 3.9+")
+    if facts.python is None:
+        return c.error("no python3 on PATH: cloud-init cannot run", install("python3"))
+    exe, version = facts.python
+    return _at_least(c, "Python", exe, version, MIN_PYTHON,
+                     "make python3 a link to python3.X, as Debian does")
 
 
 def _openssl(facts: Facts) -> Check:
-    title = "OpenSSL 1.0+"
+    c = Subject("openssl", AREA, "OpenSSL 1.0+")
     exe = facts.tree.which("openssl")
     if exe is None:
-        return error("openssl", AREA, title,
-                     "no openssl command: certificates (key fingerprints) cannot be decrypted",
-                     "install openssl (Debian: apt-get install openssl)")
+        return c.error("no openssl command: certificates (key fingerprints) cannot be "
+                       "decrypted", install("openssl"))
     version = facts.package_version("openssl") or facts.binary_version(
         exe, rb"OpenSSL (\d+\.\d+\.\d+)")
     if version is None:
@@ -63,46 +67,34 @@ def _openssl(facts: Facts) -> Check:
         if lib:
             soname = lib.rsplit(".so.", 1)[1]
             version = tuple(int(p) for p in soname.split(".") if p.isdigit())
-    if not version:
-        return warning("openssl", AREA, title, f"{exe} found, its version is unknown",
-                       "check 'openssl version' in the image says 1.0 or newer")
-    if version < MIN_OPENSSL:
-        return error("openssl", AREA, title, f"OpenSSL {show(version)} is older than 1.0",
-                     "install OpenSSL 1.0 or newer")
-    return ok("openssl", AREA, title, f"OpenSSL {show(version)} ({exe})")
+    return _at_least(c, "OpenSSL", exe, version, MIN_OPENSSL,
+                     "check 'openssl version' in the image says 1.0 or newer")
 
 
 def _openssh(facts: Facts) -> Check:
-    title = "OpenSSH 5.3+"
+    c = Subject("openssh", AREA, "OpenSSH 5.3+")
     sshd = facts.tree.which("sshd")
     if sshd is None:
-        return error("openssh", AREA, title, "no sshd: nobody can log in to the VM",
-                     "install openssh-server (Debian: apt-get install openssh-server)")
+        return c.error("no sshd: nobody can log in to the VM", install("openssh-server"))
     version = facts.package_version("openssh-server") or facts.binary_version(
         sshd, rb"OpenSSH_(\d+\.\d+)")
-    if version is None:
-        return warning("openssh", AREA, title, f"{sshd} found, its version is unknown",
-                       "check 'sshd -V' in the image says OpenSSH 5.3 or newer")
-    if version < MIN_OPENSSH:
-        return error("openssh", AREA, title, f"OpenSSH {show(version)} is older than 5.3",
-                     "install OpenSSH 5.3 or newer")
-    return ok("openssh", AREA, title, f"OpenSSH {show(version)} ({sshd})")
+    return _at_least(c, "OpenSSH", sshd, version, MIN_OPENSSH,
+                     "check 'sshd -V' in the image says OpenSSH 5.3 or newer")
 
 
-def _tool(facts: Facts, name: str, package: str, needed: bool, what: str) -> Check:
-    title = f"{name} ({package})"
+def tool(facts: Facts, area: str, name: str, package: str, needed: bool,
+         what: str) -> Check:
+    """Is ``name`` on the image's PATH? An error when ``needed``, else a warning."""
+    c = Subject(f"tool.{name}", area, f"{name} ({package})")
     where = facts.tree.which(name)
     if where:
-        return ok(f"tool.{name}", AREA, title, f"{where}: {what}")
-    fix = f"install {package} (Debian: apt-get install {package})"
-    if needed:
-        return error(f"tool.{name}", AREA, title, f"missing: {what}", fix)
-    return warning(f"tool.{name}", AREA, title, f"missing: {what}", fix)
+        return c.ok(f"{where}: {what}")
+    return (c.error if needed else c.warning)(f"missing: {what}", install(package))
 
 
 def _udf(facts: Facts) -> Check:
     """Azure asks for UDF support to mount the DVD; the plug-in reads it with pycdlib."""
-    title = "kernel UDF support"
+    c = Subject("udf", AREA, "kernel UDF support")
     tree = facts.tree
     kernels = tree.listdir("lib/modules") or tree.listdir("usr/lib/modules")
     base = "lib/modules" if tree.listdir("lib/modules") else "usr/lib/modules"
@@ -111,21 +103,18 @@ def _udf(facts: Facts) -> Check:
     pycdlib = facts.module_path("pycdlib")
     if pycdlib:
         driver = "present" if has_udf else "absent"
-        return ok("udf", AREA, title,
-                  f"not needed: the plug-in reads the DVD directly with pycdlib "
+        return c.ok(f"not needed: the plug-in reads the DVD directly with pycdlib "
                   f"(udf driver {driver}; blacklisting it is fine)")
     if has_udf:
-        return warning("udf", AREA, title,
-                       "udf driver present but pycdlib missing: the DVD is read only by "
+        return c.warning("udf driver present but pycdlib missing: the DVD is read only by "
                        "mounting it",
                        "install python3-pycdlib so a hardened kernel without udf works too")
-    return error("udf", AREA, title,
-                 "neither the udf driver nor pycdlib: the provisioning DVD cannot be read",
-                 "install python3-pycdlib (Debian: apt-get install python3-pycdlib)")
+    return c.error("neither the udf driver nor pycdlib: the provisioning DVD cannot be read",
+                 install("python3-pycdlib"))
 
 
 def checks(facts: Facts) -> list[Check]:
     out = [_python(facts), _openssl(facts), _openssh(facts)]
-    out += [_tool(facts, *spec) for spec in TOOLS]
+    out += [tool(facts, AREA, *spec) for spec in TOOLS]
     out.append(_udf(facts))
     return out
