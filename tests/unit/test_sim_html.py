@@ -112,6 +112,12 @@ def test_boot_without_stages_still_renders():
     assert "<svg" in page
 
 
+def test_kvp_records_are_listed():
+    page = html_report.render(_report(kvp=[{"key": "PROVISIONING_REPORT",
+                                            "value": "result=success|agent=x"}]))
+    assert "<td>PROVISIONING_REPORT</td><td>result=success|agent=x</td>" in page
+
+
 def test_vm_timings_are_listed():
     page = html_report.render(_report(vm={"accel": "tcg", "boot_to_ready_s": 23.1,
                                           "serial_log": "/x"}))

@@ -271,6 +271,9 @@ def render(report: dict[str, Any]) -> str:
               _table(requests, ["t", "endpoint", "method", "path", "status"])]
     if vm_rows:
         parts += ["<h2>VM (seconds from QEMU start)</h2>", _table(vm_rows, ["what", "value"])]
+    kvp = [[r.get("key"), r.get("value")] for r in report.get("kvp") or []]
+    if kvp:
+        parts += ["<h2>Hyper-V KVP records</h2>", _table(kvp, ["key", "value"])]
     errors = report.get("cloud_init_errors") or []
     if errors:
         parts += ["<h2>cloud-init errors</h2>", _table([[e] for e in errors], ["error"])]
