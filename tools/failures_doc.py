@@ -58,11 +58,11 @@ documentation_url=https://aka.ms/linuxprovisioningerror
 
 ## Reading the report
 
-- **Portal / CLI**: a failed VM shows the provisioning state *failed*
-  (OSProvisioningClientError); the status message carries the report text.
-  `az vm get-instance-view -g GROUP -n VM --query instanceView.statuses`
-  prints it. Boot diagnostics (serial log) shows cloud-init's log lines
-  around it.
+- **Portal / CLI**: the platform ends the VM's provisioning as failed and
+  shows the health report's description, the report text, as the error
+  message of the provisioning status (portal: the VM's status and activity
+  log; `az vm get-instance-view -g GROUP -n VM --query instanceView.statuses`).
+  Boot diagnostics (the serial log) shows cloud-init's log lines around it.
 - **KVP, on the VM** (or in a disk image mounted elsewhere): the record with
   key `PROVISIONING_REPORT` in `/var/lib/hyperv/.kvp_pool_1` (fixed 2,560-byte
   records: 512-byte key, 2,048-byte value, NUL-padded). With the plug-in
