@@ -10,7 +10,7 @@ DEPS   := .cache/.deps-done
 CLOUD_INIT ?= 22.4.2
 export CLOUD_INIT
 
-.PHONY: all venv deps test unit integration lint demo bench docs clean distclean
+.PHONY: all venv deps test unit integration lint demo bench clean distclean
 
 all: test
 
@@ -52,6 +52,7 @@ bench: $(DEPS)
 	$(PY) tools/azure-sim bench
 
 # docs/failures.md is generated from the error classes (a unit test checks it).
+.PHONY: docs
 docs: $(STAMP)
 	$(PY) tools/failures_doc.py
 
@@ -65,13 +66,13 @@ distclean: clean
 # Build and test tools only; never cloud-init on the host (the VM image gets it).
 VM_TOOLS := debootstrap qemu-system-x86 qemu-utils dpkg-dev debhelper dh-python \
 	python3-all python3-setuptools python3-wheel python3-build python3-installer \
-	pybuild-plugin-pyproject fakeroot \
-	chromium fonts-dejavu-core
-# chromium: the VM tier renders azure-sim's HTML report headless and checks the screenshot
+	pybuild-plugin-pyproject fakeroot
 DEB_VERSION = $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
 DEB = dist/python3-cloudinit-azure_$(DEB_VERSION)_all.deb
 
 .PHONY: vm-tools deb dist vm-image test-vm
+# chromium: the VM tier renders azure-sim's HTML report headless and checks the screenshot
+VM_TOOLS += chromium fonts-dejavu-core
 
 vm-tools:
 	@dpkg -s $(VM_TOOLS) >/dev/null 2>&1 || { apt-get update -qq && \
