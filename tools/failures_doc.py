@@ -115,11 +115,12 @@ def _literal(node: Optional[ast.expr]) -> Optional[str]:
     return None
 
 
-def raised_reasons(names: set[str]) -> dict[str, dict[str, set[str]]]:
+def raised_reasons(names: set[str], package: Path = REPO / PACKAGE,
+                   ) -> dict[str, dict[str, set[str]]]:
     """class name -> reason -> modules that raise it with that literal reason."""
     out: dict[str, dict[str, set[str]]] = {}
-    for path in sorted((REPO / PACKAGE).rglob("*.py")):
-        module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+    for path in sorted(package.rglob("*.py")):
+        module = ".".join(path.relative_to(package.parent).with_suffix("").parts)
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.Call):
                 continue

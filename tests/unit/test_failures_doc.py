@@ -37,10 +37,20 @@ def test_report_classes_say_what_to_do():
         assert cls.__dict__.get("__doc__"), f"{cls.__name__} has no docstring"
 
 
-def test_raised_reasons_are_found_in_the_source():
-    found = failures_doc.raised_reasons({"OvfError", "UserConfigError"})
-    assert "ovf-env.xml is not well-formed XML" in found["OvfError"]
-    assert "reserved user name" in found["UserConfigError"]
+def test_raised_reasons_are_found_in_the_source(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text(
+        "def f(x):\n"
+        "    raise OvfError('ovf-env.xml is not well-formed XML', line=1)\n"
+        "def g(x):\n"
+        "    raise report.UserConfigError(reason=f'invalid {x} name')\n"
+        "def h(x):\n"
+        "    raise ValueError('not ours')\n")
+    (pkg / "sub" / "b.py").write_text("E = OvfError(REASON)\nF = OvfError()\n")
+    found = failures_doc.raised_reasons({"OvfError", "UserConfigError"}, pkg)
+    assert found == {"OvfError": {"ovf-env.xml is not well-formed XML": {"pkg.a"}},
+                     "UserConfigError": {"invalid … name": {"pkg.a"}}}
 
 
 def test_check_mode_names_the_fix(tmp_path, monkeypatch, capsys):
