@@ -66,13 +66,9 @@ documentation_url=https://aka.ms/linuxprovisioningerror
 - **KVP, on the VM** (or in a disk image mounted elsewhere): the record with
   key `PROVISIONING_REPORT` in `/var/lib/hyperv/.kvp_pool_1` (fixed 2,560-byte
   records: 512-byte key, 2,048-byte value, NUL-padded). With the plug-in
-  installed:
-
-  ```sh
-  python3 -c 'from cloudinit_azure import kvp, report
-  for k, v in kvp.read("/var/lib/hyperv/.kvp_pool_1", lock=False):
-      print(k, report.decode_report(v) if k == "PROVISIONING_REPORT" else v)'
-  ```
+  installed, `cloudinit-azure kvp` prints every record and the report's
+  fields one per line (`--json` for a script; `--pool FILE` for a pool copied
+  out of a disk image).
 - **azure-sim**: the boot report's `failure.decoded` and `kvp` hold the same
   fields (docs/simulator.md); `azure-sim boot --html FILE` draws the moment
   on the timeline.
