@@ -54,30 +54,33 @@ def _python(facts: Facts) -> Check:
                      "make python3 a link to python3.X, as Debian does")
 
 
+def _program(facts: Facts, program: str, package: str,
+             pattern: bytes) -> tuple[Optional[str], Optional[Version]]:
+    """Where ``program`` is, and its version: dpkg's, else the one compiled into it."""
+    exe = facts.tree.which(program)
+    if exe is None:
+        return None, None
+    return exe, facts.package_version(package) or facts.binary_version(exe, pattern)
+
+
 def _openssl(facts: Facts) -> Check:
     c = Subject("openssl", AREA, "OpenSSL 1.0+")
-    exe = facts.tree.which("openssl")
+    exe, version = _program(facts, "openssl", "openssl", rb"OpenSSL (\d+\.\d+\.\d+)")
     if exe is None:
         return c.error("no openssl command: certificates (key fingerprints) cannot be "
                        "decrypted", install("openssl"))
-    version = facts.package_version("openssl") or facts.binary_version(
-        exe, rb"OpenSSL (\d+\.\d+\.\d+)")
-    if version is None:
-        lib = facts.library(r"libssl\.so\.[0-9.]+")
-        if lib:
-            soname = lib.rsplit(".so.", 1)[1]
-            version = tuple(int(p) for p in soname.split(".") if p.isdigit())
+    lib = None if version else facts.library(r"libssl\.so\.[0-9.]+")
+    if lib:
+        version = tuple(int(p) for p in lib.rsplit(".so.", 1)[1].split(".") if p.isdigit())
     return _at_least(c, "OpenSSL", exe, version, MIN_OPENSSL,
                      "check 'openssl version' in the image says 1.0 or newer")
 
 
 def _openssh(facts: Facts) -> Check:
     c = Subject("openssh", AREA, "OpenSSH 5.3+")
-    sshd = facts.tree.which("sshd")
+    sshd, version = _program(facts, "sshd", "openssh-server", rb"OpenSSH_(\d+\.\d+)")
     if sshd is None:
         return c.error("no sshd: nobody can log in to the VM", install("openssh-server"))
-    version = facts.package_version("openssh-server") or facts.binary_version(
-        sshd, rb"OpenSSH_(\d+\.\d+)")
     return _at_least(c, "OpenSSH", sshd, version, MIN_OPENSSH,
                      "check 'sshd -V' in the image says OpenSSH 5.3 or newer")
 

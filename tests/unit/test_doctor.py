@@ -390,3 +390,14 @@ def test_kvp_command_decodes_the_provisioning_report(tmp_path, capsys):
     assert rows[1]["decoded"]["vm_id"] == "v1" and "decoded" not in rows[0]
     assert main(["kvp", "--pool", str(tmp_path / "none")]) == 2
     assert "no KVP pool at" in capsys.readouterr().err
+
+
+def test_openssl_version_from_the_library_soname(tree):
+    _exe(tree, "usr/bin/openssl", b"\x7fELF no version string here")
+    _file(tree, "usr/lib/x86_64-linux-gnu/libssl.so.1.1")
+    assert "OpenSSL 1.1 " in _by_id(tree)["openssl"].why
+    (tree / "usr/lib/x86_64-linux-gnu/libssl.so.1.1").unlink()
+    _file(tree, "usr/lib/x86_64-linux-gnu/libssl.so.0.9.8")
+    assert _by_id(tree)["openssl"].status == "error"
+    (tree / "usr/lib/x86_64-linux-gnu/libssl.so.0.9.8").unlink()
+    assert _by_id(tree)["openssl"].status == "warning"  # no version anywhere
