@@ -374,24 +374,6 @@ def test_version_parsing():
     assert status == {"openssh-server": "1:9.2p1-2+deb12u3", "openssl": "3.0.15-1~deb12u1"}
 
 
-def test_kvp_command_decodes_the_provisioning_report(tmp_path, capsys):
-    from cloudinit_azure import kvp, report
-    from cloudinit_azure.__main__ import main
-
-    pool = tmp_path / ".kvp_pool_1"
-    text = report.Report.from_error(report.OvfError("bad | xml", line=3), vm_id="v1").encode()
-    kvp.append(pool, [("CLOUD_INIT_AZURE_media", "ok 0.01 s"), (kvp.REPORT_KEY, text)])
-    assert main(["kvp", "--pool", str(pool)]) == 0
-    out = capsys.readouterr().out
-    assert "CLOUD_INIT_AZURE_media: ok 0.01 s" in out
-    assert "    reason: bad | xml\n" in out and "    line: 3\n" in out
-    assert main(["kvp", "--pool", str(pool), "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert rows[1]["decoded"]["vm_id"] == "v1" and "decoded" not in rows[0]
-    assert main(["kvp", "--pool", str(tmp_path / "none")]) == 2
-    assert "no KVP pool at" in capsys.readouterr().err
-
-
 def test_openssl_version_from_the_library_soname(tree):
     _exe(tree, "usr/bin/openssl", b"\x7fELF no version string here")
     _file(tree, "usr/lib/x86_64-linux-gnu/libssl.so.1.1")
