@@ -19,6 +19,8 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]' jinja2 oauthlib configobj jsonpatch netifaces
 	$(PY) tools/azure_sim/deps.py --write-pth $(VENV)
+	# the simulator as a command: .venv/bin/azure-sim (docs/image-authors.md)
+	ln -sf ../../tools/azure-sim $(VENV)/bin/azure-sim
 	touch $@
 
 venv: $(STAMP)
@@ -54,6 +56,11 @@ demo: $(DEPS)
 bench: $(DEPS)
 	$(PY) tools/azure-sim bench
 
+# docs/failures.md is generated from the error classes (a unit test checks it).
+.PHONY: docs
+docs: $(STAMP)
+	$(PY) tools/failures_doc.py
+
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
 
@@ -69,6 +76,8 @@ DEB_VERSION = $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
 DEB = dist/python3-cloudinit-azure_$(DEB_VERSION)_all.deb
 
 .PHONY: vm-tools deb dist vm-image test-vm
+# chromium: the VM tier renders azure-sim's HTML report headless and checks the screenshot
+VM_TOOLS += chromium fonts-dejavu-core
 
 vm-tools:
 	@dpkg -s $(VM_TOOLS) >/dev/null 2>&1 || { apt-get update -qq && \

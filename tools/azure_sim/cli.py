@@ -39,6 +39,10 @@ def _boot(args: argparse.Namespace) -> int:
         return 130
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    if args.html:
+        from azure_sim import html_report
+
+        Path(args.html).write_text(html_report.render(report))
     if not args.quiet:
         print(summary(report))
     if report.get("sim_error") and not report["stages"]:
@@ -81,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                    choices=sorted(deps.CLOUD_INIT))
     b.add_argument("--datasource", default="plugin", choices=["plugin", "builtin"])
     b.add_argument("--report", help="write the JSON report here")
+    b.add_argument("--html", help="write a one-page HTML report (the timeline) here")
     b.add_argument("--keep", help="copy every file the boot created or changed here")
     b.add_argument("--logs", help="copy cloud-init's and the platform's logs here")
     b.add_argument("--timeout", type=float, help="seconds before the VM is killed")
