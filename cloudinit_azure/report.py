@@ -88,9 +88,19 @@ class UserConfigError(ProvisioningError):
 
 
 class ConfigError(ProvisioningError):
-    """An image author's configuration does not validate."""
+    """An image author's configuration does not validate.
+
+    ``key`` (the dotted path of the offending key) and ``problem`` travel as
+    supporting data; the text names the key first, for the log reader.
+    """
 
     default_reason = "invalid cloudinit-azure configuration"
+
+    def __str__(self) -> str:
+        key = self.supporting_data.get("key")
+        if key is None:
+            return super().__str__()
+        return f"invalid config at {key}: {self.supporting_data.get('problem', '')}"
 
 
 def _timestamp(now: Optional[datetime] = None) -> str:
