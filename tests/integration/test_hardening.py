@@ -86,3 +86,51 @@ def test_a_known_key_with_a_bad_value_is_one_provisioning_failed_naming_it(run_b
     decoded = _one_failure(r)
     assert decoded["reason"] == "invalid cloudinit-azure configuration"
     assert decoded["key"] == "datasource.Azure.set_hostname"
+
+
+# --- admin user names and sudo (issue 13 items 4 and 8) ---------------------------
+
+UPPER_CASE_ADMIN = """
+name: upper-case-admin
+ovf: {username: AzureOps}
+"""
+# Debian 12's useradd (shadow 4.13, also the sandbox's) creates at most 32 characters.
+LONG_ADMIN = """
+name: long-admin
+ovf: {username: %s}
+expect: failure
+""" % ("a" * 40)
+PASSWORD_ADMIN = """
+name: password-admin
+ovf: {password: "Sim-Passw0rd!x"}
+"""
+
+
+def _sudoers(keep):
+    found = sorted((keep / "etc/sudoers.d").glob("*"))
+    return "".join(p.read_text() for p in found)
+
+
+def test_an_upper_case_admin_name_is_created_with_its_key(run_boot, cloud_init, tmp_path):
+    r = run_boot(UPPER_CASE_ADMIN, cloud_init=cloud_init, datasource="plugin",
+                 keep=str(tmp_path / "upper"))
+    _ready(r)
+    assert r["verdict"]["ok"], r["verdict"]
+    assert r["user"]["name"] == "AzureOps" and r["user"]["authorized_keys"]
+    # No password given: key-only sudo cannot ask for one.
+    assert "AzureOps ALL=(ALL) NOPASSWD:ALL" in _sudoers(tmp_path / "upper")
+
+
+def test_a_name_longer_than_useradd_creates_is_refused_with_the_reason(run_boot,
+                                                                       cloud_init):
+    decoded = _one_failure(run_boot(LONG_ADMIN, cloud_init=cloud_init, datasource="plugin"))
+    assert decoded["reason"] == "invalid user name"
+    assert decoded["problem"] == "longer than 32 characters"
+
+
+def test_sudo_asks_for_the_password_the_user_gave(run_boot, cloud_init, tmp_path):
+    r = run_boot(PASSWORD_ADMIN, cloud_init=cloud_init, datasource="plugin",
+                 keep=str(tmp_path / "upper"))
+    _ready(r)
+    sudoers = _sudoers(tmp_path / "upper")
+    assert "azureuser ALL=(ALL) ALL" in sudoers and "NOPASSWD" not in sudoers
