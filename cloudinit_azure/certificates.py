@@ -38,9 +38,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import NameOID
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import ParseError, fromstring
 
+from cloudinit_azure import xmldoc
 from cloudinit_azure.report import CertificateError
 from cloudinit_azure.runner import Result, Runner, run
 
@@ -103,10 +102,10 @@ def transport_cert_header(pair: TransportPair) -> str:
 def parse_certificates_xml(xml: bytes) -> bytes:
     """The decoded ``Data`` element of the wireserver's CertificateFile."""
     try:
-        root = fromstring(xml)
-    except (ParseError, DefusedXmlException, ValueError) as exc:
-        raise CertificateError(detail="certificates XML is not well-formed",
-                               exception=type(exc).__name__) from None
+        root = xmldoc.parse(xml)
+    except xmldoc.XmlProblem as exc:
+        raise CertificateError(detail=f"certificates XML {exc.problem}",
+                               **exc.details) from None
     data = next((e for e in root.iter()
                  if isinstance(e.tag, str) and e.tag.rsplit("}", 1)[-1] == "Data"), None)
     text = "".join((data.text or "").split()) if data is not None else ""

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import urlsplit
 
 import requests
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import ParseError, fromstring
 
+from cloudinit_azure import xmldoc
 from cloudinit_azure.http import ANY_ERROR_STATUS, HttpClient, RetryPolicy
 from cloudinit_azure.report import (
     MAX_DESCRIPTION,
@@ -119,10 +118,9 @@ def wireserver_url(address: str) -> str:
 
 def _parse_xml(xml: bytes, error: type[WireserverError], what: str) -> Element:
     try:
-        return fromstring(xml)
-    except (ParseError, DefusedXmlException, ValueError) as exc:
-        raise error(detail=f"{what} is not well-formed XML",
-                    exception=type(exc).__name__) from None
+        return xmldoc.parse(xml)
+    except xmldoc.XmlProblem as exc:
+        raise error(detail=f"{what} {exc.problem}", **exc.details) from None
 
 
 def _local(tag: Any) -> str:

@@ -133,6 +133,10 @@ def test_parse_certificates_xml_decodes_wrapped_data():
     (b"<CertificateFile><Version>1</Version></CertificateFile>", "no Data"),
     (b"<CertificateFile><Data>  </Data></CertificateFile>", "no Data"),
     (b"<CertificateFile><Data>!!!notbase64</Data></CertificateFile>", "not valid base64"),
+    (b'<?xml version="1.0" encoding="bogus"?><CertificateFile/>', "declares an encoding"),
+    (b'<?xml version="1.0" encoding="UTF-32"?><CertificateFile/>', "declares an encoding"),
+    (b'<!DOCTYPE x [<!ENTITY a "b">]><CertificateFile>&a;</CertificateFile>',
+     "declares a DTD"),
 ])
 def test_parse_certificates_xml_errors(xml, detail):
     with pytest.raises(CertificateError) as info:

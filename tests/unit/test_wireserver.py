@@ -168,14 +168,20 @@ def test_empty_required_element_counts_as_missing():
                                             b"<Incarnation> </Incarnation>"))
 
 
-@pytest.mark.parametrize("xml", [
-    b"", b"<GoalState>", b"not xml",
-    b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><GoalState>&a;</GoalState>',
+@pytest.mark.parametrize("xml, detail", [
+    (b"", "not well-formed"), (b"<GoalState>", "not well-formed"),
+    (b"not xml", "not well-formed"),
+    (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><GoalState>&a;</GoalState>',
+     "declares a DTD or entity"),
+    (b'<?xml version="1.0" encoding="nope"?><GoalState/>', "declares an encoding"),
+    (b'<?xml version="1.0" encoding="UTF-32"?><GoalState/>', "declares an encoding"),
+    (b'<?xml version="1.0" encoding="utf-7"?><GoalState/>', "declares an encoding"),
 ])
-def test_bad_goal_state_xml(xml):
+def test_bad_goal_state_xml(xml, detail):
     with pytest.raises(GoalStateError) as info:
         parse_goal_state(xml)
-    assert "not well-formed" in info.value.supporting_data["detail"]
+    assert info.value.reason == "error parsing goal state"
+    assert detail in info.value.supporting_data["detail"]
 
 
 def test_wrong_root():
