@@ -49,9 +49,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 OPENSSL = "openssl"
-_PEM_BLOCK = re.compile(
-    r"-----BEGIN (?P<label>[A-Z0-9 ]+)-----\r?\n.*?-----END (?P=label)-----", re.DOTALL
-)
+_PEM_BEGIN = re.compile(r"-----BEGIN (?P<label>[A-Z0-9 ]{1,64})-----")
 
 
 @dataclass(frozen=True)
@@ -217,15 +215,37 @@ def _pkcs12_pem(pkcs12_bytes: bytes, runner: Runner, tmp_dir: Optional[str]) -> 
         return result.stdout
 
 
+def pem_blocks(text: str) -> list[tuple[str, str]]:
+    """``(label, block)`` for each PEM block, line by line (one linear pass).
+
+    A BEGIN line without its END is dropped; a BEGIN inside a block ends the
+    unterminated one (so a thousand stray BEGIN lines cost one pass, not a
+    thousand).
+    """
+    out: list[tuple[str, str]] = []
+    label: Optional[str] = None
+    lines: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        begin = _PEM_BEGIN.fullmatch(line)
+        if begin is not None:
+            label, lines = begin.group("label"), [line]
+        elif label is not None:
+            lines.append(line)
+            if line == f"-----END {label}-----":
+                out.append((label, "\n".join(lines) + "\n"))
+                label, lines = None, []
+    return out
+
+
 def private_keys_by_fingerprint(pkcs12_bytes: bytes, runner: Runner = run,
                                 tmp_dir: Optional[str] = None) -> dict[str, bytes]:
     """Every private key in the bundle (OpenSSH private format), keyed by the
     fingerprint of the certificate that carries its public half."""
     certs: list[x509.Certificate] = []
     keys = []
-    for match in _PEM_BLOCK.finditer(_pkcs12_pem(pkcs12_bytes, runner, tmp_dir)):
-        block = match.group(0).encode("ascii")
-        label = match.group("label")
+    for label, text in pem_blocks(_pkcs12_pem(pkcs12_bytes, runner, tmp_dir)):
+        block = text.encode("ascii", "replace")
         try:
             if label == "CERTIFICATE":
                 certs.append(x509.load_pem_x509_certificate(block))
