@@ -184,6 +184,8 @@ _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def _escape(value: str) -> str:
+    # Lone surrogates (from a platform document) would make the body unencodable.
+    value = value.encode("utf-8", "backslashreplace").decode("utf-8")
     value = _XML_INVALID.sub("", value)
     return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace('"', "&quot;").replace("'", "&apos;"))

@@ -242,6 +242,15 @@ def test_description_is_capped_and_control_characters_dropped():
     assert desc == "é" * (MAX_DESCRIPTION - 1)
 
 
+@pytest.mark.parametrize("text", ["x\ud800y", "\udfff", "a\x00b", "\ufffe"])
+def test_a_description_from_a_hostile_document_still_renders(text):
+    gs = GoalState("1", "c\ud800", "i")
+    body = render_health(gs, "NotReady", "ProvisioningFailed", f"reason={text}")
+    found = parse_health(body)
+    assert found["state"] == "NotReady" and found["description"].startswith("reason=")
+    assert found["container_id"] == "c\\ud800"
+
+
 def test_invalid_state_rejected():
     with pytest.raises(ValueError):
         render_health(GS, "Fine")
