@@ -10,6 +10,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.integration
 
@@ -134,3 +135,57 @@ def test_sudo_asks_for_the_password_the_user_gave(run_boot, cloud_init, tmp_path
     _ready(r)
     sudoers = _sudoers(tmp_path / "upper")
     assert "azureuser ALL=(ALL) ALL" in sudoers and "NOPASSWD" not in sudoers
+
+
+# --- hostile platform documents (issue 13 item 11, issue 15) ----------------------
+
+def _nic(mac, ip="10.0.0.4", prefix="24"):
+    return {"macAddress": mac, "ipv4": {
+        "ipAddress": [{"privateIpAddress": ip, "publicIpAddress": ""}],
+        "subnet": [{"address": "10.0.0.0", "prefix": prefix}]}}
+
+
+@pytest.mark.parametrize("nic", [
+    _nic("NOT-A-MAC"), _nic("000D3A123456", ip="10.0.0.999"), _nic("000D3A123456",
+                                                                  prefix="\u2460"),
+], ids=["bad-mac", "bad-ip", "unicode-prefix"])
+def test_bad_imds_network_data_falls_back_to_dhcp_and_provisions(run_boot, cloud_init,
+                                                                  tmp_path, nic):
+    scenario = yaml.safe_dump({"name": "bad-imds-network",
+                               "imds": {"network": {"interface": [nic]}}})
+    keep = tmp_path / "upper"
+    r = run_boot(scenario, cloud_init=cloud_init, datasource="plugin", keep=str(keep))
+    _ready(r)
+    assert r["user"]["authorized_keys"]
+    assert any("IMDS network data unusable" in w for w in r["warnings"]), r["warnings"]
+    # The fall-back: DHCP on the primary NIC matched by its MAC, nothing from IMDS
+    # (the IMDS rendering carries a route metric and the platform routes).
+    rendered = (keep / "etc/systemd/network/10-cloud-init-eth0.network").read_text()
+    assert "MACAddress=00:0d:3a:12:34:56" in rendered and "DHCP=ipv4" in rendered
+    assert "Metric" not in rendered and "[Route]" not in rendered
+
+
+@pytest.mark.parametrize("path", ["adminUsername", "computerName", "vmId"])
+def test_a_lone_surrogate_in_imds_is_one_provisioning_failed_that_can_be_read(
+        run_boot, cloud_init, path):
+    where = {"vmId": {"vmId": "x\ud800y"}}.get(path, {"osProfile": {path: "x\ud800y"}})
+    scenario = yaml.safe_dump({"name": "surrogate", "imds": {"compute": where},
+                               "expect": "failure"})
+    decoded = _one_failure(run_boot(scenario, cloud_init=cloud_init, datasource="plugin"))
+    assert decoded["reason"] == "error parsing IMDS metadata"
+    assert "is not valid Unicode text" in decoded["detail"]
+    assert decoded["documentation_url"] == "https://aka.ms/linuxprovisioningerror"
+
+
+def test_garbage_in_provision_guest_agent_still_provisions(run_boot, cloud_init):
+    from azure_sim.documents import render_ovf
+    from azure_sim.scenario import load_scenario
+
+    xml = render_ovf(load_scenario()["ovf"]).decode()
+    marker = "ProvisionGuestAgent>false<"
+    assert marker in xml
+    xml = xml.replace(marker, "ProvisionGuestAgent>not-a-boolean<")
+    r = run_boot(yaml.safe_dump({"name": "guest-agent-garbage", "ovf_xml": xml}),
+                 cloud_init=cloud_init, datasource="plugin")
+    assert r["sim_error"] is None, r.get("traceback")
+    assert r["ready"] and r["ready_count"] == 1 and r["failure"] is None
