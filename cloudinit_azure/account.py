@@ -145,8 +145,9 @@ def read_passwd(path: Union[str, os.PathLike]) -> dict[str, int]:
 
 # ----------------------------------------------------------------- passwords
 
-# Azure's own limit for an admin password; longer is not from the platform.
-MAX_PASSWORD_LENGTH = 123
+# Azure's limit for a Linux admin password (Compute API OSProfile.adminPassword:
+# 6 to 72 characters; 123 is Windows'); longer is not from the platform.
+MAX_PASSWORD_LENGTH = 72
 _SALT_CHARS = string.ascii_letters + string.digits + "./"
 _SALT_LENGTH = 16
 _SHA512_RE = re.compile(r"^\$6\$(?:rounds=\d+\$)?([A-Za-z0-9./]{1,16})\$[A-Za-z0-9./]{86}$")

@@ -189,3 +189,30 @@ def test_garbage_in_provision_guest_agent_still_provisions(run_boot, cloud_init)
                  cloud_init=cloud_init, datasource="plugin")
     assert r["sim_error"] is None, r.get("traceback")
     assert r["ready"] and r["ready_count"] == 1 and r["failure"] is None
+
+
+def test_a_73_character_password_is_refused_72_is_set(run_boot, cloud_init):
+    """Azure's limit for a Linux admin password is 72 characters."""
+    ok = run_boot(yaml.safe_dump({"name": "password-72", "ovf": {"password": "Pw-1" * 18}}),
+                  cloud_init=cloud_init, datasource="plugin")
+    _ready(ok)
+    assert ok["user"]["password_verifies"] is True
+    decoded = _one_failure(run_boot(yaml.safe_dump(
+        {"name": "password-73", "ovf": {"password": "Pw-1" * 18 + "x"},
+         "expect": "failure"}), cloud_init=cloud_init, datasource="plugin"))
+    assert decoded["reason"] == "password too long" and decoded["max_length"] == "72"
+
+
+def test_a_600_character_vm_id_keeps_the_documentation_url_in_the_report(run_boot,
+                                                                         cloud_init):
+    scenario = yaml.safe_dump({"name": "long-vm-id", "ovf": {"username": "root"},
+                               "imds": {"compute": {"vmId": "v" * 600,
+                                                    "osProfile": {"adminUsername": "root"}}},
+                               "expect": "failure"})
+    r = run_boot(scenario, cloud_init=cloud_init, datasource="plugin")
+    decoded = _one_failure(r)
+    assert decoded["reason"] == "reserved user name"
+    assert decoded["documentation_url"] == "https://aka.ms/linuxprovisioningerror"
+    assert len(decoded["vm_id"]) <= 64
+    kvp = [k["value"] for k in r["kvp"] if k["key"] == "PROVISIONING_REPORT"]
+    assert kvp[0].endswith("|documentation_url=https://aka.ms/linuxprovisioningerror")

@@ -225,7 +225,7 @@ def test_read_passwd_feeds_validate(tmp_path):
 @pytest.mark.parametrize("backend", [
     pytest.param("crypt", marks=needs_crypt), "openssl", "auto"])
 @pytest.mark.parametrize("password", [
-    "P@ssw0rd!", " leading and trailing ", "pässwörd€", "x" * 123, "a$b\\c'\"d",
+    "P@ssw0rd!", " leading and trailing ", "pässwörd€", "x" * 72, "a$b\\c'\"d",
 ])
 def test_hash_verify_round_trip(backend, password):
     hashed = hash_password(password, backend=backend)
@@ -237,6 +237,15 @@ def test_hash_verify_round_trip(backend, password):
     assert verify_password(password, hashed, backend=backend)
     assert not verify_password(password + "x", hashed, backend=backend)
     assert not verify_password(password[:-1], hashed, backend=backend)
+
+
+def test_password_limit_is_azures_for_linux():
+    """OSProfile.adminPassword: 72 characters for Linux (123 is Windows')."""
+    assert hash_password("x" * 72, backend="openssl")
+    with pytest.raises(UserConfigError) as info:
+        hash_password("x" * 73, backend="openssl")
+    assert info.value.reason == "password too long"
+    assert info.value.supporting_data == {"max_length": 72}
 
 
 @needs_crypt
