@@ -64,9 +64,15 @@ def _unescape_c(text: str) -> bytes:
 
 
 def _decode_245(value: str) -> Optional[str]:
-    """Turn one option-245 value, in any client's notation, into dotted quad."""
+    """Turn one option-245 value, in any client's notation, into dotted quad.
+
+    None for what cannot be the wireserver: an unterminated quote (its
+    characters would become address octets), 0.0.0.0, broadcast, multicast.
+    """
     quoted = value[:1] == '"'
-    if value[:1] in "\"'" and value[-1:] == value[:1] and len(value) >= 2:
+    if value[:1] in "\"'":
+        if len(value) < 2 or value[-1:] != value[:1]:
+            return None
         value = value[1:-1]
     if _HEX_PARTS.fullmatch(value):
         raw = bytes(int(part, 16) for part in value.split(":"))
@@ -74,18 +80,21 @@ def _decode_245(value: str) -> Optional[str]:
         raw = bytes.fromhex(value)
     else:
         try:
-            return str(ipaddress.IPv4Address(value))
+            raw = ipaddress.IPv4Address(value).packed
         except ValueError:
-            pass
-        if not quoted:
-            return None
-        try:
-            raw = _unescape_c(value)
-        except (UnicodeEncodeError, ValueError):
-            return None
-        if len(raw) != 4:
-            return None
-    return str(ipaddress.IPv4Address(raw))
+            if not quoted:
+                return None
+            try:
+                raw = _unescape_c(value)
+            except (UnicodeEncodeError, ValueError):
+                return None
+            if len(raw) != 4:
+                return None
+    address = ipaddress.IPv4Address(raw)
+    if address.is_unspecified or address.is_multicast or \
+            address == ipaddress.IPv4Address("255.255.255.255"):
+        return None
+    return str(address)
 
 
 def parse_option_245(lease_text: str) -> Optional[str]:

@@ -111,6 +111,11 @@ def test_other_clients_forms(text):
     "option unknown-2450 a8:3f:81:10;",
     "option unknown-245 zz:3f:81:10;",
     "OPTION_245=A83F81",
+    'option unknown-245 "ab\\001;',            # unterminated quote: not four octets
+    'option unknown-245 "abc;',
+    "unknown_245='a83f8110\n",
+    "option unknown-245 0:0:0:0;", "unknown_245=00000000\n", "option_245=0.0.0.0\n",
+    "option_245=255.255.255.255\n", "option unknown-245 e0:0:0:1;",
 ])
 def test_no_usable_option_245(text):
     assert parse_option_245(text) is None
