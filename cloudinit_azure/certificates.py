@@ -99,11 +99,8 @@ def transport_cert_header(pair: TransportPair) -> str:
 
 def parse_certificates_xml(xml: bytes) -> bytes:
     """The decoded ``Data`` element of the wireserver's CertificateFile."""
-    try:
-        root = xmldoc.parse(xml)
-    except xmldoc.XmlProblem as exc:
-        raise CertificateError(detail=f"certificates XML {exc.problem}",
-                               **exc.details) from None
+    root = xmldoc.parse(xml, lambda problem, details: CertificateError(
+        detail=f"certificates XML {problem}", **details))
     data = next((e for e in root.iter()
                  if isinstance(e.tag, str) and e.tag.rsplit("}", 1)[-1] == "Data"), None)
     text = "".join((data.text or "").split()) if data is not None else ""

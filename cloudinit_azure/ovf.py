@@ -203,10 +203,8 @@ def _parse_xml(data: bytes) -> ET.Element:
     """Parse with DTDs and entities forbidden (no XXE, no entity bomb)."""
     if not isinstance(data, (bytes, bytearray)):
         raise TypeError("parse_ovf takes bytes")
-    try:
-        return xmldoc.parse(data)
-    except xmldoc.XmlProblem as exc:
-        raise OvfError(f"ovf-env.xml {exc.problem}", **exc.details) from None
+    return xmldoc.parse(data, lambda problem, details: OvfError(f"ovf-env.xml {problem}",
+                                                               **details))
 
 
 def parse_ovf(data: bytes) -> OvfEnvironment:

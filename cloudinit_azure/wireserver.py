@@ -126,10 +126,8 @@ def wireserver_url(address: str) -> str:
 # --- XML helpers ---------------------------------------------------------------
 
 def _parse_xml(xml: bytes, error: type[WireserverError], what: str) -> Element:
-    try:
-        return xmldoc.parse(xml)
-    except xmldoc.XmlProblem as exc:
-        raise error(detail=f"{what} {exc.problem}", **exc.details) from None
+    return xmldoc.parse(xml, lambda problem, details: error(detail=f"{what} {problem}",
+                                                            **details))
 
 
 def _local(tag: Any) -> str:
