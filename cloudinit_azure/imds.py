@@ -159,7 +159,9 @@ def _addresses(family: dict[str, Any], version: int, name: str) -> tuple[str, ..
     return tuple(out)
 
 
-def _subnets(family: dict[str, Any], version: int, name: str) -> tuple[tuple[str, int], ...]:
+def parse_subnets(family: dict[str, Any], version: int,
+                  name: str) -> tuple[tuple[str, int], ...]:
+    """``(address, prefix)`` of a family's ``subnet`` list; incomplete entries skipped."""
     out = []
     for i, item in enumerate(_list(family.get("subnet"), f"{name}.subnet")):
         where = f"{name}.subnet[{i}]"
@@ -178,9 +180,9 @@ def _interface(item: Any, where: str) -> NetworkInterface:
     return NetworkInterface(
         mac=_mac(item.get("macAddress"), f"{where}.macAddress"),
         ipv4_addresses=_addresses(ipv4, 4, f"{where}.ipv4"),
-        ipv4_subnets=_subnets(ipv4, 4, f"{where}.ipv4"),
+        ipv4_subnets=parse_subnets(ipv4, 4, f"{where}.ipv4"),
         ipv6_addresses=_addresses(ipv6, 6, f"{where}.ipv6"),
-        ipv6_subnets=_subnets(ipv6, 6, f"{where}.ipv6"),
+        ipv6_subnets=parse_subnets(ipv6, 6, f"{where}.ipv6"),
     )
 
 

@@ -78,7 +78,7 @@ def azure_gateway(family: Mapping[str, Any]) -> Optional[str]:
     if not isinstance(subnets, list) or not subnets or not isinstance(subnets[0], Mapping):
         return None
     try:
-        return _gateway(imds._subnets(dict(family), 4, "ipv4")[:1])
+        return _gateway(imds.parse_subnets(dict(family), 4, "ipv4")[:1])
     except ImdsParseError:
         return None
 
