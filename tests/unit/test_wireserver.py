@@ -6,6 +6,8 @@ import errno
 
 import pytest
 import urllib3.util.connection
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cloudinit_azure.report import (
     MAX_DESCRIPTION,
@@ -27,6 +29,7 @@ from cloudinit_azure.wireserver import (
     render_health,
     wireserver_address,
 )
+from tests.fuzz import fuzz
 from tests.unit.test_http import FakeClock, Reply, ScriptedServer
 
 GOAL_STATE = b"""<?xml version="1.0" encoding="utf-8"?>
@@ -364,3 +367,21 @@ def test_certificates_without_url_or_on_failure_is_certificate_error():
         with pytest.raises(CertificateError) as info:
             ws(srv.url, clock, budget_s=2.0).certificates(GS, "x")
     assert info.value.supporting_data["status"] == 500
+
+
+@fuzz
+@given(st.binary(max_size=300) | st.text(max_size=300).map(lambda t: t.encode("utf-8",
+                                                                             "replace")))
+def test_any_goal_state_body_parses_or_is_a_goal_state_error(body):
+    try:
+        parse_goal_state(body)
+    except GoalStateError as err:
+        str(err).encode("utf-8")
+
+
+@fuzz
+@given(st.text(max_size=200))
+def test_any_lease_text_gives_a_usable_address_or_none(text):
+    found = parse_option_245("option unknown-245 " + text)
+    assert found is None or found.count(".") == 3
+    assert found not in ("0.0.0.0", "255.255.255.255")
