@@ -20,6 +20,7 @@ from cloudinit_azure import AGENT_NAME, __version__
 DOCUMENTATION_URL = "https://aka.ms/linuxprovisioningerror"
 # The wireserver keeps the Description short; Azure reads 1,024 chars of KVP.
 MAX_DESCRIPTION = 512
+MAX_REPORT = 1024
 # No one value may crowd the others (and the documentation URL) out of a report.
 MAX_VALUE = 200
 MAX_VM_ID = 64
@@ -167,8 +168,11 @@ class Report:
                 now: Optional[datetime] = None, **data: Any) -> Report:
         return cls("success", None, data, vm_id, _timestamp(now))
 
-    def encode(self, max_len: Optional[int] = None) -> str:
-        """Render the ``|``-delimited report, optionally trimmed to ``max_len``.
+    def encode(self, max_len: Optional[int] = MAX_REPORT) -> str:
+        """Render the ``|``-delimited report, trimmed to ``max_len`` (None: whole).
+
+        The default is what Azure reads of a KVP value, so a report sent there
+        never loses its end.
 
         Every value is made :func:`printable` and clipped, so the text always
         encodes. When trimming, supporting data is dropped from the end first;

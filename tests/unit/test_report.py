@@ -54,6 +54,13 @@ def test_a_600_character_vm_id_leaves_the_documentation_url_whole():
         assert len(decode_report(text)["vm_id"]) <= 64
 
 
+def test_by_default_a_report_fits_what_azure_reads_of_kvp():
+    error = ProvisioningError("r", **{f"k{i}": "v" * 200 for i in range(20)})
+    text = Report.from_error(error, vm_id="v" * 36).encode()
+    assert len(text) <= 1024 and text.endswith(DOCUMENTATION_URL)
+    assert len(Report.from_error(error).encode(max_len=None)) > 1024
+
+
 def test_even_a_tiny_limit_keeps_the_url():
     text = Report.from_error(ProvisioningError("r" * 150), vm_id="v" * 36).encode(max_len=120)
     assert text.endswith(DOCUMENTATION_URL) and len(text) <= 120
