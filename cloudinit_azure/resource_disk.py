@@ -460,6 +460,7 @@ def _describe(fstype: str, label: str) -> str:
 def decide(layout: DiskLayout, cfg: DiskSettings, *,
            ntfs_files: Optional[Sequence[str]] = None,
            ntfs_error: str = "",
+           ntfs_tools_missing: bool = False,
            is_new_instance: bool = False,
            previously_ours: bool = False) -> Decision:
     """The safety table. Format only a raw disk or a provably empty Azure
@@ -506,7 +507,7 @@ def decide(layout: DiskLayout, cfg: DiskSettings, *,
         if ntfs_files is None:
             why = ntfs_error or "no listing"
             return Decision("skip", f"cannot list the NTFS volume on {candidate.node}: {why}",
-                            warn=True)
+                            warn=not ntfs_tools_missing)
         extra = user_files(ntfs_files)
         if extra:
             shown = ", ".join(sorted(extra)[:5])
@@ -834,16 +835,35 @@ def read_layout(machine: Machine, disk: Discovered) -> DiskLayout:
                       tuple(parts), tuple(in_use), unclear)
 
 
-def list_ntfs(machine: Machine, node: str) -> tuple[Optional[list[str]], str]:
+NTFS3G_PROGRAMS = ("usr/bin/ntfs-3g", "bin/ntfs-3g", "usr/sbin/mount.ntfs-3g",
+                   "sbin/mount.ntfs-3g")
+
+
+@dataclass(frozen=True)
+class NtfsListing:
+    """The NTFS root's names, or why they could not be read."""
+
+    names: Optional[tuple[str, ...]] = None
+    error: str = ""
+    # Neither ntfsls nor ntfs-3g is installed: the disk is left alone on
+    # purpose (an image without NTFS tools), an INFO line, not a warning.
+    tools_missing: bool = False
+
+
+def list_ntfs(machine: Machine, node: str) -> NtfsListing:
     """Root directory of an NTFS volume: ``ntfsls`` (ntfs-3g, no mount), else
-    a read-only ntfs-3g FUSE mount. Returns (names, error)."""
+    a read-only ntfs-3g FUSE mount (only if ntfs-3g is installed)."""
     try:
         res = machine.runner(["ntfsls", "-a", "-f", node], check=False)
         if res.returncode == 0:
-            return [n for n in res.stdout.splitlines() if n.strip()], ""
+            return NtfsListing(tuple(n for n in res.stdout.splitlines() if n.strip()))
         error = f"ntfsls exit {res.returncode}: {res.stderr.strip()}"
     except OSError as err:
-        error = f"ntfsls unavailable ({err.strerror or err}); install ntfs-3g"
+        error = f"ntfsls unavailable ({err.strerror or err})"
+        if not any(os.path.exists(machine.path(p)) for p in NTFS3G_PROGRAMS):
+            return NtfsListing(error=f"{error}; ntfs-3g is not installed (install the "
+                                     "ntfs-3g package to let empty NTFS disks be "
+                                     "reformatted)", tools_missing=True)
     run_dir = machine.path("/run")
     os.makedirs(run_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="azure-resource-ntfs.", dir=run_dir)
@@ -852,13 +872,14 @@ def list_ntfs(machine: Machine, node: str) -> tuple[Optional[list[str]], str]:
         res = machine.runner(["mount", "-t", "ntfs-3g", "-o", "ro", node, system_tmp],
                              check=False)
         if res.returncode != 0:
-            return None, f"{error}; read-only ntfs-3g mount failed: {res.stderr.strip()}"
+            return NtfsListing(error=f"{error}; read-only ntfs-3g mount failed: "
+                                     f"{res.stderr.strip()}")
         try:
-            return sorted(os.listdir(tmp)), ""
+            return NtfsListing(tuple(sorted(os.listdir(tmp))))
         finally:
             machine.runner(["umount", system_tmp], check=False)
     except OSError as err:
-        return None, f"{error}; read-only mount failed: {err}"
+        return NtfsListing(error=f"{error}; read-only mount failed: {err}")
     finally:
         try:
             os.rmdir(tmp)
@@ -998,12 +1019,12 @@ def setup(cfg: DiskSettings, instance_id: Optional[str], machine: Optional[Machi
     layout = read_layout(machine, disk)
     marker = read_marker(machine)
     is_new, ours_before = instance_state(marker, instance_id)
-    files: Optional[list[str]] = None
-    ntfs_error = ""
+    listing = NtfsListing()
     candidate = ntfs_candidate(layout)
     if candidate is not None and not cfg.never_destroy_ntfs and not layout.in_use:
-        files, ntfs_error = list_ntfs(machine, candidate.node)
-    decision = decide(layout, cfg, ntfs_files=files, ntfs_error=ntfs_error,
+        listing = list_ntfs(machine, candidate.node)
+    decision = decide(layout, cfg, ntfs_files=listing.names, ntfs_error=listing.error,
+                      ntfs_tools_missing=listing.tools_missing,
                       is_new_instance=is_new, previously_ours=ours_before)
     if decision.action == "skip":
         (log.warning if decision.warn else log.info)(

@@ -217,3 +217,57 @@ def test_64_gib_disk_ready_does_not_wait_for_formatting(run_boot, tmp_path_facto
     print(f"64 GiB {cloud_init}: time_to_ready_s={r['time_to_ready_s']} "
           f"resource disk module {took:.3f} s, finished {after:.3f} s after Ready, "
           f"wall {r['wall_s']} s")
+
+
+SETTINGS_IN_CUSTOM_DATA = """
+name: rd-settings-in-custom-data
+ovf:
+  custom_data: |
+    #cloud-config
+    azure_resource_disk: {mountpoint: /mnt/resource}
+    azure_kernel: {numa: {enabled: false}}
+    azure_network: {publish_hostname: {watch: false}}
+    write_files:
+      - path: /var/tmp/custom-data-applied
+        content: "customData reached the VM\\n"
+"""
+
+
+def test_our_settings_in_custom_data_take_effect_and_status_stays_done(
+        run_boot, tmp_path_factory, cloud_init):
+    r, log, keep = _boot(run_boot, tmp_path_factory, SETTINGS_IN_CUSTOM_DATA, cloud_init)
+    # cloud-init 25.1 validates user-data against its schema, whose top level
+    # refuses unknown keys: without our namespaces registered this boot was
+    # "degraded done" (a schema WARNING).
+    _ok(r)
+    assert "cloud-config failed schema validation" not in log
+    assert not [w for w in r["warnings"] if "schema" in w], r["warnings"]
+    assert r["resource_disk"] == {"fstype": "ext4", "mountpoint": "/mnt/resource"}
+    lines = [ln.split() for ln in r["fstab"].splitlines()
+             if ln.split() and not ln.startswith("#")]
+    assert [ln[1] for ln in lines if ln[0].startswith("UUID=")] == ["/mnt/resource"]
+    assert _mnt_lines(r["fstab"]) == []
+    assert _marker(keep)["mountpoint"] == "/mnt/resource"
+
+
+NO_NTFS_TOOLS = """
+name: rd-no-ntfs-3g
+image_files:
+  /usr/bin/ntfsls: null
+  /usr/bin/ntfs-3g: null
+  /usr/sbin/mount.ntfs-3g: null
+  /usr/sbin/mount.ntfs: null
+"""
+
+
+def test_image_without_ntfs_3g_leaves_the_disk_alone_at_info_and_status_done(
+        run_boot, tmp_path_factory, cloud_init):
+    r, log, keep = _boot(run_boot, tmp_path_factory, NO_NTFS_TOOLS, cloud_init)
+    _ok(r)
+    assert r["resource_disk"] == {"fstype": None, "mountpoint": None}
+    decisions = _decisions(log)
+    assert [d[0] for d in decisions] == ["leaving"]
+    assert "ntfs-3g is not installed" in decisions[0][1]
+    assert re.search(r"resource_disk\.py\[INFO\]: resource disk: leaving", log)
+    assert not [w for w in r["warnings"] if "resource" in w]
+    assert _marker(keep) is None

@@ -722,13 +722,27 @@ def test_user_file_on_ntfs_means_no_format_ever(vm, caplog):
     assert not (vm.root / "var/lib/cloudinit-azure/resource-disk.json").exists()
 
 
-def test_ntfs_that_cannot_be_listed_is_left_alone(vm):
-    vm.runner.ntfs = None  # ntfsls missing, and the ntfs-3g mount fails too
-    out = rd.setup(vm.cfg, "i-1", vm.m)
+def test_ntfs_that_cannot_be_listed_is_left_alone(vm, caplog):
+    vm.runner.ntfs = None  # ntfsls missing, ntfs-3g installed, its mount fails
+    os.makedirs(vm.root / "usr/bin")
+    (vm.root / "usr/bin/ntfs-3g").write_text("")
+    with caplog.at_level(logging.INFO):
+        out = rd.setup(vm.cfg, "i-1", vm.m)
     assert out.decision.action == "skip" and "ntfsls unavailable" in out.decision.reason
+    assert out.decision.warn  # the tools are there and failed: worth a warning
     assert "sfdisk" not in vm.runner.commands()
     assert ["mount", "-t", "ntfs-3g", "-o", "ro"] == vm.runner.calls[-1][:5]
     assert not os.listdir(vm.root / "run")  # temp mount dir cleaned up
+
+
+def test_ntfs_without_ntfs_3g_installed_is_left_alone_at_info(vm, caplog):
+    vm.runner.ntfs = None  # neither ntfsls nor ntfs-3g in the image
+    with caplog.at_level(logging.INFO):
+        out = rd.setup(vm.cfg, "i-1", vm.m)
+    assert out.decision.action == "skip" and not out.decision.warn
+    assert "ntfs-3g is not installed" in out.decision.reason
+    assert "mount" not in vm.runner.commands() and "sfdisk" not in vm.runner.commands()
+    assert [r.levelno for r in caplog.records if "leaving" in r.getMessage()] == [logging.INFO]
 
 
 def test_never_destroy_ntfs_does_not_even_list(vm):

@@ -169,6 +169,8 @@ def install(plan: dict[str, Any], root: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() or path.is_symlink():
             path.unlink()
+        if spec is None:
+            continue  # a file this image lacks (e.g. a tool not installed)
         if isinstance(spec, dict):
             os.symlink(spec["symlink"], path)
         else:

@@ -106,6 +106,7 @@ SCHEMA: dict[str, Any] = {
         "cloud_config": {"type": "object"},
         "image_files": {"type": "object", "additionalProperties": {"oneOf": [
             {"type": "string"},
+            {"type": "null"},  # the image does not have this file
             {"type": "object", "additionalProperties": False,
              "required": ["symlink"], "properties": {"symlink": _STR}},
         ]}},
