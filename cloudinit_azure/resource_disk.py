@@ -412,6 +412,10 @@ class DiskLayout:
     partitions: tuple[Partition, ...] = ()
     in_use: tuple[tuple[str, str], ...] = ()  # (node, mountpoint or "[swap]")
     unclear: str = ""  # probing could not tell (ambivalent signatures)
+    # Raw and read back as zeros in its first and last MiB, where our GPT
+    # headers lived: a fresh disk from the platform, not one a user wrote to
+    # after wiping its signatures (wipefs leaves the rest of the headers).
+    blank: bool = False
 
     @property
     def raw(self) -> bool:
@@ -492,7 +496,18 @@ def decide(layout: DiskLayout, cfg: DiskSettings, *,
         return Decision("skip", f"{node} is in use ({where}); not touching {layout.disk}")
 
     if layout.raw:
-        return Decision("format", f"{layout.disk} is raw: no partition table, no file system")
+        # "Raw" alone is no proof of "empty": a user may use the disk as a raw
+        # block device (wipe our signatures, write data). Only a new instance,
+        # or a blank disk that replaced ours (resize/redeploy), is formatted.
+        if is_new_instance:
+            return Decision("format", f"{layout.disk} is raw (no partition table, no file "
+                                      "system) on a new instance")
+        if previously_ours and layout.blank:
+            return Decision("format", f"{layout.disk} came back raw and blank (resize or "
+                                      "redeploy replaced our disk)")
+        return Decision("skip", f"{layout.disk} has no partition table or file system, but "
+                                "this is not a new instance and the disk is not blank: "
+                                "data may have been written to it as a raw device")
 
     parts = layout.partitions
     if (layout.pttype == "gpt" and len(parts) == 1 and not parts[0].fstype
@@ -828,11 +843,38 @@ def read_layout(machine: Machine, disk: Discovered) -> DiskLayout:
     in_use = [(src, mp) for src, mp in _mounts(machine) if src in nodes]
     in_use += [(src, "[swap]") for src in _swaps(machine) if src in nodes]
     bare = not parts
-    return DiskLayout(disk.node, whole.get("PTTYPE", ""),
-                      whole.get("TYPE", "") if bare else "",
-                      whole.get("LABEL", "") if bare else "",
-                      whole.get("UUID", "") if bare else "",
-                      tuple(parts), tuple(in_use), unclear)
+    layout = DiskLayout(disk.node, whole.get("PTTYPE", ""),
+                        whole.get("TYPE", "") if bare else "",
+                        whole.get("LABEL", "") if bare else "",
+                        whole.get("UUID", "") if bare else "",
+                        tuple(parts), tuple(in_use), unclear)
+    if layout.raw:
+        layout = replace(layout, blank=is_blank(machine.path(disk.node)))
+    return layout
+
+
+BLANK_PROBE = MIB  # bytes read at each end of a raw disk
+
+
+def is_blank(path: str, size: int = BLANK_PROBE) -> bool:
+    """The first and last ``size`` bytes read back as zeros; False when unreadable.
+
+    Our format puts GPT headers at both ends; ``wipefs`` erases only their
+    magic, so a disk we formatted and a user then wiped is never blank.
+    """
+    try:
+        with open(path, "rb") as dev:
+            end = dev.seek(0, os.SEEK_END)
+            if end < 2 * size:
+                return False
+            for offset in (0, end - size):
+                dev.seek(offset)
+                data = dev.read(size)
+                if len(data) != size or data.count(0) != size:
+                    return False
+    except OSError:
+        return False
+    return True
 
 
 NTFS3G_PROGRAMS = ("usr/bin/ntfs-3g", "bin/ntfs-3g", "usr/sbin/mount.ntfs-3g",

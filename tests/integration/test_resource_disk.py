@@ -271,3 +271,45 @@ def test_image_without_ntfs_3g_leaves_the_disk_alone_at_info_and_status_done(
     assert re.search(r"resource_disk\.py\[INFO\]: resource disk: leaving", log)
     assert not [w for w in r["warnings"] if "resource" in w]
     assert _marker(keep) is None
+
+
+RAW_USED = """
+name: rd-raw-used-by-the-user
+boots: 2
+resource_disk: {raw_use_before_boot: 2}
+"""
+
+
+def test_disk_the_user_wiped_and_wrote_raw_is_left_alone_on_the_next_boot(
+        run_boot, tmp_path_factory, cloud_init):
+    r, log, keep = _boot(run_boot, tmp_path_factory, RAW_USED, cloud_init)
+    _ok(r)
+    decisions = _decisions(log)
+    # Boot 1 formats; the user wipes the signatures (wipefs -a) and writes data
+    # to the block device; boot 2 must not reformat it: not a new instance.
+    assert [d[0] for d in decisions] == ["format", "leaving"], decisions
+    assert "not a new instance" in decisions[1][1]
+    assert re.search(r"resource_disk\.py\[INFO\]: resource disk: leaving", log)
+    boot2 = log[log.rindex("leaving"):]
+    assert "sfdisk" not in boot2 and "mkfs" not in boot2
+    assert r["resource_disk"] == {"fstype": None, "mountpoint": None}
+    assert not [w for w in r["warnings"] if "resource" in w]
+
+
+RAW_REDEPLOY = """
+name: rd-raw-redeploy
+boots: 2
+resource_disk: {format: none, redeploy_before_boot: 2}
+"""
+
+
+def test_raw_disk_replaced_blank_by_a_redeploy_is_formatted_again(
+        run_boot, tmp_path_factory, cloud_init):
+    r, log, keep = _boot(run_boot, tmp_path_factory, RAW_REDEPLOY, cloud_init)
+    _ok(r)
+    decisions = _decisions(log)
+    assert [d[0] for d in decisions] == ["format", "format"], decisions
+    assert "new instance" in decisions[0][1]
+    assert "came back raw and blank" in decisions[1][1]
+    assert r["resource_disk"] == {"fstype": "ext4", "mountpoint": "/mnt"}
+    assert _marker(keep)["fs_uuid"] == _fstab_uuid(r["fstab"])

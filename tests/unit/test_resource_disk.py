@@ -281,9 +281,42 @@ GPT_MSR = rd.DiskLayout("/dev/sdb", "gpt", partitions=(
 AZURE_FILES = ["DATALOSS_WARNING_README.txt", "System Volume Information"]
 
 
-def test_raw_disk_is_formatted():
-    d = rd.decide(rd.DiskLayout("/dev/nvme0n1"), CFG)
-    assert d.action == "format" and "raw" in d.reason
+def test_raw_disk_is_formatted_on_a_new_instance():
+    d = rd.decide(rd.DiskLayout("/dev/nvme0n1"), CFG, is_new_instance=True)
+    assert d.action == "format" and "raw" in d.reason and "new instance" in d.reason
+
+
+def test_raw_disk_on_a_later_boot_is_left_alone_unless_blank_and_ours_before():
+    # Boot 1 formatted it; the user wiped the signatures and wrote data to it.
+    used = rd.DiskLayout("/dev/sdb")
+    d = rd.decide(used, CFG, is_new_instance=False, previously_ours=True)
+    assert d.action == "skip" and not d.warn
+    assert "not a new instance" in d.reason and "raw device" in d.reason
+    # Not ours before either: never formatted.
+    blank = rd.DiskLayout("/dev/sdb", blank=True)
+    assert rd.decide(blank, CFG, is_new_instance=False, previously_ours=False).action == "skip"
+    # A blank disk where ours was: the platform replaced it (NVMe temp disks come raw).
+    d = rd.decide(blank, CFG, is_new_instance=False, previously_ours=True)
+    assert d.action == "format" and "came back raw and blank" in d.reason
+
+
+def test_is_blank_reads_both_ends(tmp_path):
+    disk = tmp_path / "disk"
+    disk.write_bytes(bytes(4 * rd.MIB))
+    assert rd.is_blank(str(disk))
+    with open(disk, "r+b") as f:  # wipefs leaves the rest of a GPT backup header
+        f.seek(4 * rd.MIB - 512)
+        f.write(b"\x01")
+    assert not rd.is_blank(str(disk))
+    with open(disk, "r+b") as f:
+        f.seek(4 * rd.MIB - 512)
+        f.write(b"\x00")
+        f.seek(100)
+        f.write(b"user data")
+    assert not rd.is_blank(str(disk))
+    assert not rd.is_blank(str(tmp_path / "missing"))
+    (tmp_path / "small").write_bytes(bytes(100))
+    assert not rd.is_blank(str(tmp_path / "small"))
 
 
 def test_our_file_system_is_mounted_not_formatted():
@@ -973,3 +1006,23 @@ def test_adapter_logs_and_reraises_errors(caplog):
         mod.handle(name="x", cfg={"azure_resource_disk": {"filesystem": "zfs"}},
                    cloud=None, args=[])
     assert "azure_resource_disk.filesystem" in caplog.text
+
+
+def test_raw_disk_on_a_later_boot_of_the_instance_is_not_touched(tmp_path, caplog):
+    root = str(tmp_path)
+    nvme(root, "nvme0", "nvme0n1", "Microsoft NVMe Direct Disk", "259:0")
+    with open(tmp_path / "dev/nvme0n1", "wb") as f:  # the user's data, no signature
+        f.write(b"raw user data" + bytes(4 * rd.MIB))
+    rd.write_marker(machine(root, FakeRunner(root)), rd.Marker("i-1", "/dev/nvme0n1",
+                                                               "/dev/nvme0n1p1", "u-0"))
+    runner = FakeRunner(root, new_part=("nvme0n1", "nvme0n1p1", "259:1"))
+    with caplog.at_level(logging.INFO):
+        out = rd.setup(rd.DiskSettings(), "i-1", machine(root, runner))
+    assert out.decision.action == "skip" and "not a new instance" in out.decision.reason
+    assert not {"sfdisk", "mkfs.ext4", "wipefs"} & set(runner.commands())
+    assert [r.levelno for r in caplog.records if "leaving" in r.getMessage()] == [logging.INFO]
+    # The same disk blank (the platform replaced it): formatted.
+    (tmp_path / "dev/nvme0n1").write_bytes(bytes(4 * rd.MIB))
+    mknod = lambda p, mode, dev: _write(p, "")  # noqa: E731
+    out = rd.setup(rd.DiskSettings(), "i-1", machine(root, runner, mknod=mknod))
+    assert out.decision.action == "format" and "came back raw and blank" in out.decision.reason

@@ -131,7 +131,13 @@ def refresh_resource_disk(spec: Mapping[str, Any], device: str, cache: Path,
     """Overwrite ``device`` with a fresh copy of the template (a redeploy)."""
     fresh = build_resource_disk(spec, scratch, cache, env)
     with open(device, "r+b") as dev:
-        dev.write(b"\x00" * (1 << 20))  # drop stale partition signatures first
+        # A fresh disk reads as zeros: drop the old signatures at both ends
+        # (the GPT backup header lives in the last sectors) first.
+        end = dev.seek(0, os.SEEK_END)
+        for offset in (0, max(0, end - (1 << 20))):
+            dev.seek(offset)
+            dev.write(b"\x00" * (1 << 20))
+        dev.seek(0)
         _copy_sparse(fresh, dev, 0)
         dev.flush()
         os.fsync(dev.fileno())

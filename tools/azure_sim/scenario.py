@@ -93,6 +93,9 @@ SCHEMA: dict[str, Any] = {
                 "format": {"enum": ["ntfs", "none", "ext4"]},
                 "files": {"type": "array", "items": _STR},
                 "redeploy_before_boot": {"type": "integer", "minimum": 2},
+                # The user wipes the disk's signatures and writes data to it
+                # as a raw block device (wipefs -a; data at 4 MiB).
+                "raw_use_before_boot": {"type": "integer", "minimum": 2},
             }},
         ]},
         "dhcp": {"type": "object", "additionalProperties": False, "properties": {
