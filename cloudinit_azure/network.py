@@ -391,6 +391,32 @@ def mask_persistent_net_rules(root: Path, log: logging.Logger = LOG) -> bool:
     return True
 
 
+PERSISTENT_NET_RULES = "etc/udev/rules.d/70-persistent-net.rules"
+STALE_RULES_DIR = "var/lib/cloudinit-azure"
+
+
+def remove_stale_net_rules(root: Path, log: logging.Logger = LOG) -> Optional[Path]:
+    """Move a ``70-persistent-net.rules`` left in the image out of udev's way.
+
+    The generator (masked above) wrote it on the image's build VM: it pins
+    ``eth0`` to that VM's MAC, so on a new instance the NIC would come up as
+    ``eth1`` with no config. Called on a new instance only (the module is
+    once per instance). The file is moved to
+    ``/var/lib/cloudinit-azure/70-persistent-net.rules.stale``, never
+    deleted; a symlink (an image author's own mask) is left alone.
+    Returns where it was moved, or None.
+    """
+    path = Path(root) / PERSISTENT_NET_RULES
+    if path.is_symlink() or not path.is_file():
+        return None
+    dest = Path(root) / STALE_RULES_DIR / (path.name + ".stale")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, dest)
+    log.info("moved the stale %s (MAC-pinned NIC names of the image's build VM) to %s",
+             "/" + PERSISTENT_NET_RULES, "/" + str(dest.relative_to(root)))
+    return dest
+
+
 # ----------------------------------------------------------- host name ----
 
 DHCP_CLIENTS = ("networkmanager", "networkd", "dhcpcd", "dhclient", "udhcpc")
@@ -831,6 +857,7 @@ class Outcome:
     """What one run of the module did (for the log and the tests)."""
 
     masked: Optional[bool] = None
+    stale_rules_moved: Optional[Path] = None
     routes: tuple[Route, ...] = ()
     published: Optional[PublishResult] = None
     watcher_changed: Optional[bool] = None
@@ -869,9 +896,10 @@ def configure(settings: Mapping[str, Any], *, root: Path, runner: Runner,
               log: logging.Logger = LOG) -> Outcome:
     """Everything the ``azure_network`` module does, driven by its settings."""
     root = Path(root)
-    masked = routes = published = watcher = reported = None
+    masked = routes = published = watcher = reported = moved = None
     if settings.get("mask_persistent_net_rules", True):
         masked = mask_persistent_net_rules(root, log)
+        moved = remove_stale_net_rules(root, log)
     nic = primary_nic(classify_nics(root / "sys/class/net"), primary_mac)
     client = detect_dhcp_client(root)
     if nic is None:
@@ -912,7 +940,7 @@ def configure(settings: Mapping[str, Any], *, root: Path, runner: Runner,
                                        log=log)
         except ProvisioningError as err:  # optional feature: never fails the boot
             log.warning("host key fingerprint not reported: %s", err)
-    return Outcome(masked, routes or (), published, watcher, reported)
+    return Outcome(masked, moved, routes or (), published, watcher, reported)
 
 
 def main(argv: Optional[Sequence[str]] = None, runner: Runner = run) -> int:

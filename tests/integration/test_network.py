@@ -161,3 +161,25 @@ def test_host_key_fingerprint_reported_only_when_asked(run_boot, tmp_path_factor
     assert posts[0]["t"] > r["time_to_ready_s"]  # never in Ready's way
     default, _ = _boot(run_boot, tmp_path_factory, None, cloud_init)
     assert not [q for q in default["requests"] if q["endpoint"] == "roleproperties"]
+
+
+STALE_RULES = (
+    'SUBSYSTEM=="net", ACTION=="add", DRIVERS=="?*", ATTR{address}=="00:0d:3a:00:00:01", '
+    'NAME="eth0"\n')
+STALE = f"""
+name: net-stale-persistent-net-rules
+image_files:
+  /etc/udev/rules.d/70-persistent-net.rules: '{STALE_RULES.strip()}'
+"""
+
+
+def test_stale_persistent_net_rules_are_moved_aside_on_a_new_instance(
+        run_boot, tmp_path_factory, cloud_init):
+    r, keep = _boot(run_boot, tmp_path_factory, STALE, cloud_init)
+    _ok(r)
+    # image_files lives in the upper layer: moved away, it is gone from it.
+    assert not (keep / "etc/udev/rules.d/70-persistent-net.rules").exists()
+    moved = keep / "var/lib/cloudinit-azure/70-persistent-net.rules.stale"
+    assert moved.read_text().strip() == STALE_RULES.strip()
+    generator = keep / "etc/udev/rules.d/75-persistent-net-generator.rules"
+    assert generator.is_symlink() and str(generator.readlink()) == "/dev/null"

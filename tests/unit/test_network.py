@@ -309,6 +309,29 @@ def test_mask_persistent_net_rules_leaves_a_real_file(tmp_path):
     assert mask_persistent_net_rules(tmp_path, LOG) is False
     assert path.read_text() == "# distro rules\n"
 
+
+STALE_RULES = ('SUBSYSTEM=="net", ACTION=="add", ATTR{address}=="00:0d:3a:00:00:01", '
+               'NAME="eth0"\n')
+
+
+def test_stale_persistent_net_rules_are_moved_aside_not_deleted(tmp_path):
+    path = tmp_path / network.PERSISTENT_NET_RULES
+    path.parent.mkdir(parents=True)
+    path.write_text(STALE_RULES)
+    moved = network.remove_stale_net_rules(tmp_path, LOG)
+    assert not path.exists()
+    assert moved == tmp_path / "var/lib/cloudinit-azure/70-persistent-net.rules.stale"
+    assert moved.read_text() == STALE_RULES
+    assert network.remove_stale_net_rules(tmp_path, LOG) is None  # nothing left to move
+
+
+def test_a_masked_persistent_net_rules_link_is_left_alone(tmp_path):
+    path = tmp_path / network.PERSISTENT_NET_RULES
+    path.parent.mkdir(parents=True)
+    path.symlink_to("/dev/null")
+    assert network.remove_stale_net_rules(tmp_path, LOG) is None
+    assert os.readlink(path) == "/dev/null"
+
 # ------------------------------------------------------------- host name ----
 
 
