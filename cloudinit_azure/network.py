@@ -467,7 +467,41 @@ def detect_dhcp_client(root: Path) -> Optional[str]:
     for kind, paths in _BINARIES:
         if any((root / p).exists() for p in paths):
             return kind
+    if udhcpc_program(root) is not None:
+        return "udhcpc"
     return None
+
+
+def udhcpc_program(root: Path) -> Optional[tuple[str, ...]]:
+    """udhcpc's argv under ``root``: its own binary or busybox's applet."""
+    from cloudinit_azure import ephemeral
+
+    root = Path(root)
+    for rel in ephemeral.UDHCPC_PATHS:
+        if ephemeral._executable(root / rel):
+            return (str(root / rel),)
+    for rel in ephemeral.BUSYBOX_PATHS:
+        if ephemeral._executable(root / rel) and ephemeral._busybox_has_udhcpc(root / rel):
+            return (str(root / rel), "udhcpc")
+    return None
+
+
+def parse_ipv4_address(ip_addr_output: str) -> Optional[str]:
+    """``ip -4 -o addr show dev <nic>`` -> the first address (no prefix)."""
+    match = re.search(r"\binet\s+(\d+\.\d+\.\d+\.\d+)/", ip_addr_output)
+    return match.group(1) if match else None
+
+
+def udhcpc_command(prog: Sequence[str], nic: str, address: str,
+                   hostname: str) -> list[str]:
+    """One REQUEST for the current address carrying the host name, configuring nothing.
+
+    ``-r``: ask for the address the NIC has; ``-x hostname:``: option 12;
+    ``-s /bin/true``: the script, which alone configures anything in
+    udhcpc, does nothing; ``-q``: exit once bound; no ``-R``: no release.
+    """
+    return [*prog, "-i", nic, "-n", "-q", "-f", "-t", "3", "-T", "1", "-r", address,
+            "-x", f"hostname:{hostname}", "-s", "/bin/true"]
 
 
 _SEND_HOSTNAME = re.compile(r"^([ \t]*)send[ \t]+host-name\b[^;\n]*;[ \t]*$", re.MULTILINE)
@@ -734,10 +768,32 @@ def publish_hostname(root: Path, nic: str, hostname: Optional[str], runner: Runn
         # `nmcli device reapply` is not documented to keep the lease: skip.
         notes.append("NetworkManager: not renewed now, sent at the next DHCP request")
         log.info("NetworkManager: host name set on %r; lease not renewed now", con_name)
-    else:  # udhcpc takes the host name on its command line (-x hostname:NAME)
-        notes.append(f"{client}: host name not configurable here")
+    elif client == "udhcpc":
+        renewed = _udhcpc_oneshot(root, nic, hostname, runner, log)
+        # udhcpc has no config file: a running udhcpc's own renewals send
+        # what its command line says (ifupdown: a `hostname` line in
+        # /etc/network/interfaces adds -x hostname:...). Documented.
+        notes.append("udhcpc: sent now; later renewals follow udhcpc's own command line")
+    else:
+        notes.append(f"{client}: host name publishing not supported")
         log.warning("%s: host name publishing not supported", client)
     return PublishResult(client, tuple(changed), renewed, tuple(notes))
+
+
+def _udhcpc_oneshot(root: Path, nic: str, hostname: Optional[str], runner: Runner,
+                    log: logging.Logger) -> bool:
+    """Send the host name once with a second udhcpc that touches nothing."""
+    prog = udhcpc_program(root)
+    name = hostname or (_read(Path(root) / "proc/sys/kernel/hostname") or "").strip()
+    shown = _try_run(runner, ["ip", "-4", "-o", "addr", "show", "dev", nic], log)
+    address = parse_ipv4_address(shown.stdout) if shown is not None else None
+    if prog is None or not name or address is None:
+        why = "no udhcpc" if prog is None else "no host name" if not name else \
+            f"no IPv4 address on {nic}"
+        log.info("udhcpc: host name not published now (%s)", why)
+        return False
+    result = _try_run(runner, udhcpc_command(prog, nic, address, name), log)
+    return bool(result is not None and result.returncode == 0)
 
 
 # --------------------------------------------------- host name watcher ----

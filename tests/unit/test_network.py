@@ -486,13 +486,43 @@ def test_publish_with_networkmanager_sets_the_profile_and_does_not_reapply(tmp_p
     assert not result.renewed
 
 
-def test_publish_without_a_client_or_with_udhcpc_is_a_warning(tmp_path, caplog):
+def test_publish_without_a_client_is_an_info_line(tmp_path, caplog):
     runner = FakeRunner()
-    assert network.publish_hostname(tmp_path, "eth0", "vm1", runner, LOG).client is None
-    assert network.publish_hostname(tmp_path, "eth0", "vm1", runner, LOG,
-                                    client="udhcpc").renewed is False
+    with caplog.at_level(logging.INFO):
+        assert network.publish_hostname(tmp_path, "eth0", "vm1", runner, LOG).client is None
     assert runner.calls == []
     assert "host name" in caplog.text
+
+
+def _busybox(root):
+    path = root / "usr/bin/busybox"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x7fELF...\0ash\0udhcpc\0vi\0")
+    path.chmod(0o755)
+    return path
+
+
+def test_udhcpc_is_detected_by_busybox_applet_and_sends_the_name_once(tmp_path):
+    busybox = _busybox(tmp_path)
+    assert detect_dhcp_client(tmp_path) == "udhcpc"
+    runner = FakeRunner({("ip", "-4", "-o", "addr", "show", "dev", "eth0"): Result(
+        0, "2: eth0    inet 10.0.0.4/24 brd 10.0.0.255 scope global eth0\n", "")})
+    result = network.publish_hostname(tmp_path, "eth0", "vm1", runner, LOG)
+    assert result.client == "udhcpc" and result.renewed
+    assert runner.calls[-1] == [str(busybox), "udhcpc", "-i", "eth0", "-n", "-q", "-f",
+                                "-t", "3", "-T", "1", "-r", "10.0.0.4",
+                                "-x", "hostname:vm1", "-s", "/bin/true"]
+    # Never a release, never a script that configures the NIC.
+    assert not any("-R" in c or "release" in c for c in runner.calls)
+
+
+def test_udhcpc_without_an_address_or_name_sends_nothing(tmp_path, caplog):
+    _busybox(tmp_path)
+    runner = FakeRunner()
+    with caplog.at_level(logging.INFO):
+        result = network.publish_hostname(tmp_path, "eth0", "vm1", runner, LOG)
+    assert not result.renewed and "no IPv4 address on eth0" in caplog.text
+    assert [c[0] for c in runner.calls] == ["ip"]
 
 
 def test_publish_with_dhclient_missing_binary_does_not_crash(tmp_path):
