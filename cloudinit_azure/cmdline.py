@@ -78,6 +78,7 @@ class _Statement:
     start: int  # offset of the first character
     end: int  # offset just past the last character (before the newline)
     multiline: bool
+    open_end: bool = False  # ends the file with a line continuation (``\\``)
 
 
 def _statements(text: str) -> list[_Statement]:
@@ -90,6 +91,7 @@ def _statements(text: str) -> list[_Statement]:
     stack: list[str] = []  # '"', "'", '`', '$(' or '('
     start = 0
     multiline = False
+    open_end = False
     i = 0
     n = len(text)
     while i < n:
@@ -105,6 +107,8 @@ def _statements(text: str) -> list[_Statement]:
         if c == "\\":
             if i + 1 < n and text[i + 1] == "\n":
                 multiline = True
+            if i + 2 >= n and (i + 1 == n or text[i + 1] == "\n"):
+                open_end = True  # a line appended here would join this statement
             i += 2
             continue
         if c == "\n":
@@ -147,8 +151,43 @@ def _statements(text: str) -> list[_Statement]:
     if stack:
         raise UnsafeGrubFile(f"unbalanced quoting (open {stack[-1]!r} at end of file)")
     if start < n:
-        out.append(_Statement(start, n, multiline))
+        out.append(_Statement(start, n, multiline, open_end))
     return out
+
+
+# Reserved words that open and close compound commands, as the first word of a
+# command (after ``;``, ``&``, ``|`` or a newline).
+_OPENERS = frozenset({"if", "while", "until", "for", "select", "case", "{", "("})
+_CLOSERS = frozenset({"fi", "done", "esac", "}", ")"})
+_PREFIXES = frozenset({"then", "do", "else", "elif", "!", "time", "function"})
+_QUOTED = re.compile(r"'[^']*'|\"(?:\\.|[^\"\\])*\"", re.DOTALL)
+
+
+def _depth_change(body: str) -> tuple[int, int]:
+    """(lowest depth reached, final depth) of the compound commands in ``body``.
+
+    Only command-position words count, with quoted text and comments removed,
+    which is all a conservative refusal needs: an assignment of our variable
+    at depth > 0 lies inside ``if``/``for``/``case``/``{ }``/a function.
+    """
+    code = _QUOTED.sub("Q", body)
+    code = re.sub(r"(^|[ \t;])#[^\n]*", r"\1", code)
+    depth = low = 0
+    for command in re.split(r"[;&|\n]+", code):
+        words = command.split()
+        while words and (words[0] in _PREFIXES or words[0].endswith("()")):
+            words = words[1:]
+        if not words:
+            continue
+        if words[0] in _OPENERS:
+            depth += 1
+        elif words[0] in _CLOSERS:
+            depth -= 1
+            low = min(low, depth)
+        if words[-1] in _CLOSERS and len(words) > 1:
+            depth -= 1
+            low = min(low, depth)
+    return low, depth
 
 
 # --------------------------------------------------------------------------
@@ -247,6 +286,7 @@ def _assignments(text: str, var: str) -> list[_Assignment]:
     simple = re.compile(r"[ \t]*(?:export[ \t]+)?" + re.escape(var) + "=")
     mention = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(var) + r"\+?=")
     found = []
+    depth = 0
     for st in _statements(text):
         body = text[st.start:st.end]
         line_no = text.count("\n", 0, st.start) + 1
@@ -256,9 +296,16 @@ def _assignments(text: str, var: str) -> list[_Assignment]:
         if m:
             if st.multiline:
                 raise UnsafeGrubFile(f"{var} spans several lines at line {line_no}")
+            if depth > 0:
+                raise UnsafeGrubFile(f"{var} is set inside a compound statement "
+                                     f"(if/for/case/function) at line {line_no}")
             found.append(_Assignment(_parse_value(text, st.start + m.end(), st.end, line_no)))
         elif mention.search(body.split(" #", 1)[0]):
             raise UnsafeGrubFile(f"{var} is set inside a compound statement at line {line_no}")
+        low, change = _depth_change(body)
+        if depth + low < 0:
+            raise UnsafeGrubFile(f"unbalanced compound statement at line {line_no}")
+        depth += change
     return found
 
 
@@ -347,22 +394,42 @@ def add_args(text: str, var: str, args: Sequence[str],
         return EditResult(text, False)
     extra = " ".join(added)
     if not assignments:
+        statements = _statements(text)
+        if statements and statements[-1].open_end:
+            raise UnsafeGrubFile("the file ends in a line continuation: a line appended "
+                                 "would join the last command")
         sep = "" if not text or text.endswith("\n") else "\n"
         return EditResult(f'{text}{sep}{var}="{extra}"\n', True, tuple(added))
     value = assignments[-1].value
     raw = value.raw
     if value.last_quote:
-        # Insert just before the closing quote; a separating space unless the
-        # value so far is empty or already ends in blank.
+        # The value ends in a quoted part: insert just before its closing
+        # quote (our arguments need no quoting); a separating space unless
+        # the value so far is empty or already ends in blank.
         body = raw[:-1]
         empty = not body.replace('"', "").replace("'", "")
         space = "" if empty or body[-1] in " \t" else " "
         new = f"{body}{space}{extra}{value.last_quote}"
     elif raw:
-        new = f'"{raw} {extra}"'
+        # It ends unquoted (``quiet``, ``'a b'c``, ``"x;y"ro``): wrapping the
+        # raw text in quotes would turn its quoted parts inside out (``;``
+        # becomes a command separator), so the value is written anew, double
+        # quoted, from what it means.
+        new = f'"{_render(value.pieces)} {extra}"'
     else:
         new = f'"{extra}"'
     return EditResult(text[:value.start] + new + text[value.end:], True, tuple(added))
+
+
+def _render(pieces: Sequence[tuple[str, str]]) -> str:
+    """A value's pieces as the inside of a double-quoted shell word."""
+    out = []
+    for kind, piece in pieces:
+        if kind == "var":
+            out.append("${" + piece + "}")
+        else:
+            out.append(re.sub(r'([\\"$`])', r"\\\1", piece))
+    return "".join(out)
 
 
 # --------------------------------------------------------------------------
