@@ -443,16 +443,24 @@ def ntfs_candidate(layout: DiskLayout) -> Optional[Partition]:
     parts = layout.partitions
     if len(parts) == 1 and parts[0].fstype == "ntfs":
         return parts[0]
+    # An MS-reserved partition holds no file system; one that carries a
+    # signature is not Azure's layout (someone reused it), so not a candidate.
     if (layout.pttype == "gpt" and len(parts) == 2
-            and parts[0].parttype.lower() == MSR_GUID and parts[1].fstype == "ntfs"):
+            and parts[0].parttype.lower() == MSR_GUID and not parts[0].fstype
+            and parts[1].fstype == "ntfs"):
         return parts[1]
     return None
 
 
 def user_files(names: Iterable[str]) -> list[str]:
-    """Entries of the NTFS root that Azure did not put there."""
+    """Entries of the NTFS root that Azure did not put there.
+
+    Compared exactly, up to case (NTFS's own rule): a user's
+    ``"DATALOSS_WARNING_README.txt "`` or ``" System Volume Information"``
+    (Azure's names with a blank) is a user file, not Azure's.
+    """
     return [n for n in names
-            if n not in (".", "..") and n.strip().lower() not in AZURE_NTFS_FILES]
+            if n not in (".", "..") and n.lower() not in AZURE_NTFS_FILES]
 
 
 def _describe(fstype: str, label: str) -> str:
@@ -525,7 +533,9 @@ def decide(layout: DiskLayout, cfg: DiskSettings, *,
                             warn=not ntfs_tools_missing)
         extra = user_files(ntfs_files)
         if extra:
-            shown = ", ".join(sorted(extra)[:5])
+            # A name with a leading or trailing blank is shown quoted, so the
+            # log says why "DATALOSS_WARNING_README.txt " is not Azure's.
+            shown = ", ".join(repr(n) if n != n.strip() else n for n in sorted(extra)[:5])
             more = f" (+{len(extra) - 5} more)" if len(extra) > 5 else ""
             return Decision("skip", f"NTFS volume {candidate.node} holds user files: "
                                     f"{shown}{more}")
@@ -898,7 +908,7 @@ def list_ntfs(machine: Machine, node: str) -> NtfsListing:
     try:
         res = machine.runner(["ntfsls", "-a", "-f", node], check=False)
         if res.returncode == 0:
-            return NtfsListing(tuple(n for n in res.stdout.splitlines() if n.strip()))
+            return NtfsListing(tuple(n for n in res.stdout.splitlines() if n))
         error = f"ntfsls exit {res.returncode}: {res.stderr.strip()}"
     except OSError as err:
         error = f"ntfsls unavailable ({err.strerror or err})"

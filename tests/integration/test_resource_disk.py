@@ -313,3 +313,54 @@ def test_raw_disk_replaced_blank_by_a_redeploy_is_formatted_again(
     assert "came back raw and blank" in decisions[1][1]
     assert r["resource_disk"] == {"fstype": "ext4", "mountpoint": "/mnt"}
     assert _marker(keep)["fs_uuid"] == _fstab_uuid(r["fstab"])
+
+
+BLANK_NAMES = """
+name: rd-azure-names-with-blanks
+resource_disk:
+  files: ["DATALOSS_WARNING_README.txt ", " System Volume Information"]
+"""
+
+
+def test_user_files_named_like_azures_with_a_blank_keep_the_disk(
+        run_boot, tmp_path_factory, cloud_init):
+    r, log, keep = _boot(run_boot, tmp_path_factory, BLANK_NAMES, cloud_init)
+    _ok(r)
+    decisions = _decisions(log)
+    assert [d[0] for d in decisions] == ["leaving"], decisions
+    assert "holds user files" in decisions[0][1]
+    assert "holds user files: ' System Volume Information', " \
+           "'DATALOSS_WARNING_README.txt '" in decisions[0][1]
+    assert r["resource_disk"] == {"fstype": None, "mountpoint": None}
+    assert _marker(keep) is None
+
+
+GPT_AZURE = """
+name: rd-gpt-msr-ntfs
+resource_disk: {format: gpt}
+"""
+GPT_USED_MSR = """
+name: rd-gpt-used-msr
+resource_disk: {format: gpt_used_msr}
+"""
+
+
+def test_azures_gen2_layout_msr_plus_blank_ntfs_is_formatted(run_boot, tmp_path_factory,
+                                                            cloud_init):
+    r, log, keep = _boot(run_boot, tmp_path_factory, GPT_AZURE, cloud_init)
+    _ok(r)
+    decisions = _decisions(log)
+    assert [d[0] for d in decisions] == ["format"], decisions
+    assert "empty NTFS volume on a new instance" in decisions[0][1]
+    assert r["resource_disk"] == {"fstype": "ext4", "mountpoint": "/mnt"}
+
+
+def test_an_msr_partition_carrying_a_file_system_keeps_the_disk(run_boot, tmp_path_factory,
+                                                               cloud_init):
+    r, log, keep = _boot(run_boot, tmp_path_factory, GPT_USED_MSR, cloud_init)
+    _ok(r)
+    decisions = _decisions(log)
+    assert [d[0] for d in decisions] == ["leaving"], decisions
+    assert "2 partitions (ext4, ntfs)" in decisions[0][1]
+    assert r["resource_disk"] == {"fstype": None, "mountpoint": None}
+    assert _marker(keep) is None

@@ -1026,3 +1026,26 @@ def test_raw_disk_on_a_later_boot_of_the_instance_is_not_touched(tmp_path, caplo
     mknod = lambda p, mode, dev: _write(p, "")  # noqa: E731
     out = rd.setup(rd.DiskSettings(), "i-1", machine(root, runner, mknod=mknod))
     assert out.decision.action == "format" and "came back raw and blank" in out.decision.reason
+
+
+@pytest.mark.parametrize("name", ["DATALOSS_WARNING_README.txt ", " System Volume Information",
+                                  " dataloss_warning_readme.txt", "System Volume Information\t",
+                                  " "])
+def test_azures_names_with_a_blank_are_user_files(name):
+    assert rd.user_files(AZURE_FILES + [name]) == [name]
+    d = rd.decide(NTFS1, CFG, ntfs_files=[name], is_new_instance=True)
+    assert d.action == "skip" and "holds user files" in d.reason
+
+
+def test_azures_names_in_any_case_are_azures():
+    assert rd.user_files(["dataloss_warning_readme.TXT", "SYSTEM VOLUME INFORMATION"]) == []
+
+
+def test_an_msr_partition_carrying_a_file_system_is_not_azures_layout():
+    used_msr = rd.DiskLayout("/dev/sdb", "gpt", partitions=(
+        rd.Partition("/dev/sdb1", 1, "ext4", "data", "u-9", rd.MSR_GUID),
+        GPT_MSR.partitions[1]))
+    assert rd.ntfs_candidate(used_msr) is None
+    d = rd.decide(used_msr, CFG, ntfs_files=AZURE_FILES, is_new_instance=True)
+    assert d.action == "skip" and "2 partitions (ext4, ntfs)" in d.reason
+    assert rd.ntfs_candidate(GPT_MSR) == GPT_MSR.partitions[1]

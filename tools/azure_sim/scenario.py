@@ -90,7 +90,7 @@ SCHEMA: dict[str, Any] = {
             {"const": False},
             {"type": "object", "additionalProperties": False, "properties": {
                 "size_mib": {"type": "integer", "minimum": 16},
-                "format": {"enum": ["ntfs", "none", "ext4"]},
+                "format": {"enum": ["ntfs", "gpt", "gpt_used_msr", "none", "ext4"]},
                 "files": {"type": "array", "items": _STR},
                 "redeploy_before_boot": {"type": "integer", "minimum": 2},
                 # The user wipes the disk's signatures and writes data to it
