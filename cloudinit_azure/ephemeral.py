@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from cloudinit_azure.network import VF_DRIVERS, parse_classless_routes
+from cloudinit_azure.network import VF_DRIVERS, newest_dhclient_block, parse_classless_routes
 from cloudinit_azure.report import DhcpError
 from cloudinit_azure.runner import Runner, run
 from cloudinit_azure.wireserver import parse_option_245
@@ -407,9 +407,10 @@ def _prefix(mask: Optional[str]) -> Optional[int]:
     if not mask:
         return None
     mask = mask.strip()
-    if mask.isdigit():
-        value = int(mask)
-        return value if 0 <= value <= 32 else None
+    if re.fullmatch(r"[0-9]+", mask):  # ASCII only: int() takes "²" and chokes on 5,000 digits
+        return int(mask) if len(mask) <= 3 and int(mask) <= 32 else None
+    if not mask.isascii():
+        return None
     try:
         return ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
     except ValueError:
@@ -465,33 +466,20 @@ def make_lease(interface: str, address: Optional[str], mask: Optional[str], *,
     if bcast is None and prefix <= 30:
         bcast = str(ipaddress.IPv4Interface(f"{addr}/{prefix}").network.broadcast_address)
     routers = _addresses(router)
+    server = _ipv4(wireserver)
+    if server is not None and ipaddress.IPv4Address(server).is_unspecified:
+        server = None  # option 245 0.0.0.0: no wireserver named, the default applies
     return Lease(interface, addr, prefix, routers[0] if routers else None, bcast,
-                 _routes(classless), wireserver, _addresses(dns), raw, client)
-
-
-def _dhclient_block(text: str) -> tuple[str, dict[str, str]]:
-    """The newest ``lease { }`` block and its statements (one per line)."""
-    blocks = re.findall(r"lease\s*\{(.*?)\n\s*\}", text, flags=re.DOTALL)
-    if not blocks:
-        return "", {}
-    block = blocks[-1]
-    values: dict[str, str] = {}
-    for line in block.splitlines():
-        line = line.strip().rstrip(";").strip()
-        if line.startswith("option "):
-            line = line[len("option "):]
-        key, _, val = line.partition(" ")
-        if key:
-            values[key] = val.strip()
-    return block, values
+                 _routes(classless), server, _addresses(dns), raw, client)
 
 
 def parse_dhclient_lease(text: str, nic: str) -> Lease:
     """dhclient's lease file (``-lf``) -> :class:`Lease`."""
-    block, v = _dhclient_block(text)
-    if not block:
+    block = newest_dhclient_block(text)
+    if block is None:
         raise DhcpError(detail="dhclient wrote no lease", client="dhclient", nic=nic)
-    wireserver = _ipv4(v.get(WIRESERVER_OPTION)) or parse_option_245(block)
+    v = block.values
+    wireserver = _ipv4(v.get(WIRESERVER_OPTION)) or parse_option_245(block.text)
     classless = (v.get("rfc3442-classless-static-routes") or v.get("unknown-121")
                  or v.get("classless-static-routes"))
     return make_lease(

@@ -68,6 +68,8 @@ class Route:
 def _rfc3442(octets: Sequence[int]) -> list[tuple[str, str]]:
     """Decode option 121 bytes; stops at the first truncated or bad entry."""
     routes: list[tuple[str, str]] = []
+    if any(not 0 <= o <= 255 for o in octets):
+        raise ValueError("option 121 octet out of range")
     i = 0
     while i < len(octets):
         width = octets[i]
@@ -93,6 +95,10 @@ def parse_classless_routes(value: str) -> list[tuple[str, str]]:
     """
     text = value.strip().strip(";").strip().strip('"')
     if not text:
+        return []
+    if not text.isascii() or re.search(r"[0-9]{4}", text):
+        # int() accepts "²" and refuses 5,000 digits: neither is a route.
+        LOG.warning("unparsable classless static routes: %r", value[:80])
         return []
     try:
         if "/" in text:
@@ -133,15 +139,73 @@ def dhcp_packet_option(data: bytes, code: int) -> Optional[bytes]:
     return None
 
 
-def _split_statements(block: str) -> Iterable[tuple[str, str]]:
-    for stmt in block.split(";"):
-        stmt = " ".join(stmt.split())
-        if not stmt:
-            continue
-        if stmt.startswith("option "):
-            stmt = stmt[len("option "):]
-        key, _, val = stmt.partition(" ")
-        yield key, val
+_LEASE_OPEN = re.compile(r"\blease[ \t\r\n]*\{")
+_BLOCK_SPECIAL = re.compile(r'[";}]')
+_QUOTE_SPECIAL = re.compile(r'["\\]')
+
+
+@dataclass(frozen=True)
+class DhclientBlock:
+    """One ``lease { ... }`` block of a dhclient lease file."""
+
+    text: str  # the whole block, "lease {" to "}"
+    values: Mapping[str, str]  # statement key ("fixed-address", "routers" ...) -> value
+
+
+def dhclient_blocks(text: str) -> list[DhclientBlock]:
+    """Every ``lease { }`` block of a dhclient lease file, in order.
+
+    The one dhclient lease parser (the ephemeral run and the azure_network
+    module both use it). One pass over the text, whatever it holds: quoted
+    values may contain ``;`` and ``}``; an unterminated block or quote ends
+    the scan (no backtracking over the rest of a hostile file).
+    """
+    blocks = []
+    pos = 0
+    while (opening := _LEASE_OPEN.search(text, pos)) is not None:
+        values: dict[str, str] = {}
+        start = i = opening.end()
+        while True:
+            special = _BLOCK_SPECIAL.search(text, i)
+            if special is None:
+                return blocks
+            if special.group() == '"':
+                i = special.end()
+                while True:
+                    quote = _QUOTE_SPECIAL.search(text, i)
+                    if quote is None:
+                        return blocks
+                    i = quote.end() + (1 if quote.group() == "\\" else 0)
+                    if quote.group() == '"':
+                        break
+                continue
+            _statement(text[start:special.start()], values)
+            start = i = special.end()
+            if special.group() == "}":
+                blocks.append(DhclientBlock(text[opening.start():special.end()], values))
+                pos = special.end()
+                break
+    return blocks
+
+
+def _statement(stmt: str, values: dict[str, str]) -> None:
+    stmt = " ".join(stmt.split())
+    if stmt.startswith("option "):
+        stmt = stmt[len("option "):]
+    key, _, val = stmt.partition(" ")
+    if key:
+        values[key] = val
+
+
+def newest_dhclient_block(text: str, interface: Optional[str] = None
+                          ) -> Optional[DhclientBlock]:
+    """The last block (for ``interface``, or with no interface, when given)."""
+    found = None
+    for block in dhclient_blocks(text):
+        iface = block.values.get("interface", "").strip('"')
+        if not interface or iface in ("", interface):
+            found = block
+    return found
 
 
 def _normalize(interface: Optional[str], address: Optional[str], routers: str,
@@ -167,19 +231,15 @@ def parse_lease(text: str, kind: str, interface: Optional[str] = None) -> dict[s
     An empty or foreign text yields empty fields, never an exception.
     """
     if kind == "dhclient":
-        blocks = [(b, dict(_split_statements(b)))
-                  for b in re.findall(r"lease\s*\{(.*?)\}", text, flags=re.DOTALL)]
-        if interface:
-            blocks = [(b, x) for b, x in blocks
-                      if x.get("interface", "").strip('"') in ("", interface)]
-        if not blocks:
+        block = newest_dhclient_block(text, interface)
+        if block is None:
             return _normalize(interface, None, "", None, "")
-        block, lease = blocks[-1]
+        lease = block.values
         classless = lease.get("rfc3442-classless-static-routes") or lease.get(
             "unknown-121") or lease.get("classless-static-routes")
         return _normalize(
             lease.get("interface", "").strip('"') or interface,
-            lease.get("fixed-address"), lease.get("routers", ""), classless, block,
+            lease.get("fixed-address"), lease.get("routers", ""), classless, block.text,
         )
     if kind in ("dhcpcd", "networkd"):
         values: dict[str, str] = {}
@@ -701,11 +761,10 @@ def _lease_files(root: Path) -> list[Path]:
 def _newest_dhclient_lease_text(root: Path, nic: str) -> Optional[str]:
     best = None
     for path in _lease_files(root):
-        text = _read_raw(path) or ""
-        for block in re.findall(r"lease\s*\{.*?\}", text, flags=re.DOTALL):
-            iface = re.search(r'interface\s+"([^"]+)"', block)
-            if (iface and iface.group(1) == nic) or (not iface and nic in path.name):
-                best = block
+        for block in dhclient_blocks(_read_raw(path) or ""):
+            iface = block.values.get("interface", "").strip('"')
+            if iface == nic or (not iface and nic in path.name):
+                best = block.text
     return best + "\n" if best else None
 
 

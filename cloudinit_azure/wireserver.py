@@ -67,7 +67,9 @@ def _unescape_c(text: str) -> bytes:
 def _decode_245(value: str) -> Optional[str]:
     """Turn one option-245 value, in any client's notation, into dotted quad."""
     quoted = value[:1] == '"'
-    if value[:1] in "\"'" and value[-1:] == value[:1] and len(value) >= 2:
+    if value[:1] in "\"'":
+        if len(value) < 2 or value[-1:] != value[:1]:
+            return None  # an unterminated quote is no address
         value = value[1:-1]
     if _HEX_PARTS.fullmatch(value):
         raw = bytes(int(part, 16) for part in value.split(":"))
@@ -94,8 +96,8 @@ def parse_option_245(lease_text: str) -> Optional[str]:
     found = None
     for match in _OPTION_245.finditer(lease_text):
         address = _decode_245(match.group("value"))
-        if address is not None:
-            found = address
+        if address is not None and not ipaddress.IPv4Address(address).is_unspecified:
+            found = address  # 0.0.0.0 is no wireserver: the default applies
     return found
 
 

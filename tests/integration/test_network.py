@@ -237,3 +237,17 @@ def test_host_name_reaches_the_dhcp_server_only_through_the_module(
     up = next(e["t"] for e in events if e["t"] >= os_net and not e["down"])
     assert [e for e in events if e["t"] > up and e["down"]] == []
     assert {"name": "eth0", "mac": DEFAULT_MAC, "state": "UP"} in r["links"]
+
+
+ZERO_245 = """
+name: net-option-245-zero
+dhcp: {option_121: false, option_245_address: "0.0.0.0"}
+"""
+
+
+def test_option_245_zero_means_the_default_wireserver(run_boot, tmp_path_factory, cloud_init):
+    r, _ = _boot(run_boot, tmp_path_factory, ZERO_245, cloud_init)
+    _ok(r)  # Ready reached the real wireserver
+    routes = _main_routes(r)
+    assert "168.63.129.16 via 10.0.0.1 dev eth0" in routes, routes
+    assert not [x for x in routes if x.startswith("0.0.0.0 ")], routes

@@ -785,3 +785,28 @@ def test_one_shot_dhclient_is_stopped_by_pid_only_when_it_is_ours(tmp_path, monk
     killed.clear()
     network.publish_hostname(root, "eth0", "vm1", runner, LOG)
     assert killed == [] and any("-x" in call for call in runner.calls)
+
+
+# --- hostile option 121 (issue 13, item 11) -----------------------------------
+
+@pytest.mark.parametrize("value", [
+    "-1,168,63,129,16,10,0,0,1",
+    "-100000000000,168,63,129,16,10,0,0,1",  # was an 8 GB list allocation
+    "32,300,63,129,16,10,0,0,1",
+    "²,168,63,129,16,10,0,0,1",
+    "1" * 5000,
+    "20:-1:3f:81:10:a:0:0:1",
+])
+def test_option_121_with_bad_widths_or_octets_is_refused_whole(value):
+    assert network.parse_classless_routes(value) == []
+
+
+def test_one_dhclient_lease_parser_keeps_quoted_separators():
+    text = ('lease {\n  interface "eth0";\n  option domain-name "x;y}z";\n'
+            '  fixed-address 10.0.0.4;\n}\nlease {\n  interface "eth1";\n'
+            '  fixed-address 10.0.1.4;\n}\n')
+    blocks = network.dhclient_blocks(text)
+    assert [b.values["fixed-address"] for b in blocks] == ["10.0.0.4", "10.0.1.4"]
+    assert blocks[0].values["domain-name"] == '"x;y}z"'
+    assert network.newest_dhclient_block(text, "eth0").values["fixed-address"] == "10.0.0.4"
+    assert network.dhclient_blocks("lease {" * 1000) == []

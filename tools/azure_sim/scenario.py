@@ -100,6 +100,9 @@ SCHEMA: dict[str, Any] = {
         ]},
         "dhcp": {"type": "object", "additionalProperties": False, "properties": {
             "option_245": {"type": "boolean"},
+            # What option 245 names (default: the wireserver), e.g. "0.0.0.0".
+            "option_245_address": {"type": "string",
+                                   "pattern": "^[0-9]{1,3}(\\.[0-9]{1,3}){3}$"},
             "option_121": {"type": "boolean"},
         }},
         "dhcp_client": {"enum": ["dhclient", "dhcpcd", "udhcpc"]},
