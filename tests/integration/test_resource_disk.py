@@ -151,7 +151,7 @@ def test_no_resource_disk_is_an_info_line_and_status_done(run_boot, tmp_path_fac
     _ok(r)
     assert r["resource_disk"] == {"fstype": None, "mountpoint": None}
     assert _mnt_lines(r["fstab"]) == []
-    assert re.search(r"resource_disk\.py\[INFO\]: resource disk: none found", log)
+    assert re.search(r"\.py\[INFO\]: resource disk: none found", log)
     assert not [w for w in r["warnings"] if "resource" in w]
 
 
@@ -268,7 +268,7 @@ def test_image_without_ntfs_3g_leaves_the_disk_alone_at_info_and_status_done(
     decisions = _decisions(log)
     assert [d[0] for d in decisions] == ["leaving"]
     assert "ntfs-3g is not installed" in decisions[0][1]
-    assert re.search(r"resource_disk\.py\[INFO\]: resource disk: leaving", log)
+    assert re.search(r"\.py\[INFO\]: resource disk: leaving", log)
     assert not [w for w in r["warnings"] if "resource" in w]
     assert _marker(keep) is None
 
@@ -289,7 +289,7 @@ def test_disk_the_user_wiped_and_wrote_raw_is_left_alone_on_the_next_boot(
     # to the block device; boot 2 must not reformat it: not a new instance.
     assert [d[0] for d in decisions] == ["format", "leaving"], decisions
     assert "not a new instance" in decisions[1][1]
-    assert re.search(r"resource_disk\.py\[INFO\]: resource disk: leaving", log)
+    assert re.search(r"\.py\[INFO\]: resource disk: leaving", log)
     boot2 = log[log.rindex("leaving"):]
     assert "sfdisk" not in boot2 and "mkfs" not in boot2
     assert r["resource_disk"] == {"fstype": None, "mountpoint": None}
