@@ -36,6 +36,7 @@ from cloudinit_azure.network.clients import (  # noqa: F401
 )
 from cloudinit_azure.network.dhcpcd import (  # noqa: F401
     DHCPCD_DB_DIRS,
+    DHCPCD_EXIT_WAIT,  # noqa: F401
     DHCPCD_FIELDS,
     DHCPCD_KILL_AFTER,
     DHCPCD_MIN_VERSION,
@@ -49,7 +50,6 @@ from cloudinit_azure.network.dhcpcd import (  # noqa: F401
     dhcpcd_version,
 )
 from cloudinit_azure.network.ephemeral import (  # noqa: F401
-    DHCPCD_EXIT_WAIT,
     PID_WAIT,
     STDERR_TAIL,
     Fallback,

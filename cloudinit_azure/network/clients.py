@@ -191,3 +191,16 @@ def udhcpc_publish_command(prog: Sequence[str], nic: str, address: str,
     """
     return [*prog, "-i", nic, "-n", "-q", "-f", "-t", "3", "-T", "1", "-r", address,
             "-x", f"hostname:{hostname}", "-s", "/bin/true"]
+
+
+def runs_with_pid_file(root: Path, pid: int, pid_file: Path) -> bool:
+    """Process ``pid`` has our private ``pid_file`` on its command line.
+
+    The only dhclient this package ever signals is one it started with its
+    own pid file: a reused pid is never hit.
+    """
+    try:
+        cmdline = (Path(root) / "proc" / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return False
+    return str(pid_file).encode() in cmdline.split(b"\0")

@@ -7,10 +7,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from cloudinit_azure.network.clients import (
     DEFAULT_TIMEOUT,
@@ -19,6 +20,7 @@ from cloudinit_azure.network.clients import (
 from cloudinit_azure.network.leases import (
     DHCPCD_WIRESERVER,
 )
+from cloudinit_azure.runner import Runner
 
 LOG = logging.getLogger(__name__)
 
@@ -178,6 +180,20 @@ class _DhcpcdFiles:
                    tuple(f for f in dhcpcd_run_files(root, nic) if not os.path.lexists(f)),
                    tuple(d for d in dirs if not os.path.lexists(d)))
 
+    def await_exit(self, clock: Callable[[], float], sleep: Callable[[float], None],
+                   log: logging.Logger) -> None:
+        """dhcpcd's helpers remove its pid file and sockets as they exit.
+
+        Measured: gone by the time the main process has exited; a short
+        wait covers a slow helper before they are removed for it.
+        """
+        deadline = clock() + DHCPCD_EXIT_WAIT
+        while left := [str(f) for f in self.new_files if os.path.lexists(f)]:
+            if clock() >= deadline:
+                log.warning("dhcpcd left %s behind: removing", ", ".join(left))
+                return
+            sleep(0.01)
+
     def restore(self, log: logging.Logger) -> None:
         """Never raises: each step is logged and skipped on error."""
         for path in self.lease_files:
@@ -211,3 +227,27 @@ class _DhcpcdFiles:
                 path.rmdir()
             except OSError:
                 pass  # absent, or not empty: then not only ours
+
+
+DHCPCD_EXIT_WAIT = 1.0  # for its privsep helpers to remove /run/dhcpcd/<nic>-4.*
+
+
+def dhcpcd_refusal(root: Path, nic: str, argv: Sequence[str], runner: Runner) -> Optional[str]:
+    """Why the ephemeral run must not start this dhcpcd itself, or None.
+
+    A dhcpcd already running for the NIC would take our arguments over its
+    control socket instead of binding; one older than 9.4 lacks the options.
+    """
+    busy = [str(p) for p in dhcpcd_sockets(root, nic) if os.path.lexists(p)]
+    if busy:
+        return f"a dhcpcd is already running ({busy[0]})"
+    try:
+        result = runner([*argv, "--version"], check=False, timeout=5)
+        version = dhcpcd_version(result.stdout + result.stderr)
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"cannot run dhcpcd --version: {err}"
+    if version is None or version < DHCPCD_MIN_VERSION:
+        want = ".".join(map(str, DHCPCD_MIN_VERSION))
+        have = ".".join(map(str, version)) if version else "unknown"
+        return f"dhcpcd {have} is older than {want}"
+    return None

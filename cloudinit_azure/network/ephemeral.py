@@ -17,12 +17,12 @@ that only records it): this module adds the address and routes itself and
 remembers each command that succeeded, so teardown removes exactly what was
 added, also after a partial setup. The lease is never released (no
 ``dhclient -r``, no ``udhcpc -R``, no dhcpcd ``release``): the OS network
-will want it. dhcpcd writes its lease database itself; that file is put
-back as it was (see ``_DhcpcdFiles``).
+will want it. dhcpcd's own lease database is put back as it was.
 
-Choosing the client, building command lines, parsing leases and turning a
-lease into ``ip`` commands are pure functions; :class:`EphemeralDhcp` runs
-them with an injected runner, root path, clock and kill function.
+Choosing the client and its command line (``.clients``, ``.dhcpcd``), parsing
+the lease (``.leases``) and turning it into ``ip`` commands (``.routes``) are
+pure; :class:`EphemeralDhcp` runs them with the runner, root, clock and kill
+function its caller passes (no default to the real machine).
 """
 
 from __future__ import annotations
@@ -45,18 +45,17 @@ from cloudinit_azure.network.clients import (
     dhclient_command,
     dhclient_config,
     find_client,
+    runs_with_pid_file,
     udhcpc_command,
     udhcpc_script,
 )
 from cloudinit_azure.network.dhcpcd import (
     DHCPCD_KILL_AFTER,
-    DHCPCD_MIN_VERSION,
     _DhcpcdFiles,
     dhcpcd_command,
     dhcpcd_config,
+    dhcpcd_refusal,
     dhcpcd_script,
-    dhcpcd_sockets,
-    dhcpcd_version,
 )
 from cloudinit_azure.network.leases import (
     Lease,
@@ -81,7 +80,6 @@ from cloudinit_azure.runner import Runner
 LOG = logging.getLogger(__name__)
 
 
-DHCPCD_EXIT_WAIT = 1.0  # for its privsep helpers to remove /run/dhcpcd/<nic>-4.*
 
 
 PID_WAIT = 1.0  # dhclient writes its pid file just after it daemonizes
@@ -173,19 +171,7 @@ class EphemeralDhcp:
             return f"{client.name} found but no timeout(1) to bound it"
         if client.name != "dhcpcd":
             return None
-        busy = [str(p) for p in dhcpcd_sockets(self.root, self.nic) if os.path.lexists(p)]
-        if busy:
-            return f"a dhcpcd is already running ({busy[0]})"
-        try:
-            result = self.runner([*client.argv, "--version"], check=False, timeout=5)
-            version = dhcpcd_version(result.stdout + result.stderr)
-        except (OSError, subprocess.SubprocessError) as err:
-            return f"cannot run dhcpcd --version: {err}"
-        if version is None or version < DHCPCD_MIN_VERSION:
-            want = ".".join(map(str, DHCPCD_MIN_VERSION))
-            have = ".".join(map(str, version)) if version else "unknown"
-            return f"dhcpcd {have} is older than {want}"
-        return None
+        return dhcpcd_refusal(self.root, self.nic, client.argv, self.runner)
 
     def _enter_client(self, client: ClientProgram) -> Lease:
         self.tmp_parent.mkdir(parents=True, exist_ok=True)
@@ -295,34 +281,13 @@ class EphemeralDhcp:
         return parse_dhcpcd_dump(text, self.nic)
 
     def _await_dhcpcd_exit(self) -> None:
-        """dhcpcd's helpers remove its pid file and sockets as they exit.
-
-        Measured: gone by the time the main process has exited; a short
-        wait covers a slow helper before they are removed for it.
-        """
-        files = self._dhcpcd_files
-        if files is None:
-            return
-        deadline = self.clock() + DHCPCD_EXIT_WAIT
-        while left := [str(f) for f in files.new_files if os.path.lexists(f)]:
-            if self.clock() >= deadline:
-                self.log.warning("dhcpcd left %s behind: removing", ", ".join(left))
-                return
-            self.sleep(0.01)
+        if self._dhcpcd_files is not None:
+            self._dhcpcd_files.await_exit(self.clock, self.sleep, self.log)
 
     def _restore_dhcpcd_files(self) -> None:
         files, self._dhcpcd_files = self._dhcpcd_files, None
         if files is not None:
             files.restore(self.log)
-
-    def _ours(self, pid: int) -> bool:
-        """The process runs with our private pid file path: not a reused pid."""
-        assert self._pid_file is not None
-        try:
-            cmdline = (self.root / "proc" / str(pid) / "cmdline").read_bytes()
-        except OSError:
-            return False
-        return str(self._pid_file).encode() in cmdline.split(b"\0")
 
     def _dhclient_pid(self, wait: bool) -> Optional[int]:
         assert self._pid_file is not None
@@ -337,7 +302,7 @@ class EphemeralDhcp:
         # No pid file: look for our dhclient by its private pid file path.
         for cmdline in (self.root / "proc").glob("[0-9]*/cmdline"):
             pid = int(cmdline.parent.name)
-            if self._ours(pid):
+            if runs_with_pid_file(self.root, pid, self._pid_file):
                 return pid
         return None
 
@@ -349,7 +314,7 @@ class EphemeralDhcp:
             self.log.debug("no dhclient process left to stop")
             self._pid_file = None
             return
-        if not self._ours(pid):
+        if not runs_with_pid_file(self.root, pid, self._pid_file):
             self.log.warning("pid %s is not our dhclient: not killed", pid)
             self._pid_file = None
             return

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from cloudinit_azure.network.clients import (
+    runs_with_pid_file,
     udhcpc_program,
     udhcpc_publish_command,
 )
@@ -248,10 +249,9 @@ def _stop_own_dhclient(root: Path, pid_file: Path, kill: Kill, log: logging.Logg
     """
     try:
         pid = int(pid_file.read_text().strip())
-        cmdline = (Path(root) / "proc" / str(pid) / "cmdline").read_bytes()
     except (OSError, ValueError):
         return False
-    if str(pid_file).encode() not in cmdline.split(b"\0"):
+    if not runs_with_pid_file(root, pid, pid_file):
         return False
     try:
         kill(pid, signal.SIGTERM)
