@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from cloudinit_azure import cmdline
-from cloudinit_azure.cmdline import (
+from cloudinit_azure.kernel import cmdline
+from cloudinit_azure.kernel.cmdline import (
     UnsafeGrubFile,
     add_args,
     arg_key,
