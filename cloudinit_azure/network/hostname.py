@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from cloudinit_azure.network.clients import (
+    DHCLIENT_PATHS,
+    DHCPCD_PATHS,
     runs_with_pid_file,
     udhcpc_program,
     udhcpc_publish_command,
@@ -58,10 +60,7 @@ _LEASE_EVIDENCE = (
 )
 
 
-_BINARIES = (
-    ("dhclient", ("sbin/dhclient", "usr/sbin/dhclient")),
-    ("dhcpcd", ("sbin/dhcpcd", "usr/sbin/dhcpcd")),
-)
+_BINARIES = (("dhclient", DHCLIENT_PATHS), ("dhcpcd", DHCPCD_PATHS))
 
 
 def running_clients(root: Path) -> set[str]:
