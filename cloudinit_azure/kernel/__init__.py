@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from cloudinit_azure import settings
 from cloudinit_azure.kernel import cmdline  # noqa: F401
 from cloudinit_azure.kernel.entropy import (  # noqa: F401
     ACPI_HEADER_LEN,
@@ -63,37 +64,45 @@ LOG = logging.getLogger(__name__)
 
 
 
-DEFAULT_CONSOLE_ARGS = "console=ttyS0,115200n8 earlyprintk=ttyS0"
+def _default(part: str, key: str = "enabled") -> Any:
+    """A default of ``schemas/azure_kernel.json``: the only place one is written."""
+    node = settings.schema("azure_kernel")["properties"][part]
+    return node["default"] if "default" in node else node["properties"][key]["default"]
+
+
+DEFAULT_CONSOLE_ARGS = _default("serial_console", "args")
 
 
 @dataclass(frozen=True)
 class KernelConfig:
     """The ``azure_kernel:`` settings, after :func:`settings.load` filled defaults."""
 
-    numa: bool = True
-    entropy: bool = True
-    scsi_timeout: bool = True
-    scsi_seconds: int = 300
-    serial_console: bool = True
+    numa: bool = _default("numa")
+    entropy: bool = _default("entropy")
+    scsi_timeout: bool = _default("scsi_timeout")
+    scsi_seconds: int = _default("scsi_timeout", "seconds")
+    serial_console: bool = _default("serial_console")
     console_args: tuple[str, ...] = tuple(DEFAULT_CONSOLE_ARGS.split())
-    regenerate_grub: bool = True
-    getty: bool = True
-    sysfs: str = "/sys"
+    regenerate_grub: bool = _default("serial_console", "regenerate_grub")
+    getty: bool = _default("serial_console", "getty")
+    sysfs: str = _default("sysfs")
 
     @classmethod
     def from_settings(cls, cfg: Mapping[str, Any]) -> KernelConfig:
+        """From :func:`settings.load`'s result; a part it lacks keeps the schema default."""
+        d = cls()
         scsi = cfg.get("scsi_timeout", {})
         console = cfg.get("serial_console", {})
         return cls(
-            numa=cfg.get("numa", {}).get("enabled", True),
-            entropy=cfg.get("entropy", {}).get("enabled", True),
-            scsi_timeout=scsi.get("enabled", True),
-            scsi_seconds=int(scsi.get("seconds", 300)),
-            serial_console=console.get("enabled", True),
+            numa=cfg.get("numa", {}).get("enabled", d.numa),
+            entropy=cfg.get("entropy", {}).get("enabled", d.entropy),
+            scsi_timeout=scsi.get("enabled", d.scsi_timeout),
+            scsi_seconds=int(scsi.get("seconds", d.scsi_seconds)),
+            serial_console=console.get("enabled", d.serial_console),
             console_args=tuple(str(console.get("args", DEFAULT_CONSOLE_ARGS)).split()),
-            regenerate_grub=console.get("regenerate_grub", True),
-            getty=console.get("getty", True),
-            sysfs=str(cfg.get("sysfs", "/sys")),
+            regenerate_grub=console.get("regenerate_grub", d.regenerate_grub),
+            getty=console.get("getty", d.getty),
+            sysfs=str(cfg.get("sysfs", d.sysfs)),
         )
 
 

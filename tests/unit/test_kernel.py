@@ -510,3 +510,8 @@ def test_sysfs_key_points_the_scsi_part_at_another_tree(tmp_path):
     assert KernelConfig.from_settings(settings.load("azure_kernel", None)).sysfs == "/sys"
     with pytest.raises(ConfigError):
         settings.load("azure_kernel", {"azure_kernel": {"sysfs": "relative/path"}})
+
+
+def test_kernel_config_defaults_are_the_schemas_only():
+    assert KernelConfig() == KernelConfig.from_settings(settings.load("azure_kernel", {}))
+    assert KernelConfig.from_settings({}) == KernelConfig()
