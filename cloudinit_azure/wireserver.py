@@ -72,7 +72,7 @@ def _decode_245(value: str) -> Optional[str]:
     quoted = value[:1] == '"'
     if value[:1] in "\"'":
         if len(value) < 2 or value[-1:] != value[:1]:
-            return None
+            return None  # an unterminated quote is no address
         value = value[1:-1]
     if _HEX_PARTS.fullmatch(value):
         raw = bytes(int(part, 16) for part in value.split(":"))
@@ -102,7 +102,7 @@ def parse_option_245(lease_text: str) -> Optional[str]:
     found = None
     for match in _OPTION_245.finditer(lease_text):
         address = _decode_245(match.group("value"))
-        if address is not None:
+        if address is not None:  # None: 0.0.0.0 and the like; the default applies
             found = address
     return found
 
