@@ -221,6 +221,9 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
             plan["before_boot"][str(disk["redeploy_before_boot"])] = [{
                 "kind": "redeploy_disk", "spec": disk, "device": f"/dev/{name}",
                 "cache": str(deps.CACHE / "sim"), "scratch": str(work / "fresh.img")}]
+        if disk.get("raw_use_before_boot"):
+            plan["before_boot"].setdefault(str(disk["raw_use_before_boot"]), []).append(
+                {"kind": "raw_use_disk", "device": f"/dev/{name}"})
     nics = []
     for i in range(scenario["nics"]):
         nics.append({"name": f"eth{i}", "peer": f"azplat{i}", "mac": documents.nic_mac(i),
