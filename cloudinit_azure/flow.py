@@ -24,10 +24,9 @@ import dataclasses
 import logging
 import time
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from cloudinit_azure import identity, keypairs, provision
-from cloudinit_azure.certificates import CertificateKeys
 from cloudinit_azure.flowstate import (
     READY_FROM_MODULE,
     ApplyError,
@@ -44,6 +43,9 @@ from cloudinit_azure.imds import InstanceMetadata
 from cloudinit_azure.ovf import OvfEnvironment, parse_ovf, redact_ovf
 from cloudinit_azure.report import DhcpError, ImdsError, ImdsParseError, ProvisioningError, Report
 from cloudinit_azure.wireserver import DEFAULT_WIRESERVER, MAX_DESCRIPTION, wireserver_address
+
+if TYPE_CHECKING:  # cryptography costs ~0.1 s to import: only for certificates
+    from cloudinit_azure.certificates import CertificateKeys
 
 LOG = logging.getLogger(__name__)
 MAX_DIAGNOSTICS = 16  # KVP records per flow run: one per phase, bounded
@@ -262,13 +264,13 @@ def step_imds(flow: Run, ovf: Optional[OvfEnvironment]) -> Optional[InstanceMeta
 
 
 def step_certificates(flow: Run, ovf: Optional[OvfEnvironment],
-                      imds: Optional[InstanceMetadata]) -> CertificateKeys:
+                      imds: Optional[InstanceMetadata]) -> Optional[CertificateKeys]:
     """Goal state and certificates, only for keys given by fingerprint and key pairs."""
     started = flow.clock()
     wanted = provision.fingerprints_needed(ovf, imds)
     if not wanted:
         flow.phase("certificates", "skipped", started, "no fingerprints")
-        return CertificateKeys()
+        return None
     try:
         keys = flow.platform.certificate_keys(flow.state.wireserver,
                                               private=bool(ovf and ovf.key_pairs))
@@ -280,11 +282,11 @@ def step_certificates(flow: Run, ovf: Optional[OvfEnvironment],
 
 
 def step_plan(flow: Run, ovf: Optional[OvfEnvironment], imds: Optional[InstanceMetadata],
-              keys: CertificateKeys, system_uuid: str, previous: Optional[str],
+              keys: Optional[CertificateKeys], system_uuid: str, previous: Optional[str],
               ) -> tuple[provision.Provisioning, list[keypairs.KeyPairFile]]:
     """Decide the instance (pure) and where each key pair goes (inside the user's home)."""
     plan = provision.plan(ovf, imds, system_uuid=system_uuid, previous_instance_id=previous,
-                          cert_keys=dict(keys.public_keys),
+                          cert_keys=dict(keys.public_keys) if keys else {},
                           existing_users=flow.machine.existing_users())
     home = flow.machine.home_dir(plan.username)
     files = [keypairs.key_pair_file(fingerprint, path, home, keys)
