@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from cloudinit_azure import privatefile
 from cloudinit_azure.report import UserConfigError
 
 if TYPE_CHECKING:
@@ -77,34 +78,10 @@ def stage(files: Sequence[KeyPairFile], staging: Path = STAGING_DIR) -> None:
     os.makedirs(staging, mode=0o700, exist_ok=True)
     os.chmod(staging, 0o700)
     for item in files:
-        _write(staging / item.fingerprint, item.private or b"", 0o600, -1, -1)
+        privatefile.write(staging / item.fingerprint, item.private or b"", 0o600)
         if item.public:
-            _write(staging / f"{item.fingerprint}.pub", (item.public + "\n").encode(),
-                   0o600, -1, -1)
-
-
-def _write(dest: Path, data: bytes, mode: int, uid: int, gid: int) -> None:
-    """Write ``data`` to ``dest`` atomically with ``mode`` and owner from its first byte."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 mode)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            if uid != -1:
-                os.fchown(fd, uid, gid)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            privatefile.write(staging / f"{item.fingerprint}.pub",
+                              (item.public + "\n").encode(), 0o600)
 
 
 def _make_dirs(directory: Path, home: Path, uid: int, gid: int) -> None:
@@ -136,10 +113,11 @@ def install(files: Sequence[KeyPairFile], uid: int, gid: int, home: str,
             public = pub.read_text().strip() if pub.exists() else None
         dest = Path(item.path)
         _make_dirs(dest.parent, Path(home), uid, gid)
-        _write(dest, private, 0o600, uid, gid)
+        privatefile.write(dest, private, 0o600, uid=uid, gid=gid)
         written.append(str(dest))
         if public:
-            _write(Path(f"{dest}.pub"), (public + "\n").encode(), 0o644, uid, gid)
+            privatefile.write(Path(f"{dest}.pub"), (public + "\n").encode(), 0o644,
+                              uid=uid, gid=gid)
             written.append(f"{dest}.pub")
     for item in files:
         for name in (item.fingerprint, f"{item.fingerprint}.pub"):

@@ -280,11 +280,17 @@ def test_off_azure_the_datasource_bails_out_without_traffic(run_boot, cloud_init
     assert "not on Azure (no chassis asset tag, no seed)" in log
 
 
-def test_ovf_key_pair_lands_at_its_path_with_private_modes(run_boot, cloud_init, tmp_path):
+def _kept(run_boot, text, cloud_init, tmp_path):
+    """Boot, check it went as expected, and keep the VM's upper layer to look at."""
     keep = tmp_path / "upper"
-    r = run_boot(KEY_PAIR, cloud_init=cloud_init, datasource="plugin", keep=str(keep))
+    r = run_boot(text, cloud_init=cloud_init, datasource="plugin", keep=str(keep))
     _ok(r)
     assert r["verdict"]["ok"], r["verdict"]
+    return r, keep
+
+
+def test_ovf_key_pair_lands_at_its_path_with_private_modes(run_boot, cloud_init, tmp_path):
+    r, keep = _kept(run_boot, KEY_PAIR, cloud_init, tmp_path)
     # $HOME is the home base (/home), as the platform writes it; the missing
     # directories on the way belong to the user.
     private = keep / "home/azureuser/deploy/keys/id_rsa"
@@ -297,6 +303,11 @@ def test_ovf_key_pair_lands_at_its_path_with_private_modes(run_boot, cloud_init,
     for directory in (keep / "home/azureuser/deploy", keep / "home/azureuser/deploy/keys"):
         assert directory.stat().st_uid == r["user"]["uid"]
         assert oct(directory.stat().st_mode & 0o777) == "0o700"
+    # The init stage's users_groups re-applied the user made in init-local and
+    # changed nothing: one sudo rule, not two (cloud-init 22.4 appends blindly).
+    sudoers = (keep / "etc/sudoers.d/90-cloud-init-users").read_text()
+    assert [line for line in sudoers.splitlines()
+            if line.startswith("azureuser ")] == ["azureuser ALL=(ALL) NOPASSWD:ALL"]
     assert not (keep / "var/lib/cloudinit-azure/keypairs/").exists() or not any(
         (keep / "var/lib/cloudinit-azure/keypairs/").iterdir())
 
@@ -375,10 +386,7 @@ def test_imds_only_boot_is_ready_and_status_done(run_boot, cloud_init, tmp_path)
 
 
 def test_data_dir_chooses_where_the_redacted_ovf_is_kept(run_boot, cloud_init, tmp_path):
-    keep = tmp_path / "upper"
-    r = run_boot(DATA_DIR, cloud_init=cloud_init, datasource="plugin", keep=str(keep))
-    _ok(r)
-    assert r["verdict"]["ok"], r["verdict"]
+    _r, keep = _kept(run_boot, DATA_DIR, cloud_init, tmp_path)
     cached = keep / "var/lib/agent-cache/ovf-env.xml"
     assert b"REDACTED" in cached.read_bytes() or b"UserPassword" not in cached.read_bytes()
     assert oct(cached.stat().st_mode & 0o777) == "0o600"
