@@ -119,7 +119,8 @@ def deliver(platform: Platform, wireserver: str, key: str, outcome: Outcome,
                   outcome.state, exc)
         return "pending"
     platform.remember(key, dataclasses.replace(outcome, delivered=True))
-    LOG.info("reported %s to the wireserver at %s", outcome.state, wireserver)
+    LOG.info("reported %s to the wireserver at %s",
+             "Ready" if outcome.state == "ready" else "ProvisioningFailed", wireserver)
     return "delivered"
 
 
