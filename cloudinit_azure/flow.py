@@ -292,7 +292,7 @@ def step_plan(flow: Run, ovf: Optional[OvfEnvironment], imds: Optional[InstanceM
     home = flow.machine.home_dir(plan.username)
     files = [keypairs.key_pair_file(fingerprint, path, home, keys)
              for fingerprint, path in plan.key_pairs]
-    flow.update(provisioning=plan)
+    flow.update(provisioning=plan, instance_id=flow.state.instance_id or plan.instance_id)
     return plan, files
 
 

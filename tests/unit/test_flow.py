@@ -385,6 +385,7 @@ def test_deferred_account_stages_key_pairs_and_azure_ready_sends_ready():
                          ("key_pairs", ("/home/azureuser/.ssh/id_rsa",))]
     assert [h[2] for h in later.health()] == ["Ready"] and ("eject", "/dev/sr0") in \
         later.events
+    assert later.phases() == ["ready"]  # its own KVP diagnostic
 
 
 def test_deferred_password_vm_allows_passwords_before_ready():
