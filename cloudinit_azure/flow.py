@@ -114,7 +114,7 @@ def deliver(platform: Platform, wireserver: str, key: str, outcome: Outcome,
     """Send a pending outcome; mark it delivered only once the wireserver took it."""
     try:
         platform.report_health(wireserver, outcome.description, budget_s)
-    except ProvisioningError as exc:
+    except Exception as exc:  # any failure: the report stays pending, never lost
         LOG.error("%s report not delivered (pending for the next boot): %s",
                   outcome.state, exc)
         return "pending"
@@ -185,8 +185,8 @@ def redeliver_failure(flow: Run, prior: Outcome) -> FlowState:
         with network(flow) as link:
             flow.update(link=link, wireserver=choose_wireserver(flow.config.wireserver, link))
             result = deliver(flow.platform, flow.state.wireserver,
-                              flow.state.instance_id or "unknown", prior,
-                              flow.config.failure_budget_s)
+                             flow.state.instance_id or "unknown", prior,
+                             flow.config.failure_budget_s)
     except DhcpError as exc:
         result = f"pending ({exc.reason})"
     flow.phase("report", "failed", started, f"earlier failure {result}")

@@ -115,7 +115,11 @@ class LivePlatform:
         return self.outbox.get(instance_id)
 
     def remember(self, instance_id: str, outcome: Outcome) -> None:
-        self.outbox.put(instance_id, outcome)
+        try:
+            self.outbox.put(instance_id, outcome)
+        except OSError as exc:  # the report itself matters more than its marker
+            LOG.error("could not record the %s outcome of %s: %s", outcome.state,
+                      instance_id, exc)
 
     def attempted_this_boot(self, instance_id: str) -> bool:
         return self.outbox.attempted(instance_id)

@@ -427,3 +427,15 @@ def test_a_bug_in_a_step_still_ends_in_a_failure_report():
     state = boot(p, FakeMachine())
     assert state.failure == "unexpected error in provisioning"
     assert [h[2] for h in p.health()] == ["ProvisioningFailed"]
+
+
+def test_a_report_that_cannot_even_be_rendered_stays_pending_instead_of_escaping():
+    class Unrenderable(FakePlatform):
+        def report_health(self, wireserver, description, budget_s):
+            raise ValueError("cannot encode")
+
+    p = Unrenderable()
+    state = boot(p, FakeMachine())
+    assert state.provisioned and p.outbox[UUID] == Outcome("ready", False)
+    assert [e[2] for e in p.events if e[0] == "kvp" and e[1] == "ready"][0].startswith(
+        "ready: failed")
