@@ -52,3 +52,9 @@ def test_a_default_user_other_than_the_plans_is_refused(monkeypatch):
     cfg = {**SYS_CFG, "users": [{"name": "bob"}]}  # no default user at all
     with pytest.raises(RuntimeError, match="not 'azureuser'"):
         machine.CloudInitMachine(Distro("debian", {}, None), cfg, None).create_user(PLAN)
+
+
+def test_host_key_files_are_named_as_cc_ssh_names_them():
+    from cloudinit.config import cc_ssh
+
+    assert machine.KEY_FILE_TPL == cc_ssh.KEY_FILE_TPL
