@@ -288,7 +288,8 @@ def step_plan(flow: Run, ovf: Optional[OvfEnvironment], imds: Optional[InstanceM
     """Decide the instance (pure) and where each key pair goes (inside the user's home)."""
     plan = provision.plan(ovf, imds, system_uuid=system_uuid, previous_instance_id=previous,
                           cert_keys=dict(keys.public_keys) if keys else {},
-                          existing_users=flow.machine.existing_users())
+                          existing_users=flow.machine.existing_users(),
+                          sudo=flow.config.sudo)
     home = flow.machine.home_dir(plan.username)
     files = [keypairs.key_pair_file(fingerprint, path, home, keys)
              for fingerprint, path in plan.key_pairs]

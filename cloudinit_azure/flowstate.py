@@ -32,9 +32,17 @@ READY_FROM_MODULE = "azure_ready"
 
 
 class ApplyError(ProvisioningError):
-    """A step that changes the machine failed; the reason names the step."""
+    """A step that changes the machine in init-local failed (creating the user, sshd's
+    password setting, the OVF key pairs, host keys, host name); the reason names the
+    step (``error applying provisioning: user``) and the user is removed again."""
 
     default_reason = "error applying provisioning"
+    what_to_do = (
+        "Read the supporting data (step, exception, detail) and the cloud-init log: "
+        "the image's useradd, sudoers, sshd_config or ssh-keygen failed. Check the "
+        "image with 'cloudinit-azure doctor'; a read-only or full root file system "
+        "and a missing ssh-keygen are the usual causes."
+    )
 
     def __init__(self, step: str, exc: BaseException) -> None:
         super().__init__(f"error applying provisioning: {step}", step=step,
@@ -73,6 +81,7 @@ class FlowConfig:
     failure_budget_s: float = 120.0
     ready_budget_s: float = 1200.0
     eject_media: bool = True
+    sudo: str = "auto"  # the admin's sudoers policy (account.sudo_rule)
 
 
 @dataclass(frozen=True)
@@ -150,7 +159,8 @@ def flow_config(settings: Mapping[str, Any]) -> FlowConfig:
     return FlowConfig(wireserver=settings.get("wireserver"),
                       failure_budget_s=float(settings["failure_report_budget_s"]),
                       ready_budget_s=float(settings["ready_budget_s"]),
-                      eject_media=bool(settings.get("eject_media", True)))
+                      eject_media=bool(settings.get("eject_media", True)),
+                      sudo=settings.get("sudo", "auto"))
 
 
 def cloud_config(state: FlowState, modules: Optional[Sequence[Any]],

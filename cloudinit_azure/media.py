@@ -232,6 +232,24 @@ def candidates(root: PathLike, blkid_types: Mapping[str, str],
     return out
 
 
+def read_limited(path: PathLike) -> bytes:
+    """A file's bytes, never more than the OVF size limit (MediaError beyond).
+
+    For every path that reads ovf-env.xml: a seed or cached copy, or the file
+    on a mounted DVD (the adapter's mount callback should read through it).
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_OVF_SIZE + 1)
+    except FileNotFoundError as exc:
+        raise MediaError(REASON_NOT_FOUND, device=str(path)) from exc
+    except OSError as exc:
+        raise MediaError(REASON_UNREADABLE, device=str(path), error=str(exc)) from exc
+    if len(data) > MAX_OVF_SIZE:
+        raise MediaError(REASON_TOO_LARGE, device=str(path), max_bytes=MAX_OVF_SIZE)
+    return data
+
+
 def read_ovf(candidate: Candidate, *, mount: Optional[Mount] = None) -> bytes:
     """The ovf-env.xml bytes of one candidate, or MediaError.
 
@@ -240,24 +258,19 @@ def read_ovf(candidate: Candidate, *, mount: Optional[Mount] = None) -> bytes:
     image is read directly.
     """
     if candidate.kind != "device":
-        try:
-            with open(candidate.path, "rb") as fh:
-                data = fh.read(MAX_OVF_SIZE + 1)
-        except FileNotFoundError as exc:
-            raise MediaError(REASON_NOT_FOUND, device=candidate.path) from exc
-        except OSError as exc:
-            raise MediaError(REASON_UNREADABLE, device=candidate.path,
-                             error=str(exc)) from exc
-        if len(data) > MAX_OVF_SIZE:
-            raise MediaError(REASON_TOO_LARGE, device=candidate.path)
-        return data
+        return read_limited(candidate.path)
     if mount is not None:
         try:
             data = mount(candidate.path)
+        except MediaError:
+            raise  # the callback read through read_limited and found it too large
         except Exception as exc:  # a failed mount still leaves the direct read
             LOG.warning("mounting %s failed: %s", candidate.path, exc)
             data = None
         if data is not None:
+            if len(data) > MAX_OVF_SIZE:  # whatever the callback read
+                raise MediaError(REASON_TOO_LARGE, device=candidate.path,
+                                 max_bytes=MAX_OVF_SIZE)
             return data
         LOG.debug("%s not mounted; reading the image directly", candidate.path)
     return read_ovf_from_image(candidate.path)

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 from cloudinit_azure import account
 from cloudinit_azure.identity import instance_id as choose_instance_id
 from cloudinit_azure.imds import InstanceMetadata
+from cloudinit_azure.metadata import instance_metadata
 from cloudinit_azure.ovf import OvfEnvironment
 from cloudinit_azure.report import ProvisioningError, UserConfigError
 from cloudinit_azure.runner import Runner, run
@@ -87,8 +88,11 @@ def plan(ovf: Optional[OvfEnvironment], imds: Optional[InstanceMetadata], *,
          system_uuid: str, previous_instance_id: Optional[str] = None,
          cert_keys: Optional[Mapping[str, str]] = None,
          existing_users: Optional[Mapping[str, int]] = None,
-         runner: Runner = run) -> Provisioning:
-    """Decide the instance from the platform's documents (raises ProvisioningError)."""
+         runner: Runner = run, sudo: Optional[str] = "auto") -> Provisioning:
+    """Decide the instance from the platform's documents (raises ProvisioningError).
+
+    ``sudo`` is the ``datasource: Azure: sudo:`` policy (:func:`account.sudo_rule`).
+    """
     if ovf is None and imds is None:
         raise ProvisioningError("no provisioning data: neither media nor IMDS answered")
     if ovf is None and imds is not None and imds.has_custom_data:
@@ -104,22 +108,13 @@ def plan(ovf: Optional[OvfEnvironment], imds: Optional[InstanceMetadata], *,
         disable = imds.disable_password_authentication
     keys = public_keys(ovf, imds, cert_keys or {})
     user = account.plan_user(username, ovf.password if ovf else None, keys, disable,
-                             hostname, existing_users, runner=runner)
+                             hostname, existing_users, runner=runner, sudo=sudo)
     userdata = ovf.custom_data if ovf and ovf.custom_data else (
         imds.user_data if imds else None)
     iid = choose_instance_id(system_uuid, previous_instance_id)
-    metadata: dict[str, Any] = {
-        "instance-id": iid,
-        "local-hostname": user.hostname,
-        "public-keys": list(user.ssh_keys),
-    }
-    if imds is not None:
-        metadata.update({
-            "region": imds.location,
-            "availability-zone": imds.zone or imds.platform_fault_domain,
-            "vm-size": imds.vm_size,
-            "vm-id": imds.vm_id,
-        })
+    metadata = instance_metadata(instance_id=iid, local_hostname=user.hostname,
+                                 imds_document=imds.raw if imds else None,
+                                 public_keys=user.ssh_keys)
     return Provisioning(
         instance_id=iid,
         vm_id=imds.vm_id if imds else None,
@@ -128,7 +123,7 @@ def plan(ovf: Optional[OvfEnvironment], imds: Optional[InstanceMetadata], *,
         public_keys=user.ssh_keys,
         userdata=userdata,
         config=account.cloud_config(user),
-        metadata={k: v for k, v in metadata.items() if v is not None},
+        metadata=metadata,
         key_pairs=tuple((p.fingerprint, p.path) for p in (ovf.key_pairs if ovf else ())),
     )
 

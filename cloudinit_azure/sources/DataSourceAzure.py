@@ -14,13 +14,11 @@ from typing import Any, Optional
 
 from cloudinit import sources
 
-# Only what every stage needs is imported here: cloud-init unpickles this
-# datasource in every stage, and most never crawl. The rest loads on use.
-from cloudinit_azure import flowstate, settings
+# Only what every stage needs (each unpickles this object); the rest loads on use.
+from cloudinit_azure import flowstate, metadata, settings
 from cloudinit_azure.report import ConfigError
 
 LOG = logging.getLogger(__name__)
-DS_NAME = "Azure"
 AZURE_CHASSIS_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 
 
@@ -30,14 +28,8 @@ def _read_dmi(key: str) -> Optional[str]:
     return value.strip() if value else None
 
 
-def on_azure(seed_dir: str) -> bool:
-    """Milliseconds and no network: the chassis asset tag, or a seed file."""
-    return os.path.exists(os.path.join(seed_dir, "ovf-env.xml")) or \
-        _read_dmi("chassis-asset-tag") == AZURE_CHASSIS_ASSET_TAG
-
-
 class DataSourceAzure(sources.DataSource):
-    dsname = DS_NAME
+    dsname = "Azure"
 
     def __init__(self, sys_cfg: Any, distro: Any, paths: Any, ud_proc: Any = None) -> None:
         super().__init__(sys_cfg, distro, paths, ud_proc)
@@ -55,8 +47,7 @@ class DataSourceAzure(sources.DataSource):
         """Objects pickled by an older plug-in gain the attributes added since."""
         super()._unpickle(ci_pkl_version)
         legacy = dict(vars(self))
-        fresh = DataSourceAzure.__new__(DataSourceAzure)
-        DataSourceAzure._init_state(fresh)
+        (fresh := DataSourceAzure.__new__(DataSourceAzure))._init_state()
         for key, value in vars(fresh).items():
             self.__dict__.setdefault(key, value)
         self.state = self.state or flowstate.from_legacy(legacy)
@@ -64,18 +55,19 @@ class DataSourceAzure(sources.DataSource):
     def _settings(self) -> dict[str, Any]:
         """The ``datasource: Azure:`` settings; a bad one is kept to be reported, not raised."""
         if not self.settings:
-            ds_cfg = (self.sys_cfg.get("datasource") or {}).get(DS_NAME) or {}
             try:
-                self.settings = settings.load("datasource_azure", {"datasource_azure": ds_cfg})
+                self.settings = settings.load_datasource(self.sys_cfg, log=LOG)
             except ConfigError as exc:
                 self.settings_error = exc
-                self.settings = settings.load("datasource_azure", {})
+                self.settings = settings.load_datasource({})
         return self.settings
 
     def _on_azure(self) -> bool:
-        """Detection in milliseconds, done once per boot."""
+        """Milliseconds, no network, once per boot: the chassis asset tag, or a seed file."""
         if self._detected is None:
-            self._detected = on_azure(self._settings()["seed_dir"])
+            self._detected = os.path.exists(os.path.join(
+                self._settings()["seed_dir"], "ovf-env.xml")) or \
+                _read_dmi("chassis-asset-tag") == AZURE_CHASSIS_ASSET_TAG
             LOG.debug("%s", "on Azure" if self._detected else
                       "not on Azure (no chassis asset tag, no seed)")
         return self._detected
@@ -100,7 +92,7 @@ class DataSourceAzure(sources.DataSource):
         seam = machine.CloudInitMachine(self.distro, self.sys_cfg, self.paths)
         self.state = flow.run(platform, seam, flowstate.flow_config(cfg),
                               system_uuid=_read_dmi("system-uuid") or "",
-                              previous_instance_id=self._previous_instance_id(),
+                              previous_instance_id=machine.previous_instance_id(self.paths),
                               settings_error=self.settings_error)
         plan = self.state.provisioning
         if not self.state.provisioned or plan is None:
@@ -111,12 +103,6 @@ class DataSourceAzure(sources.DataSource):
                                               cfg["insert_modules"])
         self.cfg = self._config
         return True
-
-    def _previous_instance_id(self) -> Optional[str]:
-        try:
-            return Path(self.paths.get_cpath("data"), "instance-id").read_text().strip() or None
-        except OSError:
-            return None
 
     def get_config_obj(self) -> dict[str, Any]:
         return self._config
@@ -140,6 +126,18 @@ class DataSourceAzure(sources.DataSource):
             self._network_cfg = flowstate.network_config(
                 self.state, self.settings, names_by_mac(Path("/sys/class/net")))
         return self._network_cfg
+
+    # v1 instance data as the built-in gives it (cloudinit_azure.metadata). IMDS
+    # userData is root-only, as 25.1 does by its lower-cased "userdata".
+    sensitive_metadata_keys = sources.DataSource.sensitive_metadata_keys + ("userData",)
+
+    @property
+    def region(self) -> Optional[str]:
+        return metadata.region(self.metadata or {})
+
+    @property
+    def availability_zone(self) -> Optional[str]:
+        return metadata.availability_zone(self.metadata or {})
 
 
 datasources = [(DataSourceAzure, (sources.DEP_FILESYSTEM,))]

@@ -36,6 +36,14 @@ LOG = logging.getLogger(__name__)
 KEY_FILE_TPL = "/etc/ssh/ssh_host_%s_key"
 
 
+def previous_instance_id(paths: Any) -> Optional[str]:
+    """The instance id cloud-init recorded on the last boot (``<cloud_dir>/data``)."""
+    try:
+        return Path(paths.get_cpath("data"), "instance-id").read_text().strip() or None
+    except OSError:
+        return None
+
+
 def merged_config(plan_config: Mapping[str, Any], sys_cfg: Mapping[str, Any]) -> dict:
     """The configuration the init stage will see (the datasource's wins over the image's)."""
     return util.mergemanydict([dict(plan_config), dict(sys_cfg)])

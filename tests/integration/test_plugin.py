@@ -215,7 +215,7 @@ def test_imds_answering_500_three_times_still_reaches_ready(run_boot, cloud_init
     (LONG_PASSWORD, "password too long"),
     (KEY_PAIR_OUTSIDE_HOME, "key pair path outside the user's home"),
     (IMDS_403_NO_MEDIA, "error communicating with IMDS"),
-    (BAD_SETTING, "datasource_azure.imds_deadline_s"),
+    (BAD_SETTING, "datasource.Azure.imds_deadline_s"),
 ])
 def test_bad_input_ends_in_provisioning_failed_with_its_reason(run_boot, cloud_init,
                                                                text, reason):

@@ -120,7 +120,7 @@ def test_bad_datasource_config_is_kept_for_the_failure_report(tmp_path, monkeypa
     monkeypatch.setattr(flow, "run",
                         lambda *a, **k: seen.update(k) or FlowState(None, failure="x"))
     assert ds._get_data() is False
-    assert "datasource_azure.imds_deadline_s" in str(seen["settings_error"])
+    assert "datasource.Azure.imds_deadline_s" in str(seen["settings_error"])
     assert ds.settings["imds_deadline_s"] == 300  # the schema's default
 
 

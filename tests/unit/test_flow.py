@@ -282,10 +282,10 @@ def test_a_settings_error_is_reported_to_the_default_wireserver_and_kvp():
     p = FakePlatform(option_245=None)
     m = FakeMachine()
     state = boot(p, m, settings_error=ConfigError(
-        "invalid config at datasource_azure.imds_deadline_s: 'soon' is not a number"))
+        key="datasource.Azure.imds_deadline_s", problem="'soon' is not of type 'number'"))
     [health] = p.health()
     assert health[1] == "168.63.129.16"
-    assert "datasource_azure.imds_deadline_s" in decode_report(health[3])["reason"]
+    assert decode_report(health[3])["key"] == "datasource.Azure.imds_deadline_s"
     assert p.reports()[0]["result"] == "error"
     assert state.failure and m.events == [] and ("media",) not in p.events
 
@@ -439,3 +439,14 @@ def test_a_report_that_cannot_even_be_rendered_stays_pending_instead_of_escaping
     assert state.provisioned and p.outbox[UUID] == Outcome("ready", False)
     assert [e[2] for e in p.events if e[0] == "kvp" and e[1] == "ready"][0].startswith(
         "ready: failed")
+
+
+@pytest.mark.parametrize("policy, password, rule", [
+    ("auto", None, "ALL=(ALL) NOPASSWD:ALL"),  # key-only: no password to type
+    ("auto", "Secret-1x", "ALL=(ALL) ALL"),  # sudo asks for the given password
+    ("nopasswd", "Secret-1x", "ALL=(ALL) NOPASSWD:ALL"),
+])
+def test_the_sudo_setting_reaches_the_account(policy, password, rule):
+    p = FakePlatform(media=Media("seed", "/s", ovf_bytes(password=password)))
+    state = boot(p, FakeMachine(), FlowConfig(sudo=policy))
+    assert state.provisioning.config["system_info"]["default_user"]["sudo"] == [rule]
