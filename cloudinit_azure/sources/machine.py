@@ -24,7 +24,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from cloudinit import distros, subp, util
+from cloudinit import subp, util
 from cloudinit.distros import ug_util
 
 from cloudinit_azure import account, early, keypairs
@@ -72,16 +72,21 @@ def cloudinit_dhcp(distro: Any, nic: str) -> Any:
     return EphemeralDHCPv4(iface=nic)
 
 
+class _WithDefaultUser:
+    """What ``ug_util`` asks of a distro: its default user (here the merged one)."""
+
+    def __init__(self, default_user: Mapping[str, Any]) -> None:
+        self._default_user = dict(default_user)
+
+    def get_default_user(self) -> dict:
+        return dict(self._default_user)
+
+
 class CloudInitMachine:
     def __init__(self, distro: Any, sys_cfg: Mapping[str, Any], paths: Any) -> None:
         self.distro = distro
         self.sys_cfg = sys_cfg
         self.paths = paths
-
-    def _distro(self, cfg: Mapping[str, Any]) -> Any:
-        """A distro built from the merged system_info, as the init stage builds it."""
-        cls = distros.fetch(self.distro.name)
-        return cls(self.distro.name, dict(cfg.get("system_info") or {}), self.paths)
 
     def existing_users(self) -> Mapping[str, int]:
         return account.read_passwd("/etc/passwd")
@@ -102,15 +107,23 @@ class CloudInitMachine:
         return early.account_blocker(home, read("/etc/fstab"), read("/proc/self/mountinfo"))
 
     def create_user(self, plan: Provisioning) -> None:
-        cfg = merged_config(plan.config, self.sys_cfg)
-        distro = self._distro(cfg)
-        users, _groups = ug_util.normalize_users_groups(cfg, distro)
+        """``users_groups``' own steps over the config the init stage will have.
+
+        cloud-init hands datasources its config without ``system_info``: the
+        image's default user comes from the distro, and the init stage merges the
+        datasource's ``default_user`` over it, as done here.
+        """
+        ours = ((plan.config.get("system_info") or {}).get("default_user")) or {}
+        default_user = util.mergemanydict([dict(ours), self.distro.get_default_user() or {}])
+        users, _groups = ug_util.normalize_users_groups(
+            merged_config(plan.config, self.sys_cfg), _WithDefaultUser(default_user))
         name, config = ug_util.extract_default(users)
         if name != plan.username:
             raise RuntimeError(f"the default user is {name!r}, not {plan.username!r}")
         config = {k: v for k, v in config.items() if k not in ("default", "ssh_redirect_user")}
         config["ssh_authorized_keys"] = list(plan.public_keys)
-        distro.create_user(name, **config)
+        LOG.debug("creating %s as users_groups would (%s)", name, ", ".join(sorted(config)))
+        self.distro.create_user(name, **config)
 
     def remove_user(self, name: str) -> None:
         subp.subp(["userdel", "--remove", "--force", name], rcs=[0, 6, 12])
