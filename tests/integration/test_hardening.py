@@ -79,8 +79,6 @@ expect: failure
 """
 
 
-@pytest.mark.xfail(strict=True, reason="the datasource reports a ConfigError only with the "
-                   "FLOW branch's adapter (settings.load_datasource + report); remove on merge")
 def test_a_known_key_with_a_bad_value_is_one_provisioning_failed_naming_it(run_boot,
                                                                           cloud_init):
     r = run_boot(BAD_VALUE, cloud_init=cloud_init, datasource="plugin")

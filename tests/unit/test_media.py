@@ -434,3 +434,13 @@ def test_configured_seed_dir_replaces_the_default(tmp_path):
     found = media.candidates(tmp_path, {}, seed_dir=seed)
     assert found[0] == media.Candidate("seed", str(seed / "ovf-env.xml"))
     assert media.candidates(tmp_path, {}) == []
+
+
+def test_data_dir_chooses_where_the_cached_copy_lives_and_is_found(tmp_path):
+    """The built-in datasource's ``data_dir`` setting: write there, find it there."""
+    path = media.write_cached_copy(tmp_path, b"<redacted/>", data_dir="/srv/agent")
+    assert path == tmp_path / "srv/agent/ovf-env.xml"
+    assert not (tmp_path / "var/lib/waagent").exists()
+    found = media.candidates(tmp_path, {}, data_dir="/srv/agent")
+    assert [(c.kind, c.path) for c in found] == [("cache", str(path))]
+    assert media.candidates(tmp_path, {}) == []
