@@ -235,8 +235,30 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
             f"http://168.63.129.16:80/machine/{documents.CONTAINER_ID}/"
             f"{documents.role_instance_id(DEFAULT_VM_ID)}?comp=certificates&incarnation=1")
     plan["host_netns"] = plan["platform"]["host_netns"]
+    if "power_cut" in scenario:
+        _plan_power_cut(plan, scenario, plat_dir)
     (work / "plan.json").write_text(json.dumps(plan, indent=1))
     return plan
+
+
+def _plan_power_cut(plan: dict[str, Any], scenario: dict[str, Any], plat_dir: Path) -> None:
+    """The cut point and what the recovery checks compare against (powercut.py)."""
+    from azure_sim import powercut
+
+    cut = plan["power_cut"] = powercut.point(scenario["power_cut"])
+    if cut["kind"] == "request":
+        plan["platform"]["power_cut"] = {
+            "endpoint": cut["endpoint"], "n": cut["n"],
+            "file": str(plat_dir / "power-cut"), "armed": str(plat_dir / "power-cut.armed")}
+    plan["expect_ready"] = scenario["expect"] == "ready"
+    plan["expect_keys"] = list((scenario.get("ovf") or {}).get("public_keys") or [])
+    visudo = deps.CACHE / "tools/sudo/usr/sbin/visudo"
+    plan["visudo"] = str(visudo) if visudo.exists() else None
+    disk = scenario["resource_disk"]
+    if disk and disk["format"] == "ntfs":
+        plan["resource_disk_user_files"] = {
+            name: images.user_file_text(name) for name in disk["files"]
+            if not name.lower().startswith("dataloss")}
 
 
 def run_sandbox(work: Path, timeout: float) -> tuple[int, bool]:

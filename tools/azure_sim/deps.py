@@ -141,6 +141,31 @@ def fetch_layer() -> Path:
     return dest
 
 
+CHECKER_PACKAGES = ["sudo"]  # visudo checks sudoers after a power cut; never in the image
+
+
+def fetch_checkers() -> Path:
+    """Host-side checking tools (visudo), unpacked outside the image layer."""
+    dest = CACHE / "tools"
+    stamp = dest / ".done"
+    want = " ".join(CHECKER_PACKAGES) + "\n"
+    if stamp.exists() and stamp.read_text() == want:
+        return dest
+    dl = CACHE / "downloads" / "tools"
+    dl.mkdir(parents=True, exist_ok=True)
+    for old in dl.glob("*.deb"):
+        old.unlink()
+    _run(["apt-get", "-o", "APT::Sandbox::User=root", "download", *CHECKER_PACKAGES], cwd=dl)
+    if dest.exists():
+        shutil.rmtree(dest)
+    for deb in sorted(dl.glob("*.deb")):
+        name = deb.name.split("_", 1)[0]
+        (dest / name).mkdir(parents=True, exist_ok=True)
+        _run(["dpkg-deb", "-x", str(deb), str(dest / name)])
+    stamp.write_text(want)
+    return dest
+
+
 def _usr_merge(root: Path) -> None:
     """Move /bin, /sbin, /lib* of unpacked packages under /usr.
 
@@ -211,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         fetch_cloud_init(version)
     if not args.no_layer:
         fetch_layer()
+        fetch_checkers()
     return 0
 
 
