@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from cloudinit_azure import atomic
 from cloudinit_azure.report import UserConfigError
 
 if TYPE_CHECKING:
@@ -85,26 +86,7 @@ def stage(files: Sequence[KeyPairFile], staging: Path = STAGING_DIR) -> None:
 
 def _write(dest: Path, data: bytes, mode: int, uid: int, gid: int) -> None:
     """Write ``data`` to ``dest`` atomically with ``mode`` and owner from its first byte."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 mode)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            if uid != -1:
-                os.fchown(fd, uid, gid)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic.write_file(dest, data, mode=mode, uid=uid, gid=gid)
 
 
 def _make_dirs(directory: Path, home: Path, uid: int, gid: int) -> None:
