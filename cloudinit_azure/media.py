@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Optional, Union
 
+from cloudinit_azure import atomic
 from cloudinit_azure.report import MediaError
 from cloudinit_azure.runner import CommandError, Runner
 
@@ -312,25 +313,7 @@ def write_cached_copy(root: PathLike, data_redacted: bytes,
         pass
     os.chmod(directory, 0o700)
     target = directory / OVF_NAME
-    tmp = directory / f".{OVF_NAME}.{os.getpid()}.{os.urandom(4).hex()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)  # the umask may have taken bits off; never adds
-            view = memoryview(data_redacted)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic.write_file(target, data_redacted, mode=0o600)
     return target
 
 
