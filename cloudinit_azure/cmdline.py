@@ -38,6 +38,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
+from cloudinit_azure import atomic
+
 LOG = logging.getLogger(__name__)
 
 VAR = "GRUB_CMDLINE_LINUX"
@@ -392,12 +394,7 @@ def _read(path: str) -> Optional[str]:
 
 def _write(path: str, text: str) -> None:
     """Replace ``path`` atomically, keeping its mode when it exists."""
-    tmp = f"{path}.cloudinit-azure.tmp"
-    mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    atomic.write_file(path, text)
 
 
 def _drop_ins(root: str) -> list[str]:
