@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from cloudinit_azure import cmdline
+from cloudinit_azure import atomic, cmdline
 from cloudinit_azure.runner import CommandError, Runner
 
 LOG = logging.getLogger(__name__)
@@ -227,10 +227,7 @@ def install_udev_rule(root: str, seconds: int, log: logging.Logger = LOG) -> boo
         pass
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        atomic.write_file(path, text)
     except OSError as err:
         log.warning("cannot write /%s: %s", UDEV_RULE, err)
         return False
