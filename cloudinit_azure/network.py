@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 from xml.sax.saxutils import escape as xml_escape
 from xml.sax.saxutils import quoteattr
 
+from cloudinit_azure import atomic
 from cloudinit_azure.report import ProvisioningError
 from cloudinit_azure.runner import Runner, run
 
@@ -519,16 +520,8 @@ def write_if_changed(path: Path, text: str, mode: Optional[int] = None) -> bool:
     An existing file keeps its mode; a new one gets ``mode`` (default 0644).
     """
     path = Path(path)
-    if _read_raw(path) == text:
-        return False
-    if mode is None:
-        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    return True
+    return atomic.write_file(path, text, mode=mode, if_changed=True)
 
 
 def _read_raw(path: Path) -> Optional[str]:
