@@ -5,7 +5,8 @@ Write a temporary file next to the target (created 0600 with ``O_EXCL`` and
 give it its final mode and owner, ``fsync`` it, rename it over the target,
 then ``fsync`` the directory so the rename itself is on disk. A reader (or
 the next boot after a power cut) sees the old file or the new one, never an
-empty or truncated one. docs/reliability.md says where this matters.
+empty or truncated one; a temporary left by a cut is removed by the next
+write. docs/reliability.md says where this matters.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ def write_file(path: PathLike, data: Union[bytes, str], *, mode: Optional[int] =
         mode = (st.st_mode & 0o7777) if st is not None else 0o644
     if uid == -1 and st is not None:
         uid, gid = st.st_uid, st.st_gid
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        # A temporary a power cut left behind (the target itself is whole).
+        try:
+            stale.unlink()
+        except OSError:
+            pass
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(3).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600)

@@ -68,6 +68,14 @@ def test_a_symlink_in_place_of_the_temporary_is_not_followed(tmp_path, monkeypat
     monkeypatch.setattr(os, "urandom", lambda n: b"\0" * n)
     monkeypatch.setattr(os, "getpid", lambda: 7)
     (tmp_path / ".f.7.000000.tmp").symlink_to(victim)
-    with pytest.raises(FileExistsError):
-        atomic.write_file(tmp_path / "f", "evil")
+    atomic.write_file(tmp_path / "f", "new")
     assert victim.read_text() == "keep"
+    assert (tmp_path / "f").read_text() == "new" and not (tmp_path / "f").is_symlink()
+
+
+def test_a_temporary_left_by_a_power_cut_goes_with_the_next_write(tmp_path):
+    (tmp_path / "fstab").write_text("old\n")
+    (tmp_path / ".fstab.123.abcdef.tmp").write_text("half")
+    (tmp_path / ".other.1.aaaaaa.tmp").write_text("not ours")
+    atomic.write_file(tmp_path / "fstab", "new\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.1.aaaaaa.tmp", "fstab"]
