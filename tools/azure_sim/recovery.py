@@ -120,8 +120,11 @@ def written_file_problems(root: Path) -> list[str]:
                 json.loads(path.read_text())
             except (OSError, ValueError):
                 out.append(f"/var/lib/cloudinit-azure/{path.name} does not parse")
-        if path.is_file() and path.name.endswith(".tmp"):
+        if path.name.endswith(".tmp"):
             out.append(f"/var/lib/cloudinit-azure/{path.name}: a temporary file was left")
+    for rel in ("etc", "etc/default", "etc/default/grub.d", "var/lib/waagent"):
+        for stale in sorted((root / rel).glob(".*.tmp")):
+            out.append(f"/{rel}/{stale.name}: a temporary file was left")
     ovf = root / "var/lib/waagent/ovf-env.xml"
     if ovf.exists():
         try:
