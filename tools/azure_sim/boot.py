@@ -114,6 +114,38 @@ def _partitions(dev: str) -> list[dict[str, Any]]:
     return out
 
 
+def scenario_ovf(scenario: dict[str, Any], work: Path) -> tuple[bytes, dict[str, Any]]:
+    """The ovf-env.xml bytes and the certificates its key fingerprints name.
+
+    Names in the scenario become real certificates and fingerprints; the
+    PKCS#12 bundle the wireserver serves is written to ``work`` (0600).
+    """
+    if "ovf_xml" in scenario:
+        return scenario["ovf_xml"].encode(), {}
+    ovf_spec = dict(scenario["ovf"])
+    names = list(ovf_spec.get("key_fingerprints") or []) + [
+        p["fingerprint"] for p in ovf_spec.get("key_pairs") or []]
+    certificates: dict[str, Any] = {}
+    if names:
+        from azure_sim import certs
+
+        bundle, certificates = certs.make_bundle(names)
+        (work / "certificates.p12").write_bytes(bundle)
+        os.chmod(work / "certificates.p12", 0o600)
+        ovf_spec["key_fingerprints"] = [certificates[n]["fingerprint"]
+                                        for n in ovf_spec.get("key_fingerprints") or []]
+        ovf_spec["key_pairs"] = [{"fingerprint": certificates[p["fingerprint"]]["fingerprint"],
+                                  "path": p["path"]}
+                                 for p in ovf_spec.get("key_pairs") or []]
+    return documents.render_ovf(ovf_spec), certificates
+
+
+def certificates_url() -> str:
+    """Where the goal state says the certificates are."""
+    return (f"http://168.63.129.16:80/machine/{documents.CONTAINER_ID}/"
+            f"{documents.role_instance_id(DEFAULT_VM_ID)}?comp=certificates&incarnation=1")
+
+
 def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
               cloud_init: str, datasource: str, keep: Optional[str]) -> dict[str, Any]:
     """Build the images, attach them, and write the sandbox's plan."""
@@ -122,27 +154,7 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
         raise SimError(f"cloud-init {cloud_init} is not cached: run 'make deps'")
     env = deps.tool_env()
     ovf_path = work / "ovf-env.xml"
-    certificates: dict[str, Any] = {}
-    if "ovf_xml" in scenario:
-        ovf_bytes = scenario["ovf_xml"].encode()
-    else:
-        ovf_spec = dict(scenario["ovf"])
-        names = list(ovf_spec.get("key_fingerprints") or []) + [
-            p["fingerprint"] for p in ovf_spec.get("key_pairs") or []]
-        if names:
-            # Names in the scenario become real certificates and fingerprints.
-            from azure_sim import certs
-
-            bundle, info = certs.make_bundle(names)
-            (work / "certificates.p12").write_bytes(bundle)
-            os.chmod(work / "certificates.p12", 0o600)
-            certificates = info
-            ovf_spec["key_fingerprints"] = [info[n]["fingerprint"]
-                                            for n in ovf_spec.get("key_fingerprints") or []]
-            ovf_spec["key_pairs"] = [{"fingerprint": info[p["fingerprint"]]["fingerprint"],
-                                      "path": p["path"]}
-                                     for p in ovf_spec.get("key_pairs") or []]
-        ovf_bytes = documents.render_ovf(ovf_spec)
+    ovf_bytes, certificates = scenario_ovf(scenario, work)
     fd = os.open(ovf_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(ovf_bytes)
@@ -231,9 +243,7 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
     }
     if certificates:
         plan["platform"]["certificates_pkcs12"] = str(work / "certificates.p12")
-        plan["platform"]["certificates_url"] = (
-            f"http://168.63.129.16:80/machine/{documents.CONTAINER_ID}/"
-            f"{documents.role_instance_id(DEFAULT_VM_ID)}?comp=certificates&incarnation=1")
+        plan["platform"]["certificates_url"] = certificates_url()
     plan["host_netns"] = plan["platform"]["host_netns"]
     if "power_cut" in scenario:
         _plan_power_cut(plan, scenario, plat_dir)
