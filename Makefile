@@ -84,6 +84,10 @@ test-vm: $(DEPS) vm-image
 
 # The power-cut matrix (docs/reliability.md): every cut point in the sandbox on
 # both cloud-init versions, then the VM tier's points (one QEMU at a time).
-.PHONY: test-powercut
-test-powercut: $(DEPS)
+# AZURE_SIM_QEMU_LOCK=FILE makes each VM case wait for FILE's lock (a shared machine).
+.PHONY: test-powercut test-powercut-sandbox
+test-powercut-sandbox: $(DEPS)
 	$(PY) -m pytest -q -m powercut tests/integration
+
+test-powercut: test-powercut-sandbox vm-image
+	AZURE_SIM_VM=1 $(PY) -m pytest -q -m powercut tests/vm

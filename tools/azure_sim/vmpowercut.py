@@ -1,0 +1,133 @@
+"""Power cuts in the VM tier: QEMU killed by its pid, the next boot on the same disks.
+
+The run's qcow2 overlay (root) and raw resource disk already persist across
+the boots of one scenario (vm.py). Here: when the cut is due (the console
+shows the next stage began, the platform saw the n-th request, or Ready
+reached the platform), the supervisor SIGKILLs QEMU: whatever the guest
+kernel had not written back is lost, as on real hardware. After the run the
+root file system is read straight from the overlay (``qemu-img convert`` to
+raw, ``debugfs rdump``: nothing is mounted) and the sandbox's recovery
+checks (``recovery.py``) run on that copy. ``during:`` points need guest
+hooks in the image and are the sandbox's only (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Optional
+
+from azure_sim import images, powercut, recovery
+
+# after:<stage>: the cut lands when the console shows the next stage start.
+NEXT_STAGE = {"init-local": "init", "os-network": "init", "init": "modules-config",
+              "modules-config": "modules-final", "modules-final": "cloud-final-done"}
+RDUMP = ("/etc", "/var/lib/cloudinit-azure", "/var/lib/waagent", "/var/lib/hyperv",
+         "/home")
+
+
+class VmCutError(ValueError):
+    """A point the VM tier cannot cut at."""
+
+
+def plan(plan_: dict[str, Any], scenario: dict[str, Any], plat: Path) -> None:
+    """Add the cut point, the platform's trigger and the recovery checks' inputs."""
+    cut = plan_["power_cut"] = powercut.point(scenario["power_cut"])
+    if cut["kind"] == "during":
+        raise VmCutError(f"power_cut {cut['at']}: guest-hook points run in the sandbox only")
+    plan_["platform"]["power_cut"] = {
+        "endpoint": cut.get("endpoint", "none"), "n": cut.get("n", 0),
+        "file": str(plat / "power-cut"), "armed": str(plat / "power-cut.armed")}
+    ovf = scenario.get("ovf") or {}
+    plan_["expect_ready"] = scenario["expect"] == "ready"
+    plan_["expect_user"] = ovf.get("username")
+    plan_["expect_keys"] = list(ovf.get("public_keys") or [])
+    disk = scenario["resource_disk"]
+    if disk and disk["format"] == "ntfs":
+        plan_["resource_disk_user_files"] = {
+            name: images.user_file_text(name) for name in disk["files"]
+            if not name.lower().startswith("dataloss")}
+
+
+def arm(plan_: dict[str, Any], boot: int) -> None:
+    cut = plan_.get("power_cut")
+    if cut and cut["boot"] == boot and cut["kind"] == "request":
+        Path(plan_["platform"]["power_cut"]["armed"]).write_text("armed\n")
+
+
+def disarm(plan_: dict[str, Any]) -> None:
+    if plan_.get("power_cut"):
+        Path(plan_["platform"]["power_cut"]["armed"]).unlink(missing_ok=True)
+
+
+def due(plan_: dict[str, Any], boot: int, stage: str) -> Optional[str]:
+    """Why QEMU must die now (or None): polled with the console every 50 ms."""
+    from azure_sim.vmconsole import STAGE_ORDER
+
+    cut = plan_.get("power_cut")
+    if not cut or cut["boot"] != boot:
+        return None
+    if cut["kind"] == "request":
+        f = Path(plan_["platform"]["power_cut"]["file"])
+        return f.read_text().strip() if f.exists() else None
+    if cut["at"] == "after:ready":
+        try:
+            lines = Path(plan_["platform"]["journal"]).read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            entry = json.loads(line)
+            if (entry.get("health") or {}).get("state") == "Ready" and entry["status"] == 200:
+                return "Ready reached the platform"
+        return None
+    nxt = NEXT_STAGE[cut["target"]]
+    if stage in STAGE_ORDER and STAGE_ORDER.index(stage) >= STAGE_ORDER.index(nxt):
+        return f"console: {stage} began"
+    return None
+
+
+def check(plan_: dict[str, Any], work: Path, report: dict[str, Any],
+          env: dict[str, str]) -> dict[str, Any]:
+    """Read the disks the run left and run the recovery checks on them."""
+    tree = work / "recovered"
+    raw = work / "root.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", plan_["root_disk"], str(raw)],
+                   check=True, capture_output=True)
+    tree.mkdir(mode=0o700)
+    for path in RDUMP:
+        dest = tree / path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["debugfs", "-R", f"rdump {path} {dest.parent}", str(raw)],
+                       env=env, check=False, capture_output=True)
+    raw.unlink()
+    observed = {"user": report.get("user") or {}}
+    local = dict(plan_, visudo=_visudo(), tool_env={k: env[k] for k in (
+        "PATH", "LD_LIBRARY_PATH") if k in env})
+    if plan_.get("resource_disk_user_files"):
+        part = work / "resource-part1.img"
+        subprocess.run(["dd", f"if={plan_['resource_disk']}", f"of={part}", "bs=1M",
+                        "skip=1", "status=none", "conv=sparse"], check=True)
+        local["resource_partition"] = str(part)
+    out = recovery.checks(local, tree, observed)
+    shutil.rmtree(tree, ignore_errors=True)
+    return out
+
+
+def _visudo() -> Optional[str]:
+    from azure_sim import deps
+
+    visudo = deps.CACHE / "tools/sudo/usr/sbin/visudo"
+    return str(visudo) if visudo.exists() else None
+
+
+def finish(plan_: dict[str, Any], work: Path, report: dict[str, Any],
+           scenario: dict[str, Any], env: dict[str, str]) -> None:
+    """The report's ``power_cut`` section and the verdict with the recovery checks."""
+    from azure_sim.report import verdict
+
+    cut = next((b["power_cut"] for b in report["vm"]["boots"] if b.get("power_cut")), None)
+    report["power_cut"] = {"at": plan_["power_cut"]["at"], "why": cut,
+                           **check(plan_, work, report, env)}
+    report["verdict"] = verdict(report, scenario.get("expect", "ready"))
