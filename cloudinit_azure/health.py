@@ -64,7 +64,10 @@ class Outbox:
 
     def put(self, instance_id: str, outcome: Outcome) -> None:
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        # Durable before the POST: a power cut must not forget a pending outcome.
+        if not outcome.delivered:
+            # Before the POST: what the report promises (the account, keys, host
+            # keys) must survive a power cut, and so must the pending outcome.
+            atomic.sync_filesystem(self.state_dir)
         atomic.write_file(self._marker(instance_id), json.dumps(
             {"state": outcome.state, "delivered": outcome.delivered,
              "description": outcome.description}), mode=0o600)

@@ -79,3 +79,33 @@ def test_a_temporary_left_by_a_power_cut_goes_with_the_next_write(tmp_path):
     (tmp_path / ".other.1.aaaaaa.tmp").write_text("not ours")
     atomic.write_file(tmp_path / "fstab", "new\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.1.aaaaaa.tmp", "fstab"]
+
+
+def test_sync_filesystem_syncs_the_file_system_of_the_path(tmp_path, monkeypatch):
+    import ctypes
+
+    calls = []
+
+    class Libc:
+        def syncfs(self, fd):
+            calls.append(os.fstat(fd).st_dev)
+            return 0
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: Libc())
+    monkeypatch.setattr(os, "sync", lambda: calls.append("sync"))
+    atomic.sync_filesystem(tmp_path)
+    assert calls == [tmp_path.stat().st_dev]
+
+
+def test_sync_filesystem_falls_back_to_sync(tmp_path, monkeypatch):
+    import ctypes
+
+    class Libc:
+        def syncfs(self, fd):
+            return -1
+
+    calls = []
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: Libc())
+    monkeypatch.setattr(os, "sync", lambda: calls.append("sync"))
+    atomic.sync_filesystem(tmp_path)
+    assert calls == ["sync"]
