@@ -60,11 +60,22 @@ def test_vm_power_cut_then_recovery(cloud_init, kind, at, tmp_path):
     with qemu_lock():
         r = vm.boot(load_scenario(yaml.safe_dump(scenario)), cloud_init=cloud_init,
                     logs_to=str(tmp_path / "logs"))
-    print(f"{cloud_init} {kind} {at}: verdict {r['verdict']} power_cut {r['power_cut']}")
+    vm = r["vm"]
+    print(f"{cloud_init} {kind} {at}: verdict {r['verdict']} power_cut {r['power_cut']} "
+          f"ready {vm['boot_to_ready_s']} s after QEMU start, wall {r['wall_s']} s, "
+          f"boots {[b['seconds'] for b in vm['boots']]}")
     assert r["sim_error"] is None, (r["sim_error"], r["vm"])
     assert r["power_cut"]["why"], r["power_cut"]
-    assert r["verdict"]["ok"], (r["verdict"], r["power_cut"])
-    assert r["ready_count"] == 1, r["health_reports"]
+    problems = list(r["verdict"]["problems"])
+    if at == "after:ready":
+        # The ack-lost window (docs/reliability.md): the platform took Ready, the
+        # cut came before the VM's "delivered" marker reached the disk; the next
+        # boot cannot tell and sends it again (at-least-once), never a third.
+        assert r["ready_count"] in (1, 2), r["health_reports"]
+        problems = [p for p in problems if p != "Ready reported 2 times"]
+    else:
+        assert r["ready_count"] == 1, r["health_reports"]
+    assert not problems, (r["verdict"], r["power_cut"])
     assert [b["cloud_init_status"] for b in r["vm"]["boots"]][-1] == "done"
     if kind == "user-files":
         assert r["power_cut"]["user_files"]["intact"], r["power_cut"]["user_files"]
