@@ -34,6 +34,7 @@ def finish_deferred(state: FlowState, platform: Platform, machine: Machine,
     flow = Run(platform, machine, config, state.instance_id)
     flow.vm_id = plan.vm_id
     flow.update(wireserver=state.wireserver)
+    started = flow.clock()
     step = "password authentication"
     try:
         pwauth = plan.config.get("ssh_pwauth")
@@ -46,6 +47,8 @@ def finish_deferred(state: FlowState, platform: Platform, machine: Machine,
         flow.fail(ApplyError(step, exc))
         return "failed"
     result = flow.ready()
+    flow.phase("ready", "ok" if result == "delivered" else "failed", started,
+               f"{result} from azure_ready")
     if config.eject_media and state.media_kind == "device" and state.media_device:
         platform.eject(state.media_device)
     return result

@@ -24,10 +24,9 @@ import dataclasses
 import logging
 import time
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from cloudinit_azure import identity, keypairs, provision
-from cloudinit_azure.certificates import CertificateKeys
 from cloudinit_azure.flowstate import (
     READY_FROM_MODULE,
     ApplyError,
@@ -44,6 +43,9 @@ from cloudinit_azure.imds import InstanceMetadata
 from cloudinit_azure.ovf import OvfEnvironment, parse_ovf, redact_ovf
 from cloudinit_azure.report import DhcpError, ImdsError, ImdsParseError, ProvisioningError, Report
 from cloudinit_azure.wireserver import DEFAULT_WIRESERVER, MAX_DESCRIPTION, wireserver_address
+
+if TYPE_CHECKING:  # cryptography costs ~0.1 s to import: only for certificates
+    from cloudinit_azure.certificates import CertificateKeys
 
 LOG = logging.getLogger(__name__)
 MAX_DIAGNOSTICS = 16  # KVP records per flow run: one per phase, bounded
@@ -112,12 +114,13 @@ def deliver(platform: Platform, wireserver: str, key: str, outcome: Outcome,
     """Send a pending outcome; mark it delivered only once the wireserver took it."""
     try:
         platform.report_health(wireserver, outcome.description, budget_s)
-    except ProvisioningError as exc:
+    except Exception as exc:  # any failure: the report stays pending, never lost
         LOG.error("%s report not delivered (pending for the next boot): %s",
                   outcome.state, exc)
         return "pending"
     platform.remember(key, dataclasses.replace(outcome, delivered=True))
-    LOG.info("reported %s to the wireserver at %s", outcome.state, wireserver)
+    LOG.info("reported %s to the wireserver at %s",
+             "Ready" if outcome.state == "ready" else "ProvisioningFailed", wireserver)
     return "delivered"
 
 
@@ -182,8 +185,8 @@ def redeliver_failure(flow: Run, prior: Outcome) -> FlowState:
         with network(flow) as link:
             flow.update(link=link, wireserver=choose_wireserver(flow.config.wireserver, link))
             result = deliver(flow.platform, flow.state.wireserver,
-                              flow.state.instance_id or "unknown", prior,
-                              flow.config.failure_budget_s)
+                             flow.state.instance_id or "unknown", prior,
+                             flow.config.failure_budget_s)
     except DhcpError as exc:
         result = f"pending ({exc.reason})"
     flow.phase("report", "failed", started, f"earlier failure {result}")
@@ -262,13 +265,13 @@ def step_imds(flow: Run, ovf: Optional[OvfEnvironment]) -> Optional[InstanceMeta
 
 
 def step_certificates(flow: Run, ovf: Optional[OvfEnvironment],
-                      imds: Optional[InstanceMetadata]) -> CertificateKeys:
+                      imds: Optional[InstanceMetadata]) -> Optional[CertificateKeys]:
     """Goal state and certificates, only for keys given by fingerprint and key pairs."""
     started = flow.clock()
     wanted = provision.fingerprints_needed(ovf, imds)
     if not wanted:
         flow.phase("certificates", "skipped", started, "no fingerprints")
-        return CertificateKeys()
+        return None
     try:
         keys = flow.platform.certificate_keys(flow.state.wireserver,
                                               private=bool(ovf and ovf.key_pairs))
@@ -280,16 +283,16 @@ def step_certificates(flow: Run, ovf: Optional[OvfEnvironment],
 
 
 def step_plan(flow: Run, ovf: Optional[OvfEnvironment], imds: Optional[InstanceMetadata],
-              keys: CertificateKeys, system_uuid: str, previous: Optional[str],
+              keys: Optional[CertificateKeys], system_uuid: str, previous: Optional[str],
               ) -> tuple[provision.Provisioning, list[keypairs.KeyPairFile]]:
     """Decide the instance (pure) and where each key pair goes (inside the user's home)."""
     plan = provision.plan(ovf, imds, system_uuid=system_uuid, previous_instance_id=previous,
-                          cert_keys=dict(keys.public_keys),
+                          cert_keys=dict(keys.public_keys) if keys else {},
                           existing_users=flow.machine.existing_users())
     home = flow.machine.home_dir(plan.username)
     files = [keypairs.key_pair_file(fingerprint, path, home, keys)
              for fingerprint, path in plan.key_pairs]
-    flow.update(provisioning=plan)
+    flow.update(provisioning=plan, instance_id=flow.state.instance_id or plan.instance_id)
     return plan, files
 
 

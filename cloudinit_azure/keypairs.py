@@ -78,15 +78,10 @@ def stage(files: Sequence[KeyPairFile], staging: Path = STAGING_DIR) -> None:
     os.makedirs(staging, mode=0o700, exist_ok=True)
     os.chmod(staging, 0o700)
     for item in files:
-        _write(staging / item.fingerprint, item.private or b"", 0o600, -1, -1)
+        atomic.write_file(staging / item.fingerprint, item.private or b"", mode=0o600)
         if item.public:
-            _write(staging / f"{item.fingerprint}.pub", (item.public + "\n").encode(),
-                   0o600, -1, -1)
-
-
-def _write(dest: Path, data: bytes, mode: int, uid: int, gid: int) -> None:
-    """Write ``data`` to ``dest`` atomically with ``mode`` and owner from its first byte."""
-    atomic.write_file(dest, data, mode=mode, uid=uid, gid=gid)
+            atomic.write_file(staging / f"{item.fingerprint}.pub",
+                              (item.public + "\n").encode(), mode=0o600)
 
 
 def _make_dirs(directory: Path, home: Path, uid: int, gid: int) -> None:
@@ -118,10 +113,11 @@ def install(files: Sequence[KeyPairFile], uid: int, gid: int, home: str,
             public = pub.read_text().strip() if pub.exists() else None
         dest = Path(item.path)
         _make_dirs(dest.parent, Path(home), uid, gid)
-        _write(dest, private, 0o600, uid, gid)
+        atomic.write_file(dest, private, mode=0o600, uid=uid, gid=gid)
         written.append(str(dest))
         if public:
-            _write(Path(f"{dest}.pub"), (public + "\n").encode(), 0o644, uid, gid)
+            atomic.write_file(Path(f"{dest}.pub"), (public + "\n").encode(), mode=0o644,
+                              uid=uid, gid=gid)
             written.append(f"{dest}.pub")
     for item in files:
         for name in (item.fingerprint, f"{item.fingerprint}.pub"):

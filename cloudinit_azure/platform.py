@@ -11,16 +11,17 @@ import dataclasses
 import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
 from cloudinit_azure import health, kvp, media
-from cloudinit_azure.certificates import CertificateKeys
 from cloudinit_azure.flow import Link, Media
 from cloudinit_azure.health import Outcome
-from cloudinit_azure.imds import InstanceMetadata
-from cloudinit_azure.report import DhcpError
+from cloudinit_azure.report import DhcpError, MediaError
 from cloudinit_azure.runner import Runner, run
-from cloudinit_azure.wireserver import WireserverClient, wireserver_url
+
+if TYPE_CHECKING:
+    from cloudinit_azure.certificates import CertificateKeys
+    from cloudinit_azure.imds import InstanceMetadata
 
 LOG = logging.getLogger(__name__)
 
@@ -49,9 +50,20 @@ class LivePlatform:
                 LOG.debug("KVP pool not truncated: %s", exc)
 
     def read_media(self) -> Optional[Media]:
-        found = media.candidates(self.root, media.probe_block_types(self.runner),
-                                 seed_dir=self.settings["seed_dir"],
-                                 data_dir=self.settings["data_dir"])
+        """Seed, then /dev/sr0; only when neither has it, probe (blkid) for other DVDs."""
+        def where(blkid: Mapping[str, str]) -> list[media.Candidate]:
+            return media.candidates(self.root, blkid, seed_dir=self.settings["seed_dir"],
+                                    data_dir=self.settings["data_dir"])
+
+        quick = [c for c in where({}) if c.kind != "cache"]
+        if quick:
+            try:
+                candidate, data = media.first_ovf(quick, mount=self.mount)
+                return Media(candidate.kind, candidate.path, data)
+            except MediaError:
+                LOG.debug("no ovf-env.xml in %s: probing for other media",
+                          [c.path for c in quick])
+        found = where(media.probe_block_types(self.runner))
         if not found:
             return None
         candidate, data = media.first_ovf(found, mount=self.mount)
@@ -83,6 +95,7 @@ class LivePlatform:
 
     def certificate_keys(self, wireserver: str, private: bool) -> CertificateKeys:
         from cloudinit_azure.certificates import fetch_certificate_keys
+        from cloudinit_azure.wireserver import WireserverClient, wireserver_url
 
         client = WireserverClient(wireserver_url(wireserver),
                                   budget_s=float(self.settings["failure_report_budget_s"]))
@@ -102,7 +115,11 @@ class LivePlatform:
         return self.outbox.get(instance_id)
 
     def remember(self, instance_id: str, outcome: Outcome) -> None:
-        self.outbox.put(instance_id, outcome)
+        try:
+            self.outbox.put(instance_id, outcome)
+        except OSError as exc:  # the report itself matters more than its marker
+            LOG.error("could not record the %s outcome of %s: %s", outcome.state,
+                      instance_id, exc)
 
     def attempted_this_boot(self, instance_id: str) -> bool:
         return self.outbox.attempted(instance_id)

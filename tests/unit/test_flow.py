@@ -396,6 +396,7 @@ def test_deferred_account_stages_key_pairs_and_azure_ready_sends_ready():
                          ("key_pairs", ("/home/azureuser/.ssh/id_rsa",))]
     assert [h[2] for h in later.health()] == ["Ready"] and ("eject", "/dev/sr0") in \
         later.events
+    assert later.phases() == ["ready"]  # its own KVP diagnostic
 
 
 def test_deferred_password_vm_allows_passwords_before_ready():
@@ -437,3 +438,15 @@ def test_a_bug_in_a_step_still_ends_in_a_failure_report():
     state = boot(p, FakeMachine())
     assert state.failure == "unexpected error in provisioning"
     assert [h[2] for h in p.health()] == ["ProvisioningFailed"]
+
+
+def test_a_report_that_cannot_even_be_rendered_stays_pending_instead_of_escaping():
+    class Unrenderable(FakePlatform):
+        def report_health(self, wireserver, description, budget_s):
+            raise ValueError("cannot encode")
+
+    p = Unrenderable()
+    state = boot(p, FakeMachine())
+    assert state.provisioned and p.outbox[UUID] == Outcome("ready", False)
+    assert [e[2] for e in p.events if e[0] == "kvp" and e[1] == "ready"][0].startswith(
+        "ready: failed")

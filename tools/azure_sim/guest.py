@@ -374,6 +374,32 @@ def _user(plan: dict[str, Any], root: Path) -> dict[str, Any]:
     return info
 
 
+def password_login_allowed(name: str, root: Path) -> bool:
+    """The watcher's probe: the user has a usable password and sshd accepts passwords."""
+    try:
+        shadow = (root / "etc/shadow").read_text()
+    except OSError:
+        return False
+    hashed = next((line.split(":")[1] for line in shadow.splitlines()
+                   if line.split(":")[0] == name and line.count(":") > 1), "")
+    return hashed.startswith("$") and _sshd_password_auth(root)
+
+
+def host_key_fingerprints(root: Path) -> dict[str, str]:
+    """``{public key file: sha256 of its key}``: what an SSH client would pin."""
+    import hashlib
+
+    out = {}
+    for path in sorted((root / "etc/ssh").glob("ssh_host_*_key.pub")):
+        try:
+            words = path.read_text().split()
+        except OSError:
+            continue
+        if len(words) >= 2:
+            out[path.name] = hashlib.sha256(words[1].encode()).hexdigest()[:16]
+    return out
+
+
 def _kvp(root: Path) -> list[dict[str, str]]:
     try:
         data = (root / KVP_POOL).read_bytes()
