@@ -19,19 +19,24 @@ import yaml
 pytestmark = pytest.mark.powercut
 
 USER_FILES = {"resource_disk": {"files": ["dataloss_warning_readme.txt", "projects.txt"]}}
+# Seven cases (~140 s each under TCG) keep make test-powercut under 30 minutes;
+# AZURE_SIM_POWERCUT_FULL=1 adds the rest of the measured set (docs/reliability.md).
 CASES = [
     ("22.4.2", "default", "after:init-local"),
     ("22.4.2", "default", "after:init"),
-    ("22.4.2", "default", "after:modules-final"),
-    ("22.4.2", "default", "request:imds:1"),
     ("22.4.2", "default", "request:health:1"),
     ("22.4.2", "default", "after:ready"),
     ("22.4.2", "user-files", "after:init"),
-    ("22.4.2", "user-files", "after:modules-final"),
     ("25.1.4", "default", "after:init-local"),
-    ("25.1.4", "default", "request:health:1"),
     ("25.1.4", "user-files", "after:init"),
 ]
+if os.environ.get("AZURE_SIM_POWERCUT_FULL") == "1":
+    CASES += [
+        ("22.4.2", "default", "after:modules-final"),
+        ("22.4.2", "default", "request:imds:1"),
+        ("22.4.2", "user-files", "after:modules-final"),
+        ("25.1.4", "default", "request:health:1"),
+    ]
 
 
 @contextlib.contextmanager
