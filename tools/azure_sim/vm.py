@@ -340,6 +340,8 @@ def inner(plan_path: str) -> int:
             vmpowercut.arm(plan, boot)
             res = _one_boot(plan, boot, console)
             vmpowercut.disarm(plan)
+            if res.get("power_cut"):  # what the cut left, before the next boot
+                vmpowercut.after_cut(plan, work, env)
             result["boots"].append(res)
             if (res["timed_out"] or not res.get("report_b64")) and not res.get("power_cut"):
                 break

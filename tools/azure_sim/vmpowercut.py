@@ -25,7 +25,12 @@ from azure_sim import images, powercut, recovery
 NEXT_STAGE = {"init-local": "init", "os-network": "init", "init": "modules-config",
               "modules-config": "modules-final", "modules-final": "cloud-final-done"}
 RDUMP = ("/etc", "/var/lib/cloudinit-azure", "/var/lib/waagent", "/var/lib/hyperv",
-         "/home")
+         "/home", "/var/lib/cloud/data")
+# What a provisioned root must never hold empty (checked right after the cut).
+MUST_NOT_BE_EMPTY = ("etc/passwd", "etc/shadow", "etc/group", "etc/hostname", "etc/fstab",
+                     "etc/sudoers.d/*", "etc/ssh/ssh_host_*", "etc/ssh/sshd_config",
+                     "home/*/.ssh/authorized_keys", "var/lib/cloudinit-azure/*",
+                     "var/lib/waagent/ovf-env.xml", "var/lib/cloud/data/*")
 
 
 class VmCutError(ValueError):
@@ -88,20 +93,56 @@ def due(plan_: dict[str, Any], boot: int, stage: str) -> Optional[str]:
     return None
 
 
+def read_root(plan_: dict[str, Any], work: Path, tree: Path, env: dict[str, str]) -> None:
+    """Copy what the next boot's kernel would see of the root into ``tree``.
+
+    The overlay is converted to a raw copy, ext4's journal is replayed on the
+    copy (``e2fsck -E journal_only``, as mounting would), and ``debugfs
+    rdump`` copies the directories the checks read. Nothing is mounted.
+    """
+    raw = work / "root.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", plan_["root_disk"], str(raw)],
+                   check=True, capture_output=True)
+    try:
+        subprocess.run(["e2fsck", "-y", "-E", "journal_only", str(raw)], env=env,
+                       check=False, capture_output=True)
+        tree.mkdir(mode=0o700)
+        for path in RDUMP:
+            dest = tree / path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["debugfs", "-R", f"rdump {path} {dest.parent}", str(raw)],
+                           env=env, check=False, capture_output=True)
+    finally:
+        raw.unlink()
+
+
+def after_cut(plan_: dict[str, Any], work: Path, env: dict[str, str]) -> None:
+    """Between the cut and the recovery boot: which files the cut left empty.
+
+    Informational (``power_cut.after_cut`` in the report): the recovery boot
+    may make them again; the verdict judges the state after it.
+    """
+    tree = work / "after-cut"
+    out: dict[str, Any] = {}
+    try:
+        read_root(plan_, work, tree, env)
+        out["empty"] = sorted(
+            "/" + str(f.relative_to(tree)) for pattern in MUST_NOT_BE_EMPTY
+            for f in tree.glob(pattern) if f.is_file() and f.stat().st_size == 0)
+        out["problems"] = (recovery.written_file_problems(tree)
+                           + recovery.fstab_problems(tree / "etc/fstab"))
+    except Exception as exc:  # never let the look spoil the run
+        out["error"] = str(exc)[:300]
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    (work / "after-cut.json").write_text(json.dumps(out))
+
+
 def check(plan_: dict[str, Any], work: Path, report: dict[str, Any],
           env: dict[str, str]) -> dict[str, Any]:
     """Read the disks the run left and run the recovery checks on them."""
     tree = work / "recovered"
-    raw = work / "root.raw"
-    subprocess.run(["qemu-img", "convert", "-O", "raw", plan_["root_disk"], str(raw)],
-                   check=True, capture_output=True)
-    tree.mkdir(mode=0o700)
-    for path in RDUMP:
-        dest = tree / path.lstrip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["debugfs", "-R", f"rdump {path} {dest.parent}", str(raw)],
-                       env=env, check=False, capture_output=True)
-    raw.unlink()
+    read_root(plan_, work, tree, env)
     observed = {"user": report.get("user") or {}}
     local = dict(plan_, visudo=_visudo(), tool_env={k: env[k] for k in (
         "PATH", "LD_LIBRARY_PATH") if k in env})
@@ -112,6 +153,9 @@ def check(plan_: dict[str, Any], work: Path, report: dict[str, Any],
         local["resource_partition"] = str(part)
     out = recovery.checks(local, tree, observed)
     shutil.rmtree(tree, ignore_errors=True)
+    cut = work / "after-cut.json"
+    if cut.exists():
+        out["after_cut"] = json.loads(cut.read_text())
     return out
 
 
