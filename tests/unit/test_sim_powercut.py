@@ -122,3 +122,38 @@ def test_sudoers_empty_file_found_without_visudo(tmp_path):
     os.chmod(d / "90-cloud-init-users", 0o440)
     assert recovery.sudoers_problems({"visudo": None}, tmp_path) == [
         "/etc/sudoers.d/90-cloud-init-users is empty"]
+
+
+def test_vm_cut_is_due_at_the_next_stage_the_nth_request_or_ready(tmp_path):
+    import json
+
+    from azure_sim import vmpowercut
+
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text("")
+    plat = {"journal": str(journal)}
+
+    def plan(at, boot=1):
+        p = {"platform": dict(plat)}
+        vmpowercut.plan(p, load_scenario(f'power_cut: {{boot: {boot}, at: "{at}"}}\n'),
+                        tmp_path)
+        return p
+
+    p = plan("after:init-local")
+    assert vmpowercut.due(p, 1, "init-local") is None
+    assert vmpowercut.due(p, 1, "init") == "console: init began"
+    assert vmpowercut.due(p, 2, "modules-final") is None  # not the cut boot
+    p = plan("request:health:1")
+    vmpowercut.arm(p, 1)
+    assert (tmp_path / "power-cut.armed").exists()
+    assert vmpowercut.due(p, 1, "init") is None
+    (tmp_path / "power-cut").write_text("request health:1\n")
+    assert vmpowercut.due(p, 1, "init") == "request health:1"
+    vmpowercut.disarm(p)
+    assert not (tmp_path / "power-cut.armed").exists()
+    p = plan("after:ready")
+    journal.write_text(json.dumps({"endpoint": "health", "status": 200,
+                                   "health": {"state": "Ready"}}) + "\n")
+    assert vmpowercut.due(p, 1, "init-local") == "Ready reached the platform"
+    with pytest.raises(vmpowercut.VmCutError):
+        plan("during:useradd")
