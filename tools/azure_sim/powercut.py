@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sysconfig
 import threading
 import time
@@ -220,6 +221,34 @@ class Cutter:
         if self.why is None:
             raise RuntimeError(f"power cut {self.box.plan['power_cut']['at']} never "
                                f"happened in boot {boot}")
+
+
+def kill_all(proc: Path, platform: int, keep: set[int]) -> None:
+    """SIGKILL, at once, every process of the pid namespace whose ``proc`` this is,
+    but ourselves, ``keep`` and the platform (``platform`` and its descendants)."""
+    keep = keep | {os.getpid(), platform}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid in keep or _descends(proc, pid, platform):
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _descends(proc: Path, pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        try:
+            stat = (proc / str(pid) / "stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        if pid == ancestor:
+            return True
+    return False
 
 
 BASE_MOUNTS = ("", "/proc", "/proc/sys", "/proc/sys/net", "/sys", "/sys/firmware",

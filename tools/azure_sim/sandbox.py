@@ -246,33 +246,9 @@ class Sandbox:
 
     def kill_vm(self) -> None:
         """SIGKILL every VM process at once (all but us, the platform and the monitor)."""
-        me = os.getpid()
-        plat = self.platform.pid if self.platform else -1
-        keep = {me, plat, getattr(getattr(self, "monitor", None), "pid", -1)}
-        # Our pid namespace's own proc (the outer /proc is the host's).
-        proc = self.root / "proc"
-        for entry in proc.iterdir():
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            if pid in keep or self._is_descendant(proc, pid, plat):
-                continue
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    @staticmethod
-    def _is_descendant(proc: Path, pid: int, ancestor: int) -> bool:
-        while pid > 1:
-            try:
-                stat = (proc / str(pid) / "stat").read_text()
-            except OSError:
-                return False
-            pid = int(stat.rsplit(")", 1)[1].split()[1])
-            if pid == ancestor:
-                return True
-        return False
+        monitor = getattr(self, "monitor", None)
+        powercut.kill_all(self.root / "proc", self.platform.pid if self.platform else -1,
+                          keep={monitor.pid} if monitor else set())
 
     def boot(self) -> dict[str, Any]:
         (self.work / "logs").mkdir(exist_ok=True)
