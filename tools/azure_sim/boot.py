@@ -264,22 +264,12 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
 
 def _plan_power_cut(plan: dict[str, Any], scenario: dict[str, Any], plat_dir: Path) -> None:
     """The cut point and what the recovery checks compare against (powercut.py)."""
-    from azure_sim import powercut
+    from azure_sim import powercut, recovery
 
     cut = plan["power_cut"] = powercut.point(scenario["power_cut"])
     if cut["kind"] == "request":
-        plan["platform"]["power_cut"] = {
-            "endpoint": cut["endpoint"], "n": cut["n"],
-            "file": str(plat_dir / "power-cut"), "armed": str(plat_dir / "power-cut.armed")}
-    plan["expect_ready"] = scenario["expect"] == "ready"
-    plan["expect_keys"] = list((scenario.get("ovf") or {}).get("public_keys") or [])
-    visudo = deps.CACHE / "tools/sudo/usr/sbin/visudo"
-    plan["visudo"] = str(visudo) if visudo.exists() else None
-    disk = scenario["resource_disk"]
-    if disk and disk["format"] == "ntfs":
-        plan["resource_disk_user_files"] = {
-            name: images.user_file_text(name) for name in disk["files"]
-            if not name.lower().startswith("dataloss")}
+        plan["platform"]["power_cut"] = powercut.platform_trigger(cut, plat_dir)
+    plan.update(recovery.expectations(scenario))
 
 
 def run_sandbox(work: Path, timeout: float) -> tuple[int, bool]:

@@ -122,6 +122,12 @@ def point(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def platform_trigger(cut: dict[str, Any], plat_dir: Path) -> dict[str, Any]:
+    """The platform's side of a request point (fabric.py): the count starts when armed."""
+    return {"endpoint": cut.get("endpoint", "none"), "n": cut.get("n", 0),
+            "file": str(plat_dir / "power-cut"), "armed": str(plat_dir / "power-cut.armed")}
+
+
 def install(plan: dict[str, Any], root: Path) -> None:
     """Put the (inert until armed) guest hooks for a ``during:`` point into the image."""
     cut = plan.get("power_cut")

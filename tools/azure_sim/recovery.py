@@ -16,6 +16,23 @@ from pathlib import Path
 from typing import Any, Optional
 
 
+def expectations(scenario: dict[str, Any]) -> dict[str, Any]:
+    """What the checks compare against, from the scenario (plan keys)."""
+    from azure_sim import deps, images
+
+    ovf = scenario.get("ovf") or {}
+    visudo = deps.CACHE / "tools/sudo/usr/sbin/visudo"
+    out: dict[str, Any] = {"expect_ready": scenario["expect"] == "ready",
+                           "expect_keys": list(ovf.get("public_keys") or []),
+                           "visudo": str(visudo) if visudo.exists() else None}
+    disk = scenario["resource_disk"]
+    if disk and disk["format"] == "ntfs":
+        out["resource_disk_user_files"] = {
+            name: images.user_file_text(name) for name in disk["files"]
+            if not name.lower().startswith("dataloss")}
+    return out
+
+
 def checks(plan: dict[str, Any], root: Path, observed: dict[str, Any]) -> dict[str, Any]:
     """What must hold after the recovery boot, whatever the cut broke."""
     problems: list[str] = []

@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
-from azure_sim import images, powercut, recovery
+from azure_sim import powercut, recovery
 
 # after:<stage>: the cut lands when the console shows the next stage start.
 NEXT_STAGE = {"init-local": "init", "os-network": "init", "init": "modules-config",
@@ -42,18 +42,9 @@ def plan(plan_: dict[str, Any], scenario: dict[str, Any], plat: Path) -> None:
     cut = plan_["power_cut"] = powercut.point(scenario["power_cut"])
     if cut["kind"] == "during":
         raise VmCutError(f"power_cut {cut['at']}: guest-hook points run in the sandbox only")
-    plan_["platform"]["power_cut"] = {
-        "endpoint": cut.get("endpoint", "none"), "n": cut.get("n", 0),
-        "file": str(plat / "power-cut"), "armed": str(plat / "power-cut.armed")}
-    ovf = scenario.get("ovf") or {}
-    plan_["expect_ready"] = scenario["expect"] == "ready"
-    plan_["expect_user"] = ovf.get("username")
-    plan_["expect_keys"] = list(ovf.get("public_keys") or [])
-    disk = scenario["resource_disk"]
-    if disk and disk["format"] == "ntfs":
-        plan_["resource_disk_user_files"] = {
-            name: images.user_file_text(name) for name in disk["files"]
-            if not name.lower().startswith("dataloss")}
+    plan_["platform"]["power_cut"] = powercut.platform_trigger(cut, plat)
+    plan_.update(recovery.expectations(scenario))
+    plan_["expect_user"] = (scenario.get("ovf") or {}).get("username")
 
 
 def arm(plan_: dict[str, Any], boot: int) -> None:
@@ -144,8 +135,7 @@ def check(plan_: dict[str, Any], work: Path, report: dict[str, Any],
     tree = work / "recovered"
     read_root(plan_, work, tree, env)
     observed = {"user": report.get("user") or {}}
-    local = dict(plan_, visudo=_visudo(), tool_env={k: env[k] for k in (
-        "PATH", "LD_LIBRARY_PATH") if k in env})
+    local = dict(plan_, tool_env={k: env[k] for k in ("PATH", "LD_LIBRARY_PATH") if k in env})
     if plan_.get("resource_disk_user_files"):
         part = work / "resource-part1.img"
         subprocess.run(["dd", f"if={plan_['resource_disk']}", f"of={part}", "bs=1M",
@@ -157,13 +147,6 @@ def check(plan_: dict[str, Any], work: Path, report: dict[str, Any],
     if cut.exists():
         out["after_cut"] = json.loads(cut.read_text())
     return out
-
-
-def _visudo() -> Optional[str]:
-    from azure_sim import deps
-
-    visudo = deps.CACHE / "tools/sudo/usr/sbin/visudo"
-    return str(visudo) if visudo.exists() else None
 
 
 def finish(plan_: dict[str, Any], work: Path, report: dict[str, Any],
