@@ -16,7 +16,7 @@ from cloudinit import sources
 
 # Only what every stage needs is imported here: cloud-init unpickles this
 # datasource in every stage, and most never crawl. The rest loads on use.
-from cloudinit_azure import flowstate, settings
+from cloudinit_azure import atomic, flowstate, settings
 from cloudinit_azure.report import ConfigError
 
 LOG = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class DataSourceAzure(sources.DataSource):
         cfg = self._settings()
         if not self._on_azure():
             return False
+        atomic.drop_empty([os.path.join(self.paths.get_cpath("data"), "set-hostname")])
         platform = LivePlatform(cfg, mount=machine.mount_reader,
                                 dhcp_fallback=lambda nic: machine.cloudinit_dhcp(self.distro, nic))
         platform.truncate_stale_kvp()

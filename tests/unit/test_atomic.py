@@ -109,3 +109,12 @@ def test_sync_filesystem_falls_back_to_sync(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "sync", lambda: calls.append("sync"))
     atomic.sync_filesystem(tmp_path)
     assert calls == ["sync"]
+
+
+def test_drop_empty_removes_only_empty_files(tmp_path):
+    empty, full = tmp_path / "set-hostname", tmp_path / "other"
+    empty.write_text("")
+    full.write_text('{"hostname": "vm"}')
+    missing = tmp_path / "missing"
+    assert atomic.drop_empty([str(empty), str(full), str(missing)]) == [str(empty)]
+    assert not empty.exists() and full.exists()
