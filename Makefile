@@ -41,7 +41,7 @@ integration: $(DEPS)
 	$(PY) -m pytest -q tests/integration
 
 test: $(DEPS) lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not powercut" tests
 	# The adapters import cloud-init: unit tests again against 25.1.4.
 	CLOUD_INIT=25.1.4 $(PY) -m pytest -q -p no:cacheprovider tests/unit
 
@@ -95,3 +95,13 @@ vm-image: deb $(STAMP)
 
 test-vm: $(DEPS) vm-image
 	AZURE_SIM_VM=1 $(PY) -m pytest -q tests/vm
+
+# The power-cut matrix (docs/reliability.md): every cut point in the sandbox on
+# both cloud-init versions, then the VM tier's points (one QEMU at a time).
+# AZURE_SIM_QEMU_LOCK=FILE makes each VM case wait for FILE's lock (a shared machine).
+.PHONY: test-powercut test-powercut-sandbox
+test-powercut-sandbox: $(DEPS)
+	$(PY) -m pytest -q -m powercut tests/integration
+
+test-powercut: test-powercut-sandbox vm-image
+	AZURE_SIM_VM=1 $(PY) -m pytest -q -m powercut tests/vm

@@ -373,7 +373,9 @@ def provision_instance(flow: Run, media: Optional[Media], ovf: Optional[OvfEnvir
     flow.phase("plan", "ok", started, plan.instance_id)
     if not step_account(flow, plan, files):
         return flow.update()
-    step_host(flow, plan, new_instance=previous != plan.instance_id)
+    # An outcome in our outbox means this instance was provisioned here before,
+    # even if a power cut lost cloud-init's instance-id file: keep its host keys.
+    step_host(flow, plan, new_instance=previous != plan.instance_id and prior is None)
     state = step_ready(flow, prior)
     if flow.config.eject_media and media is not None and media.kind == "device":
         flow.platform.eject(media.path)

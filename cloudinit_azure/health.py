@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from cloudinit_azure import atomic
+
 if TYPE_CHECKING:
     from cloudinit_azure.wireserver import WireserverClient
 
@@ -62,13 +64,13 @@ class Outbox:
 
     def put(self, instance_id: str, outcome: Outcome) -> None:
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        path = self._marker(instance_id)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"state": outcome.state, "delivered": outcome.delivered,
-                       "description": outcome.description}, fh)
-        os.replace(tmp, path)
+        if not outcome.delivered:
+            # Before the POST: what the report promises (the account, keys, host
+            # keys) must survive a power cut, and so must the pending outcome.
+            atomic.sync_filesystem(self.state_dir)
+        atomic.write_file(self._marker(instance_id), json.dumps(
+            {"state": outcome.state, "delivered": outcome.delivered,
+             "description": outcome.description}), mode=0o600)
         try:
             os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
             (self.run_dir / f"attempted-{_safe(instance_id)}").touch()

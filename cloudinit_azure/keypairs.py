@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from cloudinit_azure import privatefile
+from cloudinit_azure import atomic
 from cloudinit_azure.report import UserConfigError
 
 if TYPE_CHECKING:
@@ -78,10 +78,10 @@ def stage(files: Sequence[KeyPairFile], staging: Path = STAGING_DIR) -> None:
     os.makedirs(staging, mode=0o700, exist_ok=True)
     os.chmod(staging, 0o700)
     for item in files:
-        privatefile.write(staging / item.fingerprint, item.private or b"", 0o600)
+        atomic.write_file(staging / item.fingerprint, item.private or b"", mode=0o600)
         if item.public:
-            privatefile.write(staging / f"{item.fingerprint}.pub",
-                              (item.public + "\n").encode(), 0o600)
+            atomic.write_file(staging / f"{item.fingerprint}.pub",
+                              (item.public + "\n").encode(), mode=0o600)
 
 
 def _make_dirs(directory: Path, home: Path, uid: int, gid: int) -> None:
@@ -113,10 +113,10 @@ def install(files: Sequence[KeyPairFile], uid: int, gid: int, home: str,
             public = pub.read_text().strip() if pub.exists() else None
         dest = Path(item.path)
         _make_dirs(dest.parent, Path(home), uid, gid)
-        privatefile.write(dest, private, 0o600, uid=uid, gid=gid)
+        atomic.write_file(dest, private, mode=0o600, uid=uid, gid=gid)
         written.append(str(dest))
         if public:
-            privatefile.write(Path(f"{dest}.pub"), (public + "\n").encode(), 0o644,
+            atomic.write_file(Path(f"{dest}.pub"), (public + "\n").encode(), mode=0o644,
                               uid=uid, gid=gid)
             written.append(f"{dest}.pub")
     for item in files:

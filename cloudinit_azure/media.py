@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Optional, Union
 
-from cloudinit_azure import privatefile
+from cloudinit_azure import atomic
 from cloudinit_azure.report import MediaError
 from cloudinit_azure.runner import CommandError, Runner
 
@@ -326,7 +326,7 @@ def write_cached_copy(root: PathLike, data_redacted: bytes,
         pass
     os.chmod(directory, 0o700)
     target = directory / OVF_NAME
-    privatefile.write(target, data_redacted, 0o600, fsync=True)
+    atomic.write_file(target, data_redacted, mode=0o600)
     return target
 
 

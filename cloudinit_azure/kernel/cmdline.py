@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
+from cloudinit_azure import atomic
 from cloudinit_azure.kernel.shell import (
     _SAFE_ARG,
     UnsafeGrubFile,
@@ -220,13 +221,8 @@ def _read(path: str) -> Optional[str]:
 
 
 def _write(path: str, text: str) -> None:
-    """Replace ``path`` atomically, keeping its mode when it exists."""
-    tmp = f"{path}.cloudinit-azure.tmp"
-    mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    """Replace ``path`` atomically (fsync, rename), keeping its mode when it exists."""
+    atomic.write_file(path, text)
 
 
 def _drop_ins(root: str) -> list[str]:

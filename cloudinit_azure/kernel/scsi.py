@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from cloudinit_azure import atomic
+
 LOG = logging.getLogger(__name__)
 
 
@@ -44,10 +46,7 @@ def install_udev_rule(root: str, seconds: int, log: logging.Logger = LOG) -> boo
         pass
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        atomic.write_file(path, text)
     except OSError as err:
         log.warning("cannot write /%s: %s", UDEV_RULE, err)
         return False

@@ -5,10 +5,11 @@ the one idempotent file write the network modules share.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Optional
+
+from cloudinit_azure import atomic
 
 LOG = logging.getLogger(__name__)
 
@@ -19,16 +20,8 @@ def write_if_changed(path: Path, text: str, mode: Optional[int] = None) -> bool:
     An existing file keeps its mode; a new one gets ``mode`` (default 0644).
     """
     path = Path(path)
-    if _read_raw(path) == text:
-        return False
-    if mode is None:
-        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    return True
+    return atomic.write_file(path, text, mode=mode, if_changed=True)
 
 
 def _read_raw(path: Path) -> Optional[str]:

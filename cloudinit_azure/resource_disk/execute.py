@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
+from cloudinit_azure import atomic
 from cloudinit_azure.resource_disk.decide import (
     Decision,
     Marker,
@@ -103,11 +104,7 @@ def read_marker(machine: Machine) -> Optional[Marker]:
 def write_marker(machine: Machine, marker: Marker) -> None:
     path = machine.path(MARKER_PATH)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(marker.__dict__, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic.write_file(path, json.dumps(marker.__dict__, indent=1, sort_keys=True) + "\n")
 
 
 class _Executor:
@@ -202,10 +199,7 @@ class _Executor:
         after = change(before)
         if after != before:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = path + ".cloudinit-azure.tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(after)
-            os.replace(tmp, path)
+            atomic.write_file(path, after)
 
     def _wait_partition(self, number: int) -> str:
         """The new partition, found in sysfs by number (not by name); its

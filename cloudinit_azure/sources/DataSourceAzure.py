@@ -15,7 +15,7 @@ from typing import Any, Optional
 from cloudinit import sources
 
 # Only what every stage needs (each unpickles this object); the rest loads on use.
-from cloudinit_azure import flowstate, metadata, settings
+from cloudinit_azure import atomic, flowstate, metadata, settings
 from cloudinit_azure.report import ConfigError
 
 LOG = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class DataSourceAzure(sources.DataSource):
         cfg = self._settings()
         if not self._on_azure():
             return False
+        atomic.drop_empty([os.path.join(self.paths.get_cpath("data"), "set-hostname")])
         platform = LivePlatform(cfg, mount=machine.mount_reader,
                                 dhcp_fallback=lambda nic: machine.cloudinit_dhcp(self.distro, nic))
         platform.truncate_stale_kvp()

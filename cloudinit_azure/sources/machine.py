@@ -82,6 +82,14 @@ class _WithDefaultUser:
         return dict(self._default_user)
 
 
+def host_key_whole(keyfile: str) -> bool:
+    """A host key and its public half both non-empty (what sshd needs to start)."""
+    try:
+        return os.path.getsize(keyfile) > 0 and os.path.getsize(keyfile + ".pub") > 0
+    except OSError:
+        return False
+
+
 class CloudInitMachine:
     def __init__(self, distro: Any, sys_cfg: Mapping[str, Any], paths: Any) -> None:
         self.distro = distro
@@ -165,6 +173,11 @@ class CloudInitMachine:
         jobs = {}
         for keytype in wanted:
             keyfile = KEY_FILE_TPL % keytype
+            if os.path.exists(keyfile) and not host_key_whole(keyfile):
+                # ssh-keygen does not fsync: a power cut can leave an empty key.
+                LOG.warning("host key %s is empty or has no public half: made anew", keyfile)
+                util.del_file(keyfile)
+                util.del_file(keyfile + ".pub")
             if not os.path.exists(keyfile):
                 util.ensure_dir(os.path.dirname(keyfile))
                 jobs[keyfile] = subprocess.Popen(

@@ -149,3 +149,16 @@ def test_get_data_maps_the_flow_state_onto_cloud_init(ds, monkeypatch):
     assert ds.device_name_to_device("ephemeral0") is None
     assert ds.userdata_raw == b"ud" and ds.metadata["instance-id"] == UUID
     assert ds._get_subplatform() == "config-disk (/dev/sr0)"
+
+
+def test_a_host_key_left_empty_by_a_power_cut_is_not_whole(tmp_path):
+    from cloudinit_azure.sources.machine import host_key_whole
+
+    key = tmp_path / "ssh_host_ed25519_key"
+    key.write_text("")
+    (tmp_path / "ssh_host_ed25519_key.pub").write_text("ssh-ed25519 AAAA\n")
+    assert not host_key_whole(str(key))
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    assert host_key_whole(str(key))
+    (tmp_path / "ssh_host_ed25519_key.pub").unlink()
+    assert not host_key_whole(str(key))

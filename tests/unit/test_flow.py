@@ -342,6 +342,17 @@ def test_never_ready_after_a_failure_and_never_twice():
     assert p.health() == [] and p.reports() == []  # no second outcome
 
 
+def test_a_lost_instance_id_file_does_not_make_a_reported_instance_new():
+    # A power cut after Ready lost cloud-init's unsynced instance-id file: the
+    # outbox still knows the instance, so its host keys must not be replaced.
+    m = FakeMachine()
+    boot(FakePlatform(outbox={UUID: Outcome("ready", True)}), m, previous_instance_id=None)
+    assert ("host_keys", False) in m.events
+    m = FakeMachine()
+    boot(FakePlatform(), m, previous_instance_id=None)
+    assert ("host_keys", True) in m.events
+
+
 def test_imds_hard_failure_with_a_complete_ovf_provisions_from_the_ovf():
     p = FakePlatform(imds_error=ImdsError("IMDS answered 403"))
     state = boot(p, FakeMachine())

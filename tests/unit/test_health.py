@@ -69,3 +69,16 @@ def test_send_ready_or_failure_after_a_fresh_goal_state():
     assert ws.calls == [("ready", GS), ("failure", GS, "result=error")]
     with pytest.raises(WireserverError):
         health.send("127.0.0.1", None, 1, client=FakeWireserver(fail=True))
+
+
+def test_a_pending_outcome_syncs_the_file_system_first(tmp_path, monkeypatch):
+    from cloudinit_azure import atomic
+    from cloudinit_azure.health import Outbox, Outcome
+
+    synced = []
+    monkeypatch.setattr(atomic, "sync_filesystem", lambda path: synced.append(str(path)))
+    box = Outbox(str(tmp_path / "state"), str(tmp_path / "run"))
+    box.put("iid", Outcome("ready", False))
+    assert synced == [str(tmp_path / "state")]
+    box.put("iid", Outcome("ready", True))  # delivered: the marker alone (fsynced)
+    assert synced == [str(tmp_path / "state")]

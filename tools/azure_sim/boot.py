@@ -259,8 +259,20 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
         plan["platform"]["certificates_pkcs12"] = str(work / "certificates.p12")
         plan["platform"]["certificates_url"] = certificates_url()
     plan["host_netns"] = plan["platform"]["host_netns"]
+    if "power_cut" in scenario:
+        _plan_power_cut(plan, scenario, plat_dir)
     (work / "plan.json").write_text(json.dumps(plan, indent=1))
     return plan
+
+
+def _plan_power_cut(plan: dict[str, Any], scenario: dict[str, Any], plat_dir: Path) -> None:
+    """The cut point and what the recovery checks compare against (powercut.py)."""
+    from azure_sim import powercut, recovery
+
+    cut = plan["power_cut"] = powercut.point(scenario["power_cut"])
+    if cut["kind"] == "request":
+        plan["platform"]["power_cut"] = powercut.platform_trigger(cut, plat_dir)
+    plan.update(recovery.expectations(scenario))
 
 
 def run_sandbox(work: Path, timeout: float) -> tuple[int, bool]:

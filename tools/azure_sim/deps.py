@@ -115,9 +115,7 @@ def site_packages(version: str) -> Path:
 def fetch_layer() -> Path:
     """Download the image layer's packages (and missing deps) and unpack them."""
     dest = CACHE / "layer"
-    stamp = dest / ".done"
-    want = " ".join(LAYER_PACKAGES) + "\n"
-    if stamp.exists() and stamp.read_text() == want:
+    if _unpacked(dest, LAYER_PACKAGES):
         return dest
     arch = CACHE / "downloads" / "layer"
     (arch / "partial").mkdir(parents=True, exist_ok=True)
@@ -137,8 +135,39 @@ def fetch_layer() -> Path:
     if default_sshd.exists():
         (dest / "etc/ssh").mkdir(parents=True, exist_ok=True)
         shutil.copy2(default_sshd, dest / "etc/ssh/sshd_config")
-    stamp.write_text(want)
+    _unpacked(dest, LAYER_PACKAGES, done=True)
     return dest
+
+
+CHECKER_PACKAGES = ["sudo"]  # visudo checks sudoers after a power cut; never in the image
+
+
+def fetch_checkers() -> Path:
+    """Host-side checking tools (visudo), unpacked outside the image layer."""
+    dest = CACHE / "tools"
+    if _unpacked(dest, CHECKER_PACKAGES):
+        return dest
+    dl = CACHE / "downloads" / "tools"
+    dl.mkdir(parents=True, exist_ok=True)
+    for old in dl.glob("*.deb"):
+        old.unlink()
+    _run(["apt-get", "-o", "APT::Sandbox::User=root", "download", *CHECKER_PACKAGES], cwd=dl)
+    if dest.exists():
+        shutil.rmtree(dest)
+    for deb in sorted(dl.glob("*.deb")):
+        name = deb.name.split("_", 1)[0]
+        (dest / name).mkdir(parents=True, exist_ok=True)
+        _run(["dpkg-deb", "-x", str(deb), str(dest / name)])
+    _unpacked(dest, CHECKER_PACKAGES, done=True)
+    return dest
+
+
+def _unpacked(dest: Path, packages: list[str], done: bool = False) -> bool:
+    """Is ``dest`` unpacked from exactly ``packages``? ``done``: record that it is."""
+    stamp, want = dest / ".done", " ".join(packages) + "\n"
+    if done:
+        stamp.write_text(want)
+    return stamp.exists() and stamp.read_text() == want
 
 
 def _usr_merge(root: Path) -> None:
@@ -211,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         fetch_cloud_init(version)
     if not args.no_layer:
         fetch_layer()
+        fetch_checkers()
     return 0
 
 

@@ -71,6 +71,8 @@ class Platform:
             documents.role_instance_id(cfg["vm_id"]),
             cfg.get("certificates_url"))
         self.certificates_xml: Optional[bytes] = None
+        self.power_cut: Optional[dict[str, Any]] = cfg.get("power_cut")
+        self.cut_seen = 0  # requests to the cut endpoint while armed
         if cfg.get("certificates_pkcs12"):
             self.pkcs12 = Path(cfg["certificates_pkcs12"]).read_bytes()
         else:
@@ -123,8 +125,25 @@ class Handler(BaseHTTPRequestHandler):
         entry.update(extra or {})
         self.platform.journal(entry)
 
+    def _power_cut(self, endpoint: str, body: bytes, t0: float) -> bool:
+        """The armed power cut's n-th request: the VM dies before it reaches us."""
+        cut = self.platform.power_cut
+        if not cut or cut["endpoint"] != endpoint or not os.path.exists(cut["armed"]):
+            return False
+        with self.platform._lock:
+            self.platform.cut_seen += 1
+            if self.platform.cut_seen != cut["n"]:
+                return False
+        self._record(endpoint, "cut", body, t0, {"power_cut": True})
+        Path(cut["file"]).write_text(f"request {endpoint}:{cut['n']}\n")
+        time.sleep(30)  # no answer: the sandbox kills the VM meanwhile
+        self.close_connection = True
+        return True
+
     def _fault(self, endpoint: str, body: bytes, t0: float) -> bool:
         """Apply the next scripted fault for ``endpoint``; True when it answered."""
+        if self._power_cut(endpoint, body, t0):
+            return True
         fault = self.platform.faults.next(endpoint)
         if fault is None:
             return False

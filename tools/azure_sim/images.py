@@ -81,6 +81,11 @@ def _run(cmd: list[str], env: Mapping[str, str]) -> None:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
 
 
+def user_file_text(name: str) -> str:
+    """What a user's file on the resource disk holds (checked after a power cut)."""
+    return f"user data in {name}\n"
+
+
 def template_key(spec: Mapping[str, Any]) -> str:
     text = repr((spec.get("size_mib"), spec.get("format"), tuple(spec.get("files", ()))))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -114,7 +119,7 @@ def _ntfs(part: Path, start: int, files: Any, tmpdir: Path, env: Mapping[str, st
     for name in files:
         src = tmpdir / "payload"
         text = DATALOSS_TEXT if name.lower().startswith("dataloss") else (
-            f"user data in {name}\n")
+            user_file_text(name))
         src.write_text(text)
         _run(["ntfscp", "--force", str(part), str(src), name], env)
 

@@ -192,6 +192,8 @@ def build_report(*, scenario: dict[str, Any], raw: dict[str, Any],
         "sim_error": raw.get("error"),
         "wall_s": round(wall_s, 3),
     }
+    if raw.get("power_cut"):
+        report["power_cut"] = raw["power_cut"]
     if raw.get("error"):
         report["cloud_init_log_tail"] = raw.get("cloud_init_log_tail")
         report["traceback"] = raw.get("traceback")
@@ -226,6 +228,13 @@ def verdict(report: dict[str, Any], expect: str) -> dict[str, Any]:
             problems.append("no failure was reported")
         if report["ready"]:
             problems.append("Ready was reported")
+    cut = report.get("power_cut")
+    if cut:
+        # After a power cut: one story for the platform, and a sound machine.
+        failures = [h for h in report["health_reports"] if h["state"] != "Ready"]
+        if expect == "failure" and len(failures) > 1:
+            problems.append(f"the failure was reported {len(failures)} times")
+        problems += [f"after power cut {cut['at']}: {p}" for p in cut["problems"]]
     return {"expected": expect, "ok": not problems, "problems": problems}
 
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from azure_sim import guest
+from azure_sim import guest, powercut, recovery
 
 STAGES = [
     ("init-local", ["init", "--local"]),
@@ -63,6 +63,7 @@ class Sandbox:
         # (time, {host key file: fingerprint}) at every change of the host keys.
         self.host_key_history: list[tuple[float, dict[str, str]]] = []
         self._stop = threading.Event()
+        self.cutter = powercut.Cutter(self)  # the scenario's power cut, if any
 
     def event(self, what: str, **data: Any) -> None:
         self.events.append({"wall": time.time(), "what": what, **data})
@@ -109,6 +110,7 @@ class Sandbox:
             if path.exists():
                 path.unlink()
         guest.install(self.plan, r)
+        powercut.install(self.plan, r)
 
     def populate_dev(self) -> None:
         dev = self.root / "dev"
@@ -226,40 +228,27 @@ class Sandbox:
     def reboot(self, boot: int) -> None:
         """Between boots: end the VM's processes, fresh /run, NICs down."""
         self.progress(f"reboot {boot}")
-        me = os.getpid()
-        plat = self.platform.pid if self.platform else -1
-        # Our pid namespace's own proc (the outer /proc is the host's).
-        proc = self.root / "proc"
-        for entry in proc.iterdir():
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            if pid in (me, plat) or self._is_descendant(proc, pid, plat):
-                continue
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self.kill_vm()
+        if self.cutter.why:  # a power cut: nothing the VM mounted survives it
+            for target in powercut.vm_mounts(self.root):
+                sh("umount", "-l", target, check=False)
         sh("umount", "-l", str(self.root / "run"))
         mount("tmpfs", self.root / "run", "tmpfs", "mode=0755,size=256m")
         guest.install_run(self.plan, self.root)
+        if self.cutter.why:  # systemd's local-fs at boot: mount what fstab says
+            for target in powercut.fstab_mounts(self.root):
+                self.run_in_vm(["mount", target], "fstab-mounts")
         for nic in self.plan["platform"]["nics"]:
             sh("ip", "addr", "flush", "dev", nic["name"], check=False)
             sh("ip", "link", "set", nic["name"], "down", check=False)
         for hook in self.plan.get("before_boot", {}).get(str(boot), []):
             guest.before_boot(hook, self.plan, self.root)
 
-    @staticmethod
-    def _is_descendant(proc: Path, pid: int, ancestor: int) -> bool:
-        while pid > 1:
-            try:
-                stat = (proc / str(pid) / "stat").read_text()
-            except OSError:
-                return False
-            pid = int(stat.rsplit(")", 1)[1].split()[1])
-            if pid == ancestor:
-                return True
-        return False
+    def kill_vm(self) -> None:
+        """SIGKILL every VM process at once (all but us, the platform and the monitor)."""
+        monitor = getattr(self, "monitor", None)
+        powercut.kill_all(self.root / "proc", self.platform.pid if self.platform else -1,
+                          keep={monitor.pid} if monitor else set())
 
     def boot(self) -> dict[str, Any]:
         (self.work / "logs").mkdir(exist_ok=True)
@@ -273,14 +262,20 @@ class Sandbox:
                                         stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         self.t0 = time.time()
         watcher.start()
+        cut = self.plan.get("power_cut")
         for boot in range(1, self.plan["boots"] + 1):
             if boot > 1:
                 self.reboot(boot)
+            cutting = bool(cut) and cut["boot"] == boot
+            if cutting:
+                self.cutter.start()
             for name, args in STAGES:
                 self.progress(f"boot {boot}: {name}")
                 result = self.run_in_vm(
                     [self.plan["python"], "/usr/bin/cloud-init", *args], "cloud-init-stages")
                 stages.append({"boot": boot, "stage": name, **result})
+                if cutting and self.cutter.stage_ended(name):
+                    break
                 if name == "init-local":
                     # The OS brings up its network between init-local and init
                     # (ifupdown/networkd). Emulate it with the image's DHCP client.
@@ -289,6 +284,10 @@ class Sandbox:
                     for cmd in guest.networkd_routes(self.root):
                         sh(*cmd, check=False)
                     stages.append({"boot": boot, "stage": "os-network", **net})
+                    if cutting and self.cutter.stage_ended("os-network"):
+                        break
+            if cutting:
+                self.cutter.stop(boot)
         self._stop.set()
         self.monitor.terminate()
         self.monitor.wait()
@@ -313,6 +312,10 @@ class Sandbox:
         monitor = self.work / "logs" / "link-monitor.log"
         observed["link_events"] = (monitor.read_text(errors="replace").splitlines()
                                    if monitor.exists() else [])
+        if self.plan.get("power_cut"):
+            observed["power_cut"] = {"at": self.plan["power_cut"]["at"],
+                                     "why": self.cutter.why,
+                                     **recovery.checks(self.plan, self.root, observed)}
         observed["status_rc"] = status["rc"]
         observed["status_raw"] = status_text
         return observed

@@ -37,6 +37,15 @@ expect: ready
 """
 
 _STR = {"type": "string"}
+# Where a power cut may land (docs/reliability.md): after a stage or after Ready
+# was delivered, at the Nth request to an endpoint (it never reaches the
+# platform), or in the middle of a step the plug-in runs.
+POWER_CUT_STAGES = ("init-local", "os-network", "init", "modules-config", "modules-final")
+POWER_CUT_STEPS = ("format", "useradd", "ssh-keygen", "fstab", "grub")
+POWER_CUT_PATTERN = (
+    "^(after:(" + "|".join(POWER_CUT_STAGES + ("ready",)) + ")"
+    "|request:(imds|goalstate|health|certificates|reprovisiondata|versions):[1-9][0-9]*"
+    "|during:(" + "|".join(POWER_CUT_STEPS) + "))$")
 _BOOL = {"type": "boolean"}
 _FAULT = {
     "type": "object",
@@ -117,6 +126,10 @@ SCHEMA: dict[str, Any] = {
              "required": ["symlink"], "properties": {"symlink": _STR}},
         ]}},
         "boots": {"type": "integer", "minimum": 1, "maximum": 10},
+        "power_cut": {"type": "object", "additionalProperties": False,
+                      "required": ["at"], "properties": {
+                          "boot": {"type": "integer", "minimum": 1, "maximum": 9},
+                          "at": {"type": "string", "pattern": POWER_CUT_PATTERN}}},
         "expect": {"enum": ["ready", "failure", "silence"]},
         "timeout_s": {"type": "number", "minimum": 5, "maximum": 3600},
     },
@@ -215,4 +228,8 @@ def load_scenario(text: Optional[str] = None) -> dict[str, Any]:
     for fault in out["faults"]:
         fault.setdefault("count", 1)
         fault.setdefault("delay_s", 0)
+    if "power_cut" in out:
+        # The cut boot is followed by (at least) the recovery boot.
+        out["power_cut"].setdefault("boot", 1)
+        out["boots"] = max(out["boots"], out["power_cut"]["boot"] + 1)
     return out

@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from azure_sim import deps, documents, images, vmconsole, vmssh
+from azure_sim import deps, documents, images, vmconsole, vmpowercut, vmssh
 from azure_sim.boot import SimError, certificates_url, dmi_uuid, scenario_ovf
 from azure_sim.scenario import DEFAULT_VM_ID
 
@@ -229,6 +229,11 @@ def plan_vm(scenario: dict[str, Any], work: Path, deb: Path, timeout: float, *,
         plan["platform"]["certificates_pkcs12"] = str(work / "certificates.p12")
         plan["platform"]["certificates_url"] = certificates_url()
     plan["certificate_keys"] = {n: i["openssh"] for n, i in certificates.items()}
+    if "power_cut" in scenario:  # docs/reliability.md
+        try:
+            vmpowercut.plan(plan, scenario, plat)
+        except vmpowercut.VmCutError as exc:
+            raise SimError(str(exc)) from exc
     (plat / "config.json").write_text(json.dumps(plan["platform"]))
     plan["qemu"] = qemu_command(plan)
     (work / "vm-plan.json").write_text(json.dumps(plan, indent=1))
@@ -265,6 +270,10 @@ def _one_boot(plan: dict[str, Any], boot: int, console: vmconsole.Console) -> di
                     if prober:
                         prober.stop.set()
             if qemu.poll() is not None:
+                break
+            cut = vmpowercut.due(plan, boot, console.stage)
+            if cut:  # the finally below kills QEMU by its pid: a power cut
+                res["power_cut"] = cut
                 break
             if time.time() > deadline:
                 res["timed_out"] = True
@@ -329,9 +338,13 @@ def inner(plan_path: str) -> int:
             time.sleep(0.01)
         for boot in range(1, plan["boots"] + 1):
             _before_boot(plan, boot, env)
+            vmpowercut.arm(plan, boot)
             res = _one_boot(plan, boot, console)
+            vmpowercut.disarm(plan)
+            if res.get("power_cut"):  # what the cut left, before the next boot
+                vmpowercut.after_cut(plan, work, env)
             result["boots"].append(res)
-            if res["timed_out"] or not res.get("report_b64"):
+            if (res["timed_out"] or not res.get("report_b64")) and not res.get("power_cut"):
                 break
     finally:
         fabric.send_signal(signal.SIGTERM)
@@ -440,6 +453,8 @@ def boot(scenario: dict[str, Any], *, deb: Optional[str] = None,
             leases=leases.read_text() if leases.exists() else "", cloud_init=cloud_init,
             datasource=datasource, limit=limit, started=started, t_boot=t_boot,
             serial_log=str(kept / "console.log") if kept else None)
+        if plan.get("power_cut"):
+            vmpowercut.finish(plan, work, report, scenario, deps.tool_env())
         if kept:
             _keep_logs(work, kept)
         elif logs_to:

@@ -60,8 +60,8 @@ def _since(t: Optional[float], t0: Optional[float]) -> Optional[float]:
 
 def boot_error(boot: dict[str, Any], limit: float, boots: int) -> Optional[str]:
     """Why a boot gave no report ('timed out after N s; last stage ...'), or None."""
-    if not boot["timed_out"] and boot.get("report_b64"):
-        return None
+    if (not boot["timed_out"] and boot.get("report_b64")) or boot.get("power_cut"):
+        return None  # a power-cut boot ends without a report by design
     what = (f"timed out after {limit:.0f} s" if boot["timed_out"]
             else f"QEMU exited (rc {boot.get('qemu_rc')}) without a report")
     prefix = f"boot {boot['boot']}: " if boots > 1 else ""
@@ -143,7 +143,8 @@ def assemble(*, scenario: dict[str, Any], plan: dict[str, Any], result: dict[str
                    "instance_id": (r or {}).get("instance_id"),
                    "datasource_module": (r or {}).get("datasource_module"),
                    "cloud_init_status": _status((r or {}).get("status_raw")),
-                   "actions": (r or {}).get("actions")}
+                   "actions": (r or {}).get("actions"),
+                   "power_cut": b.get("power_cut")}
                   for b, r in zip(boots, raws)],
     }
     if raw.get("observe_error"):

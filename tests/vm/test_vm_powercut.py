@@ -1,0 +1,86 @@
+"""Issue 17 on the VM tier: QEMU killed by its pid at a point of the first boot.
+
+The run's qcow2 root overlay and resource disk carry over to the recovery
+boot; unsynced data is lost as on real hardware. The recovery checks run on
+the root file system read from the overlay (tools/azure_sim/vmpowercut.py).
+Marker ``powercut`` (``make test-powercut``); each case takes the QEMU lock
+named by ``AZURE_SIM_QEMU_LOCK`` (if set) for its own boots only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.powercut
+
+USER_FILES = {"resource_disk": {"files": ["dataloss_warning_readme.txt", "projects.txt"]}}
+# Seven cases (~140 s each under TCG) keep make test-powercut under 30 minutes;
+# AZURE_SIM_POWERCUT_FULL=1 adds the rest of the measured set (docs/reliability.md).
+CASES = [
+    ("22.4.2", "default", "after:init-local"),
+    ("22.4.2", "default", "after:init"),
+    ("22.4.2", "default", "request:health:1"),
+    ("22.4.2", "default", "after:ready"),
+    ("22.4.2", "user-files", "after:init"),
+    ("25.1.4", "default", "after:init-local"),
+    ("25.1.4", "user-files", "after:init"),
+]
+if os.environ.get("AZURE_SIM_POWERCUT_FULL") == "1":
+    CASES += [
+        ("22.4.2", "default", "after:modules-final"),
+        ("22.4.2", "default", "request:imds:1"),
+        ("22.4.2", "user-files", "after:modules-final"),
+        ("25.1.4", "default", "request:health:1"),
+    ]
+
+
+@contextlib.contextmanager
+def qemu_lock():
+    path = os.environ.get("AZURE_SIM_QEMU_LOCK")
+    if not path:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@pytest.mark.parametrize(("cloud_init", "kind", "at"), CASES,
+                         ids=[f"{c}-{k}-{a}" for c, k, a in CASES])
+def test_vm_power_cut_then_recovery(cloud_init, kind, at, tmp_path):
+    from azure_sim import vm
+    from azure_sim.scenario import load_scenario
+
+    # The image is Debian's own: no grub defaults (no boot loader), so no grub edit.
+    scenario = {"name": f"vm-power-cut-{kind}-{at}", "power_cut": {"at": at},
+                **(USER_FILES if kind == "user-files" else {})}
+    with qemu_lock():
+        r = vm.boot(load_scenario(yaml.safe_dump(scenario)), cloud_init=cloud_init,
+                    logs_to=str(tmp_path / "logs"))
+    vm = r["vm"]
+    print(f"{cloud_init} {kind} {at}: verdict {r['verdict']} power_cut {r['power_cut']} "
+          f"ready {vm['boot_to_ready_s']} s after QEMU start, wall {r['wall_s']} s, "
+          f"boots {[b['seconds'] for b in vm['boots']]}")
+    assert r["sim_error"] is None, (r["sim_error"], r["vm"])
+    assert r["power_cut"]["why"], r["power_cut"]
+    problems = list(r["verdict"]["problems"])
+    if at == "after:ready":
+        # The ack-lost window (docs/reliability.md): the platform took Ready, the
+        # cut came before the VM's "delivered" marker reached the disk; the next
+        # boot cannot tell and sends it again (at-least-once), never a third.
+        assert r["ready_count"] in (1, 2), r["health_reports"]
+        problems = [p for p in problems if p != "Ready reported 2 times"]
+    else:
+        assert r["ready_count"] == 1, r["health_reports"]
+    assert not problems, (r["verdict"], r["power_cut"])
+    assert [b["cloud_init_status"] for b in r["vm"]["boots"]][-1] == "done"
+    if kind == "user-files":
+        assert r["power_cut"]["user_files"]["intact"], r["power_cut"]["user_files"]

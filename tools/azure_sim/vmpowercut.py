@@ -1,0 +1,160 @@
+"""Power cuts in the VM tier: QEMU killed by its pid, the next boot on the same disks.
+
+The run's qcow2 overlay (root) and raw resource disk already persist across
+the boots of one scenario (vm.py). Here: when the cut is due (the console
+shows the next stage began, the platform saw the n-th request, or Ready
+reached the platform), the supervisor SIGKILLs QEMU: whatever the guest
+kernel had not written back is lost, as on real hardware. After the run the
+root file system is read straight from the overlay (``qemu-img convert`` to
+raw, ``debugfs rdump``: nothing is mounted) and the sandbox's recovery
+checks (``recovery.py``) run on that copy. ``during:`` points need guest
+hooks in the image and are the sandbox's only (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Optional
+
+from azure_sim import powercut, recovery
+
+# after:<stage>: the cut lands when the console shows the next stage start.
+NEXT_STAGE = {"init-local": "init", "os-network": "init", "init": "modules-config",
+              "modules-config": "modules-final", "modules-final": "cloud-final-done"}
+RDUMP = ("/etc", "/var/lib/cloudinit-azure", "/var/lib/waagent", "/var/lib/hyperv",
+         "/home", "/var/lib/cloud/data")
+# What a provisioned root must never hold empty (checked right after the cut).
+MUST_NOT_BE_EMPTY = ("etc/passwd", "etc/shadow", "etc/group", "etc/hostname", "etc/fstab",
+                     "etc/sudoers.d/*", "etc/ssh/ssh_host_*", "etc/ssh/sshd_config",
+                     "home/*/.ssh/authorized_keys", "var/lib/cloudinit-azure/*",
+                     "var/lib/waagent/ovf-env.xml", "var/lib/cloud/data/*")
+
+
+class VmCutError(ValueError):
+    """A point the VM tier cannot cut at."""
+
+
+def plan(plan_: dict[str, Any], scenario: dict[str, Any], plat: Path) -> None:
+    """Add the cut point, the platform's trigger and the recovery checks' inputs."""
+    cut = plan_["power_cut"] = powercut.point(scenario["power_cut"])
+    if cut["kind"] == "during":
+        raise VmCutError(f"power_cut {cut['at']}: guest-hook points run in the sandbox only")
+    plan_["platform"]["power_cut"] = powercut.platform_trigger(cut, plat)
+    plan_.update(recovery.expectations(scenario))
+    plan_["expect_user"] = (scenario.get("ovf") or {}).get("username")
+
+
+def arm(plan_: dict[str, Any], boot: int) -> None:
+    cut = plan_.get("power_cut")
+    if cut and cut["boot"] == boot and cut["kind"] == "request":
+        Path(plan_["platform"]["power_cut"]["armed"]).write_text("armed\n")
+
+
+def disarm(plan_: dict[str, Any]) -> None:
+    if plan_.get("power_cut"):
+        Path(plan_["platform"]["power_cut"]["armed"]).unlink(missing_ok=True)
+
+
+def due(plan_: dict[str, Any], boot: int, stage: str) -> Optional[str]:
+    """Why QEMU must die now (or None): polled with the console every 50 ms."""
+    from azure_sim.vmconsole import STAGE_ORDER
+
+    cut = plan_.get("power_cut")
+    if not cut or cut["boot"] != boot:
+        return None
+    if cut["kind"] == "request":
+        f = Path(plan_["platform"]["power_cut"]["file"])
+        return f.read_text().strip() if f.exists() else None
+    if cut["at"] == "after:ready":
+        try:
+            lines = Path(plan_["platform"]["journal"]).read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            entry = json.loads(line)
+            if (entry.get("health") or {}).get("state") == "Ready" and entry["status"] == 200:
+                return "Ready reached the platform"
+        return None
+    nxt = NEXT_STAGE[cut["target"]]
+    if stage in STAGE_ORDER and STAGE_ORDER.index(stage) >= STAGE_ORDER.index(nxt):
+        return f"console: {stage} began"
+    return None
+
+
+def read_root(plan_: dict[str, Any], work: Path, tree: Path, env: dict[str, str]) -> None:
+    """Copy what the next boot's kernel would see of the root into ``tree``.
+
+    The overlay is converted to a raw copy, ext4's journal is replayed on the
+    copy (``e2fsck -E journal_only``, as mounting would), and ``debugfs
+    rdump`` copies the directories the checks read. Nothing is mounted.
+    """
+    raw = work / "root.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", plan_["root_disk"], str(raw)],
+                   check=True, capture_output=True)
+    try:
+        subprocess.run(["e2fsck", "-y", "-E", "journal_only", str(raw)], env=env,
+                       check=False, capture_output=True)
+        tree.mkdir(mode=0o700)
+        for path in RDUMP:
+            dest = tree / path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["debugfs", "-R", f"rdump {path} {dest.parent}", str(raw)],
+                           env=env, check=False, capture_output=True)
+    finally:
+        raw.unlink()
+
+
+def after_cut(plan_: dict[str, Any], work: Path, env: dict[str, str]) -> None:
+    """Between the cut and the recovery boot: which files the cut left empty.
+
+    Informational (``power_cut.after_cut`` in the report): the recovery boot
+    may make them again; the verdict judges the state after it.
+    """
+    tree = work / "after-cut"
+    out: dict[str, Any] = {}
+    try:
+        read_root(plan_, work, tree, env)
+        out["empty"] = sorted(
+            "/" + str(f.relative_to(tree)) for pattern in MUST_NOT_BE_EMPTY
+            for f in tree.glob(pattern) if f.is_file() and f.stat().st_size == 0)
+        out["problems"] = (recovery.written_file_problems(tree)
+                           + recovery.fstab_problems(tree / "etc/fstab"))
+    except Exception as exc:  # never let the look spoil the run
+        out["error"] = str(exc)[:300]
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    (work / "after-cut.json").write_text(json.dumps(out))
+
+
+def check(plan_: dict[str, Any], work: Path, report: dict[str, Any],
+          env: dict[str, str]) -> dict[str, Any]:
+    """Read the disks the run left and run the recovery checks on them."""
+    tree = work / "recovered"
+    read_root(plan_, work, tree, env)
+    observed = {"user": report.get("user") or {}}
+    local = dict(plan_, tool_env={k: env[k] for k in ("PATH", "LD_LIBRARY_PATH") if k in env})
+    if plan_.get("resource_disk_user_files"):
+        part = work / "resource-part1.img"
+        subprocess.run(["dd", f"if={plan_['resource_disk']}", f"of={part}", "bs=1M",
+                        "skip=1", "status=none", "conv=sparse"], check=True)
+        local["resource_partition"] = str(part)
+    out = recovery.checks(local, tree, observed)
+    shutil.rmtree(tree, ignore_errors=True)
+    cut = work / "after-cut.json"
+    if cut.exists():
+        out["after_cut"] = json.loads(cut.read_text())
+    return out
+
+
+def finish(plan_: dict[str, Any], work: Path, report: dict[str, Any],
+           scenario: dict[str, Any], env: dict[str, str]) -> None:
+    """The report's ``power_cut`` section and the verdict with the recovery checks."""
+    from azure_sim.report import verdict
+
+    cut = next((b["power_cut"] for b in report["vm"]["boots"] if b.get("power_cut")), None)
+    report["power_cut"] = {"at": plan_["power_cut"]["at"], "why": cut,
+                           **check(plan_, work, report, env)}
+    report["verdict"] = verdict(report, scenario.get("expect", "ready"))
