@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from azure_sim import deps, documents, images
+from azure_sim import deps, documents, images, pps
 from azure_sim.report import build_report
 from azure_sim.scenario import DEFAULT_VM_ID
 
@@ -235,6 +235,9 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
             f"http://168.63.129.16:80/machine/{documents.CONTAINER_ID}/"
             f"{documents.role_instance_id(DEFAULT_VM_ID)}?comp=certificates&incarnation=1")
     plan["host_netns"] = plan["platform"]["host_netns"]
+    if scenario.get("pps"):
+        pps.plan(scenario, work, plan, lambda path, ovf: _majmin(loops.attach(
+            images.build_iso(path, {"ovf-env.xml": ovf}), read_only=True)))
     (work / "plan.json").write_text(json.dumps(plan, indent=1))
     return plan
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from azure_sim import guest
+from azure_sim import guest, pps
 
 STAGES = [
     ("init-local", ["init", "--local"]),
@@ -137,14 +137,18 @@ class Sandbox:
     def start_platform(self) -> None:
         self.progress("platform")
         cfg_path = self.work / "platform.json"
-        cfg_path.write_text(json.dumps(self.plan["platform"]))
+        # A handle on the VM's network namespace: the platform hot-plugs NICs
+        # into it (preprovisioning) without ever naming a namespace by pid.
+        netns_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+        cfg_path.write_text(json.dumps({**self.plan["platform"], "vm_netns_fd": netns_fd}))
         env = dict(os.environ)
         env.update(self.plan["tool_env"])
         self.platform_log = self.work / "platform" / "platform.log"
         self.platform = subprocess.Popen(
             ["unshare", "--net", sys.executable, "-m", "azure_sim.fabric",
-             str(cfg_path)], env=env, stdin=subprocess.DEVNULL,
+             str(cfg_path)], env=env, stdin=subprocess.DEVNULL, pass_fds=(netns_fd,),
             stdout=open(self.platform_log, "ab"), stderr=subprocess.STDOUT)
+        os.close(netns_fd)
         pid = str(self.platform.pid)
         # `ip link ... netns PID` means the namespace PID is in *now*: wait
         # until unshare has moved the platform out of ours (our own procfs:
@@ -164,8 +168,11 @@ class Sandbox:
         sh("ip", "link", "set", "lo", "up")
         for nic in self.plan["platform"]["nics"]:
             # Created straight into both namespaces: never in the host's.
-            sh("ip", "link", "add", nic["name"], "address", nic["mac"], "type", "veth",
-               "peer", "name", nic["peer"], "netns", pid)
+            # The same ifindex on both ends (pool VMs): a lost carrier then
+            # reads as operstate DOWN, as on Hyper-V, not veth's LOWERLAYERDOWN.
+            index = ["index", str(nic["index"])] if nic.get("index") else []
+            sh("ip", "link", "add", nic["name"], *index, "address", nic["mac"], "type",
+               "veth", "peer", "name", nic["peer"], *index, "netns", pid)
         ready = Path(self.plan["platform"]["ready_file"])
         deadline = time.time() + 20
         while not ready.exists():
@@ -216,9 +223,8 @@ class Sandbox:
         return {"start": start, "end": end, "rc": proc.returncode,
                 "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}
 
-    def reboot(self, boot: int) -> None:
-        """Between boots: end the VM's processes, fresh /run, NICs down."""
-        self.progress(f"reboot {boot}")
+    def kill_vm(self, spare: tuple[int, ...] = ()) -> None:
+        """End every process of the VM (not ours, not the platform's)."""
         me = os.getpid()
         plat = self.platform.pid if self.platform else -1
         # Our pid namespace's own proc (the outer /proc is the host's).
@@ -227,12 +233,17 @@ class Sandbox:
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
-            if pid in (me, plat) or self._is_descendant(proc, pid, plat):
+            if pid in (me, plat, *spare) or self._is_descendant(proc, pid, plat):
                 continue
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def reboot(self, boot: int) -> None:
+        """Between boots: end the VM's processes, fresh /run, NICs down."""
+        self.progress(f"reboot {boot}")
+        self.kill_vm()
         sh("umount", "-l", str(self.root / "run"))
         mount("tmpfs", self.root / "run", "tmpfs", "mode=0755,size=256m")
         guest.install_run(self.plan, self.root)
@@ -264,9 +275,14 @@ class Sandbox:
                                         stdout=open(self.work / "logs" / "link-monitor.log",
                                                     "wb"),
                                         stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        # The platform may power a pool VM off, on, or restart it.
+        power = pps.PowerWatch.for_plan(self.plan, self.root,
+                                        lambda: self.kill_vm(spare=(self.monitor.pid,)))
         self.t0 = time.time()
         watcher.start()
-        for boot in range(1, self.plan["boots"] + 1):
+        boots, boot = self.plan["boots"], 0
+        while boot < boots:
+            boot += 1
             if boot > 1:
                 self.reboot(boot)
             for name, args in STAGES:
@@ -274,6 +290,9 @@ class Sandbox:
                 result = self.run_in_vm(
                     [self.plan["python"], "/usr/bin/cloud-init", *args], "cloud-init-stages")
                 stages.append({"boot": boot, "stage": name, **result})
+                if power and power.stage_was_cut():
+                    boots += 1
+                    break
                 if name == "init-local":
                     # The OS brings up its network between init-local and init
                     # (ifupdown/networkd). Emulate it with the image's DHCP client.
@@ -285,7 +304,7 @@ class Sandbox:
         self._stop.set()
         self.monitor.terminate()
         self.monitor.wait()
-        return {"stages": stages}
+        return {"stages": stages, **(power.stop() if power else {})}
 
     def collect(self) -> dict[str, Any]:
         self.progress("collect")
@@ -299,6 +318,7 @@ class Sandbox:
             if src.exists():
                 shutil.copy2(src, self.work / "logs" / name)
         observed["resource_disk_device"] = self.plan.get("resource_disk_device")
+        observed.update(pps.observe(self.plan, self.root))
         observed["certificate_keys"] = self.plan.get("certificate_keys") or {}
         observed["routes"] = sh("ip", "-4", "route", "show", "table", "all",
                                 capture_output=True, text=True, check=False).stdout.splitlines()
