@@ -163,9 +163,22 @@ class PoolController:
     def vnet_switch(self) -> None:
         # The VM moves to the customer's vnet: its NIC loses the carrier and
         # gets it back (operstate DOWN, then UP; routes stay, marked linkdown).
+        # The kernel's linkwatch may delay a carrier change by up to a second
+        # and would fold a quick down/up into nothing: hold the carrier off
+        # until the VM's NIC reads DOWN (what its netlink listeners receive).
         self.run(["ip", "link", "set", self.nic["peer"], "down"])
-        time.sleep(0.05)
+        deadline = time.time() + 5
+        while not self.vm_link_down() and time.time() < deadline:
+            time.sleep(0.02)
         self.run(["ip", "link", "set", self.nic["peer"], "up"])
+
+    def vm_link_down(self) -> bool:
+        """Does the VM's NIC read operstate DOWN (seen from inside its namespace)?"""
+        fd = self.platform.cfg.get("vm_netns_fd")
+        out = subprocess.run(["nsenter", f"--net={self.vm_netns()}", "ip", "-o", "link",
+                              "show", "dev", self.nic["name"]], capture_output=True,
+                             text=True, pass_fds=(fd,), check=False).stdout
+        return "state DOWN" in out
 
     def detach_nic(self) -> None:
         # Deleting our end removes the VM's eth0 too: RTM_DELLINK in the VM.
