@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from azure_sim import documents, fabric, pps
+from azure_sim import documents, fabric, power, pps
 from azure_sim.scenario import (
     DEFAULT_KEY,
     PLACEHOLDER_KEY,
@@ -339,7 +339,7 @@ def test_power_requests_are_written_for_the_sandbox(tmp_path):
 
 def test_power_watch_cuts_the_stage_and_waits_for_power_on(tmp_path):
     kills: list[float] = []
-    watch = pps.PowerWatch.for_plan({"pps": {"power_file": str(tmp_path / "power")}},
+    watch = power.PowerWatch.for_plan({"pps": {"power_file": str(tmp_path / "power")}},
                                     tmp_path, lambda: kills.append(time.time()))
     assert watch is not None
     try:
@@ -358,7 +358,7 @@ def test_power_watch_cuts_the_stage_and_waits_for_power_on(tmp_path):
 
 
 def test_power_watch_restart_needs_no_power_on(tmp_path):
-    watch = pps.PowerWatch.for_plan({"pps": {"power_file": str(tmp_path / "power")}},
+    watch = power.PowerWatch.for_plan({"pps": {"power_file": str(tmp_path / "power")}},
                                     tmp_path, lambda: None)
     try:
         (tmp_path / "power").write_text("restart\n")
@@ -369,7 +369,7 @@ def test_power_watch_restart_needs_no_power_on(tmp_path):
 
 
 def test_no_power_watch_without_a_pool(tmp_path):
-    assert pps.PowerWatch.for_plan({}, tmp_path, lambda: None) is None
+    assert power.PowerWatch.for_plan({}, tmp_path, lambda: None) is None
 
 
 def test_observe_placeholder_user(tmp_path):

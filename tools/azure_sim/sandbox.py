@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from azure_sim import guest, pps
+from azure_sim import guest, power, pps
 
 STAGES = [
     ("init-local", ["init", "--local"]),
@@ -137,8 +137,7 @@ class Sandbox:
     def start_platform(self) -> None:
         self.progress("platform")
         cfg_path = self.work / "platform.json"
-        # A handle on the VM's network namespace: the platform hot-plugs NICs
-        # into it (preprovisioning) without ever naming a namespace by pid.
+        # The platform hot-plugs NICs (pps) into the VM's netns through this.
         netns_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
         cfg_path.write_text(json.dumps({**self.plan["platform"], "vm_netns_fd": netns_fd}))
         env = dict(os.environ)
@@ -168,8 +167,7 @@ class Sandbox:
         sh("ip", "link", "set", "lo", "up")
         for nic in self.plan["platform"]["nics"]:
             # Created straight into both namespaces: never in the host's.
-            # The same ifindex on both ends (pool VMs): a lost carrier then
-            # reads as operstate DOWN, as on Hyper-V, not veth's LOWERLAYERDOWN.
+            # One ifindex on both ends: a lost carrier reads DOWN (see pps.py).
             index = ["index", str(nic["index"])] if nic.get("index") else []
             sh("ip", "link", "add", nic["name"], *index, "address", nic["mac"], "type",
                "veth", "peer", "name", nic["peer"], *index, "netns", pid)
@@ -225,20 +223,8 @@ class Sandbox:
 
     def kill_vm(self, spare: tuple[int, ...] = ()) -> None:
         """End every process of the VM (not ours, not the platform's)."""
-        me = os.getpid()
         plat = self.platform.pid if self.platform else -1
-        # Our pid namespace's own proc (the outer /proc is the host's).
-        proc = self.root / "proc"
-        for entry in proc.iterdir():
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            if pid in (me, plat, *spare) or self._is_descendant(proc, pid, plat):
-                continue
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        power.kill_vm(self.root / "proc", (os.getpid(), plat, *spare), plat)
 
     def reboot(self, boot: int) -> None:
         """Between boots: end the VM's processes, fresh /run, NICs down."""
@@ -253,18 +239,6 @@ class Sandbox:
         for hook in self.plan.get("before_boot", {}).get(str(boot), []):
             guest.before_boot(hook, self.plan, self.root)
 
-    @staticmethod
-    def _is_descendant(proc: Path, pid: int, ancestor: int) -> bool:
-        while pid > 1:
-            try:
-                stat = (proc / str(pid) / "stat").read_text()
-            except OSError:
-                return False
-            pid = int(stat.rsplit(")", 1)[1].split()[1])
-            if pid == ancestor:
-                return True
-        return False
-
     def boot(self) -> dict[str, Any]:
         (self.work / "logs").mkdir(exist_ok=True)
         socket.sethostname("localhost")
@@ -276,8 +250,8 @@ class Sandbox:
                                                     "wb"),
                                         stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         # The platform may power a pool VM off, on, or restart it.
-        power = pps.PowerWatch.for_plan(self.plan, self.root,
-                                        lambda: self.kill_vm(spare=(self.monitor.pid,)))
+        watch = power.PowerWatch.for_plan(self.plan, self.root,
+                                          lambda: self.kill_vm(spare=(self.monitor.pid,)))
         self.t0 = time.time()
         watcher.start()
         boots, boot = self.plan["boots"], 0
@@ -290,7 +264,7 @@ class Sandbox:
                 result = self.run_in_vm(
                     [self.plan["python"], "/usr/bin/cloud-init", *args], "cloud-init-stages")
                 stages.append({"boot": boot, "stage": name, **result})
-                if power and power.stage_was_cut():
+                if watch and watch.stage_was_cut():
                     boots += 1
                     break
                 if name == "init-local":
@@ -304,7 +278,7 @@ class Sandbox:
         self._stop.set()
         self.monitor.terminate()
         self.monitor.wait()
-        return {"stages": stages, **(power.stop() if power else {})}
+        return {"stages": stages, **(watch.stop() if watch else {})}
 
     def collect(self) -> dict[str, Any]:
         self.progress("collect")
