@@ -10,7 +10,7 @@ DEPS   := .cache/.deps-done
 CLOUD_INIT ?= 22.4.2
 export CLOUD_INIT
 
-.PHONY: all venv deps test unit integration lint demo bench clean distclean
+.PHONY: all venv deps test unit integration lint demo bench clean distclean test-parity
 
 all: test
 
@@ -19,6 +19,8 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]' jinja2 oauthlib configobj jsonpatch netifaces
 	$(PY) tools/azure_sim/deps.py --write-pth $(VENV)
+	# the simulator as a command: .venv/bin/azure-sim (docs/image-authors.md)
+	ln -sf ../../tools/azure-sim $(VENV)/bin/azure-sim
 	touch $@
 
 venv: $(STAMP)
@@ -43,11 +45,21 @@ test: $(DEPS) lint
 	# The adapters import cloud-init: unit tests again against 25.1.4.
 	CLOUD_INIT=25.1.4 $(PY) -m pytest -q -p no:cacheprovider tests/unit
 
+# azure-sim diff over every scenario on both versions (make test runs a subset;
+# docs/differences.md). About 40 boots.
+test-parity: $(DEPS)
+	AZURE_SIM_DIFF=all $(PY) -m pytest -q tests/integration/test_diff.py
+
 demo: $(DEPS)
 	$(PY) tools/azure-sim boot
 
 bench: $(DEPS)
 	$(PY) tools/azure-sim bench
+
+# docs/failures.md is generated from the error classes (a unit test checks it).
+.PHONY: docs
+docs: $(STAMP)
+	$(PY) tools/failures_doc.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
@@ -64,6 +76,8 @@ DEB_VERSION = $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
 DEB = dist/python3-cloudinit-azure_$(DEB_VERSION)_all.deb
 
 .PHONY: vm-tools deb dist vm-image test-vm
+# chromium: the VM tier renders azure-sim's HTML report headless and checks the screenshot
+VM_TOOLS += chromium fonts-dejavu-core
 
 vm-tools:
 	@dpkg -s $(VM_TOOLS) >/dev/null 2>&1 || { apt-get update -qq && \

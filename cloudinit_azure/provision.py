@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 from cloudinit_azure import account
 from cloudinit_azure.identity import instance_id as choose_instance_id
 from cloudinit_azure.imds import InstanceMetadata
+from cloudinit_azure.metadata import instance_metadata
 from cloudinit_azure.ovf import OvfEnvironment
 from cloudinit_azure.report import ProvisioningError, UserConfigError
 from cloudinit_azure.runner import Runner, run
@@ -108,18 +109,9 @@ def plan(ovf: Optional[OvfEnvironment], imds: Optional[InstanceMetadata], *,
     userdata = ovf.custom_data if ovf and ovf.custom_data else (
         imds.user_data if imds else None)
     iid = choose_instance_id(system_uuid, previous_instance_id)
-    metadata: dict[str, Any] = {
-        "instance-id": iid,
-        "local-hostname": user.hostname,
-        "public-keys": list(user.ssh_keys),
-    }
-    if imds is not None:
-        metadata.update({
-            "region": imds.location,
-            "availability-zone": imds.zone or imds.platform_fault_domain,
-            "vm-size": imds.vm_size,
-            "vm-id": imds.vm_id,
-        })
+    metadata = instance_metadata(instance_id=iid, local_hostname=user.hostname,
+                                 imds_document=imds.raw if imds else None,
+                                 public_keys=user.ssh_keys)
     return Provisioning(
         instance_id=iid,
         vm_id=imds.vm_id if imds else None,
@@ -128,7 +120,7 @@ def plan(ovf: Optional[OvfEnvironment], imds: Optional[InstanceMetadata], *,
         public_keys=user.ssh_keys,
         userdata=userdata,
         config=account.cloud_config(user),
-        metadata={k: v for k, v in metadata.items() if v is not None},
+        metadata=metadata,
         key_pairs=tuple((p.fingerprint, p.path) for p in (ovf.key_pairs if ovf else ())),
     )
 

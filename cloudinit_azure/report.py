@@ -26,6 +26,11 @@ class ProvisioningError(Exception):
     """A failure that ends provisioning and is reported to the platform."""
 
     default_reason = "provisioning error"
+    what_to_do = (
+        "Read the reason and supporting data, then cloud-init's log on the VM "
+        "(/var/log/cloud-init.log, or the serial console in boot diagnostics): the "
+        "step that failed is logged just before the report."
+    )
 
     def __init__(
         self, reason: Optional[str] = None, **supporting_data: Any
@@ -45,52 +50,116 @@ class OvfError(ProvisioningError):
     """ovf-env.xml is missing, malformed or inconsistent."""
 
     default_reason = "error parsing ovf-env.xml"
+    what_to_do = (
+        "The platform writes ovf-env.xml from the VM create request: check the admin "
+        "user name, host name, password and custom data you passed (custom data is "
+        "base64 in the REST API). With valid inputs, deploy again; if it persists, open "
+        "a support case with the report."
+    )
 
 
 class MediaError(ProvisioningError):
     """The provisioning media could not be found or read."""
 
     default_reason = "error reading provisioning media"
+    what_to_do = (
+        "The image could not find or read the provisioning DVD: keep the CD-ROM driver "
+        "(sr_mod) and udev in the image, keep python3-pycdlib installed (it reads the "
+        "DVD without the udf driver), and make sure nothing else (another agent, an "
+        "automounter) ejects or holds it. 'cloudinit-azure doctor' checks the image."
+    )
 
 
 class ImdsError(ProvisioningError):
     """IMDS did not answer usefully before the deadline."""
 
     default_reason = "error communicating with IMDS"
+    what_to_do = (
+        "IMDS (169.254.169.254) did not answer in time: the image must reach it from "
+        "init-local, so keep a DHCP client in the image ('cloudinit-azure doctor', check "
+        "dhcp), no firewall rule or proxy for 169.254.169.254, no static network config "
+        "that replaces DHCP. If the image is fine, redeploy: it may be the platform."
+    )
 
 
 class ImdsParseError(ImdsError):
+    """IMDS answered with a body that is not the expected JSON."""
+
     default_reason = "error parsing IMDS metadata"
+    what_to_do = (
+        "IMDS answered, but not with the metadata expected: look for a proxy or "
+        "transparent filter in the image that intercepts 169.254.169.254. Otherwise it "
+        "is the platform: redeploy, and open a support case if it persists."
+    )
 
 
 class WireserverError(ProvisioningError):
     """The wireserver (goal state, health, certificates) failed."""
 
     default_reason = "error communicating with wireserver"
+    what_to_do = (
+        "The wireserver (168.63.129.16, or DHCP option 245's address) could not be "
+        "reached or kept failing: the image must not block 168.63.129.16 port 80 "
+        "(firewall rules baked into the image, nftables or iptables). If the image is "
+        "fine, redeploy: the VM may have landed on an unhealthy host."
+    )
 
 
 class GoalStateError(WireserverError):
+    """The wireserver's goal state is not what the protocol defines."""
+
     default_reason = "error parsing goal state"
+    what_to_do = (
+        "The goal state XML lacked a required element (incarnation, container id, "
+        "instance id): a platform problem or something in the image answering for "
+        "168.63.129.16. Redeploy; open a support case if it persists."
+    )
 
 
 class CertificateError(WireserverError):
+    """The certificates behind key fingerprints could not be fetched or decrypted."""
+
     default_reason = "error obtaining certificates"
+    what_to_do = (
+        "SSH keys given as certificate thumbprints could not be fetched or decrypted: "
+        "the image needs openssl 1.0+ ('cloudinit-azure doctor', check openssl). Or "
+        "pass the keys as OpenSSH public key data instead of certificates."
+    )
 
 
 class DhcpError(ProvisioningError):
+    """No DHCP lease was obtained on the primary NIC."""
+
     default_reason = "error obtaining DHCP lease"
+    what_to_do = (
+        "No DHCP lease on the primary NIC: keep a supported DHCP client (dhclient, "
+        "dhcpcd or udhcpc) and the NIC driver (hv_netvsc, or mlx drivers with "
+        "accelerated networking) in the image, and no firewall that drops DHCP."
+    )
 
 
 class UserConfigError(ProvisioningError):
     """The requested user, password, keys or host name cannot be applied."""
 
     default_reason = "invalid user configuration"
+    what_to_do = (
+        "Fix the VM create request: the admin user name must be valid and not reserved "
+        "(root, admin, daemon ...), the password short enough and without control "
+        "characters, every SSH key an OpenSSH public key, the host name a valid name. "
+        "The reason names which one."
+    )
 
 
 class ConfigError(ProvisioningError):
     """An image author's configuration does not validate."""
 
     default_reason = "invalid cloudinit-azure configuration"
+    what_to_do = (
+        "The image's own configuration (datasource: Azure:, azure_* keys in "
+        "/etc/cloud/cloud.cfg.d) does not validate: the reason names the key; "
+        "'cloudinit-azure doctor' shows it before you upload the image, and "
+        "docs/configuration.md lists every key."
+    )
 
 
 def _timestamp(now: Optional[datetime] = None) -> str:

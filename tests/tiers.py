@@ -25,3 +25,14 @@ def mark_tier(items: list, here: Path, marker: Any, missing: Callable[[], Option
             reason = missing() or ""
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip a test the machine cannot run; in the VM tier under ``CI=true``, fail instead."""
+    import os
+
+    import pytest
+
+    if os.environ.get("CI") == "true" and os.environ.get("AZURE_SIM_VM") == "1":
+        pytest.fail(f"under CI=true: {reason}")
+    pytest.skip(reason)

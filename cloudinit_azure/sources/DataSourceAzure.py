@@ -340,6 +340,23 @@ class DataSourceAzure(sources.DataSource):
                             problem)
         return self._network_cfg
 
+    # -- v1 instance data, read as the built-in reads it (cloudinit_azure.metadata)
+    # ds.meta_data.imds.compute.userData is the user's data: root-only, as 25.1
+    # already does by its lower-cased "userdata" (22.4 compares keys exactly).
+    sensitive_metadata_keys = sources.DataSource.sensitive_metadata_keys + ("userData",)
+
+    @property
+    def region(self) -> Optional[str]:
+        from cloudinit_azure import metadata
+
+        return metadata.region(self.metadata or {})
+
+    @property
+    def availability_zone(self) -> Optional[str]:
+        from cloudinit_azure import metadata
+
+        return metadata.availability_zone(self.metadata or {})
+
 
 def get_datasource_list(depends: Any) -> list:
     return sources.list_from_depends(depends, datasources)

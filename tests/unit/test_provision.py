@@ -71,8 +71,7 @@ def test_imds_wins_for_host_user_and_keys_ovf_for_password_and_custom_data():
     assert user["lock_passwd"] is False
     assert p.config["ssh_pwauth"] is True  # no OVF flag: IMDS says password auth is on
     assert p.instance_id == UUID
-    assert p.metadata["region"] == "westeurope"
-    assert p.metadata["availability-zone"] == "2"
+    assert p.metadata["imds"]["compute"]["location"] == "westeurope"
     assert "S3cret-pass!" not in repr(p)
 
 

@@ -1,4 +1,4 @@
-"""Command line of the simulator: ``azure-sim boot`` and ``azure-sim bench``."""
+"""Command line of the simulator: ``azure-sim boot``, ``bench`` and ``diff``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ def _boot(args: argparse.Namespace) -> int:
         return 130
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    if args.html:
+        from azure_sim import html_report
+
+        Path(args.html).write_text(html_report.render(report))
     if not args.quiet:
         print(summary(report))
     if report.get("sim_error") and not report["stages"]:
@@ -52,6 +56,26 @@ def _bench(args: argparse.Namespace) -> int:
     return bench.main(args)
 
 
+def _diff(args: argparse.Namespace) -> int:
+    """Exit 0: no undocumented difference; 1: some; 2: could not run; 130: Ctrl-C."""
+    from azure_sim import diff
+    from azure_sim.boot import SimError, boot
+
+    scenario_text = Path(args.scenario).read_text if args.scenario else lambda: None
+    try:
+        res = diff.run(load_scenario(scenario_text()), cloud_init=args.cloud_init,
+                       boot=boot, timeout=args.timeout, on_error=SimError,
+                       allowlist=diff.parse_allowlist(Path(args.allowlist).read_text()))
+    except (OSError, ScenarioError, diff.AllowlistError, SimError) as exc:
+        print(f"azure-sim: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("azure-sim: interrupted; both boots' leftovers were removed", file=sys.stderr)
+        return 130
+    print(json.dumps(res, indent=2) if args.json else diff.render(res))
+    return 0 if res["ok"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="azure-sim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                    choices=sorted(deps.CLOUD_INIT))
     b.add_argument("--datasource", default="plugin", choices=["plugin", "builtin"])
     b.add_argument("--report", help="write the JSON report here")
+    b.add_argument("--html", help="write a one-page HTML report (the timeline) here")
     b.add_argument("--keep", help="copy every file the boot created or changed here")
     b.add_argument("--logs", help="copy cloud-init's and the platform's logs here")
     b.add_argument("--timeout", type=float, help="seconds before the VM is killed")
@@ -79,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--timeout", type=float, default=60.0,
                    help="seconds before one boot is killed (default 60)")
     n.set_defaults(func=_bench)
+    d = sub.add_parser("diff", help="boot with both datasources; show what differs")
+    d.add_argument("scenario", nargs="?", help="scenario YAML (default: built in)")
+    d.add_argument("--cloud-init", default=deps.DEFAULT_CLOUD_INIT,
+                   choices=sorted(deps.CLOUD_INIT))
+    d.add_argument("--json", action="store_true", help="the result as JSON on stdout")
+    d.add_argument("--allowlist", default=str(deps.REPO / "docs" / "differences.md"),
+                   help="documented differences (default: docs/differences.md)")
+    d.add_argument("--timeout", type=float, help="seconds before a boot is killed")
+    d.set_defaults(func=_diff)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -444,7 +444,15 @@ def observe(plan: dict[str, Any], root: Path) -> dict[str, Any]:
         "secret_leaks": secret_leaks(plan, root),
         "cloud_init_log_tail": _tail(root / "var/log/cloud-init.log", 60),
         "warnings": _warnings(root / "var/log/cloud-init.log"),
+        "system": _system(plan, root),
     }
+
+
+def _system(plan: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The snapshot ``azure-sim diff`` compares (tools/azure_sim/collect.py)."""
+    from azure_sim import collect
+
+    return collect.system(plan, root)
 
 
 def secret_leaks(plan: dict[str, Any], root: Path) -> list[str]:

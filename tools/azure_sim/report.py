@@ -160,6 +160,7 @@ def build_report(*, scenario: dict[str, Any], raw: dict[str, Any],
         "host_global_calls": raw.get("host_global_calls") or [],
         "services": raw.get("services") or [],
         "warnings": raw.get("warnings") or [],
+        "system": raw.get("system") or {},  # what azure-sim diff compares
         "sim_error": raw.get("error"),
         "wall_s": round(wall_s, 3),
     }
