@@ -425,3 +425,29 @@ def test_problems_name_what_went_wrong():
               "placeholder_user_exists": False, "placeholder_custom_data_applied": True}
     assert pps.problems(report, "failure") == ["the placeholder's customData ran",
                                                "Ready was reported for the customer"]
+
+
+# --- the bench row -----------------------------------------------------------------------
+
+
+def test_bench_row_and_ratio_for_assignment_to_ready():
+    from azure_sim import bench
+
+    def report(assign_to_ready):
+        return {"verdict": {"ok": True}, "time_to_ready_s": 0.5, "time_to_login_s": 3.0,
+                "time_to_host_keys_s": 3.0, "time_to_provisioned_s": 3.0, "cpu_s": 1.0,
+                "peak_rss_mb": 40.0, "requests": [], "stages": [],
+                "pps": {"assignment_to_ready_s": assign_to_ready}}
+
+    p, b = ("22.4.2", "dhclient", "plugin"), ("22.4.2", "dhclient", "builtin")
+    rows = [bench.row_from_report(report(0.1), run=1, combo=p),
+            bench.row_from_report(report(0.3), run=2, combo=p),
+            bench.row_from_report(report(0.2), run=1, combo=b)]
+    summary = bench.aggregate(rows, [p, b])
+    assert [s["pps_ready_s"] for s in summary] == [pytest.approx(0.2), 0.2]
+    [ratio] = [r for r in bench.ratios(summary) if "assign->ready" in r["ratio"]]
+    assert ratio["value"] == pytest.approx(1.0) and ratio["met"] is True
+    assert "assign->ready s" in bench.render_table(summary)
+    # Without a pool flow there is no such ratio.
+    plain = bench.aggregate([dict(r, pps_assign_to_ready_s=None) for r in rows], [p, b])
+    assert not [r for r in bench.ratios(plain) if "assign->ready" in r["ratio"]]
