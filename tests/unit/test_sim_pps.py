@@ -406,7 +406,9 @@ def test_report_block_times():
     times = {k: v for k, v in block.items() if k != "steps"}
     assert times == {"type": "savable", "pool_ready_t": 0.5, "nic_detached_t": 0.7,
                      "assigned_t": 2.5, "nic_attached_t": 2.6, "reprovision_fetched_t": 2.8,
-                     "customer_ready_t": 3.0, "assignment_to_ready_s": 0.5}
+                     "customer_ready_t": 3.0, "assignment_to_ready_s": 0.5,
+                     "assignment_to_login_s": None}
+    assert pps.report_block(scenario, _journal(), 100.0, 104.5)["assignment_to_login_s"] == 2.0
     assert pps.report_block(load_scenario(""), _journal(), 100.0) is None
 
 
@@ -431,7 +433,8 @@ def test_bench_row_and_ratio_for_assignment_to_ready():
     from tests.unit.test_sim_bench import _report
 
     def report(assign_to_ready):
-        return dict(_report(), pps={"assignment_to_ready_s": assign_to_ready})
+        return dict(_report(), pps={"assignment_to_ready_s": assign_to_ready,
+                                    "assignment_to_login_s": 2.0})
 
     p, b = ("22.4.2", "dhclient", "plugin"), ("22.4.2", "dhclient", "builtin")
     rows = [bench.row_from_report(report(0.1), run=1, combo=p),
@@ -439,8 +442,10 @@ def test_bench_row_and_ratio_for_assignment_to_ready():
             bench.row_from_report(report(0.2), run=1, combo=b)]
     summary = bench.aggregate(rows, [p, b])
     assert [s["pps_ready_s"] for s in summary] == [pytest.approx(0.2), 0.2]
-    [ratio] = [r for r in bench.ratios(summary) if "assign->ready" in r["ratio"]]
-    assert ratio["value"] == pytest.approx(1.0) and ratio["met"] is True
+    ready, login = [r for r in bench.ratios(summary) if "assign->ready" in r["ratio"]]
+    assert ready["value"] == pytest.approx(1.0) and ready["met"] is True
+    assert login["ratio"].endswith("builtin assign->login")
+    assert login["value"] == pytest.approx(0.1)
     assert "assign->ready s" in bench.render_table(summary)
     # Without a pool flow there is no such ratio.
     plain = bench.aggregate([dict(r, pps_assign_to_ready_s=None) for r in rows], [p, b])

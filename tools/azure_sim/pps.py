@@ -246,8 +246,11 @@ def report_events(journal: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def report_block(scenario: dict[str, Any], journal: list[dict[str, Any]],
-                 t0: Optional[float]) -> Optional[dict[str, Any]]:
-    """The report's ``pps`` block: when each step of the pool flow happened."""
+                 t0: Optional[float], login: Optional[float] = None) -> Optional[dict[str, Any]]:
+    """The report's ``pps`` block: when each step of the pool flow happened.
+
+    ``login``: when the customer's key was first in place (wall clock).
+    """
     if not scenario.get("pps"):
         return None
 
@@ -272,12 +275,16 @@ def report_block(scenario: dict[str, Any], journal: list[dict[str, Any]],
         "nic_attached_t": rel(first.get("attach_nic")),
         "reprovision_fetched_t": rel(fetched),
         "customer_ready_t": rel(customer_ready),
-        "assignment_to_ready_s": (round(customer_ready - assigned, 3)
-                                  if customer_ready is not None and assigned is not None
-                                  else None),
+        "assignment_to_ready_s": _since(assigned, customer_ready),
+        # What a customer feels: when an SSH login with the key can succeed.
+        "assignment_to_login_s": _since(assigned, login),
         "steps": [{"t": rel(e["t"]), "event": e["event"], "error": e.get("error")}
                   for e in steps],
     }
+
+
+def _since(start: Optional[float], end: Optional[float]) -> Optional[float]:
+    return None if start is None or end is None else round(end - start, 3)
 
 
 def problems(report: dict[str, Any], expect: str) -> list[str]:
