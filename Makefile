@@ -69,9 +69,9 @@ distclean: clean
 
 # --- packages and the VM tier (docs/packaging.md, docs/vm.md) ------------------
 # Build and test tools only; never cloud-init on the host (the VM image gets it).
-VM_TOOLS := debootstrap qemu-system-x86 qemu-utils dpkg-dev debhelper dh-python \
-	python3-all python3-setuptools python3-wheel python3-build python3-installer \
-	pybuild-plugin-pyproject fakeroot
+VM_TOOLS := debootstrap qemu-system-x86 qemu-utils openssh-client dpkg-dev debhelper \
+	dh-python python3-all python3-setuptools python3-wheel python3-build python3-installer \
+	pybuild-plugin-pyproject fakeroot lintian
 DEB_VERSION = $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
 DEB = dist/python3-cloudinit-azure_$(DEB_VERSION)_all.deb
 

@@ -9,14 +9,11 @@ password and only a short prefix of a key.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import os
 import re
 import secrets
 import string
-import struct
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +24,21 @@ from cloudinit_azure.ovf import REDACTED
 from cloudinit_azure.report import UserConfigError
 from cloudinit_azure.runner import Runner, run
 
+# Re-exported: callers import them from here.
+from cloudinit_azure.ssh_keys import KNOWN_KEY_TYPES, normalize_ssh_key  # noqa: F401
+
 # ---------------------------------------------------------------- user names
 
-_USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+# Azure's rule for a Linux adminUsername (Compute API, OSProfile): 1 to 64
+# characters; upper case is allowed. Within that, a name must be one the
+# distro's useradd creates and that is safe as a path and a sudoers entry:
+# POSIX's portable set [A-Za-z0-9._-], not starting with '-' (an option) or
+# '.' (a hidden home), not all digits (read as a uid by chown and friends).
+AZURE_MAX_USERNAME = 64
+# shadow before 4.14 (Debian 12's useradd) refuses names over 32 characters
+# (the utmp field); 4.14 and later take up to LOGIN_NAME_MAX - 1.
+USERADD_MAX_USERNAME = 32
+_USERNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 RESERVED_USERNAMES = frozenset({
     "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news",
     "uucp", "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody",
@@ -40,18 +49,77 @@ RESERVED_PREFIXES = ("systemd-",)
 FIRST_USER_UID = 1000
 
 
+def _name_problem(name: str, max_length: int) -> Optional[str]:
+    if not name:
+        return "empty"
+    if len(name) > max_length:
+        return f"longer than {max_length} characters"
+    if not _USERNAME_RE.fullmatch(name):
+        return "only letters, digits, '_', '.', '-' (not first: '-', '.')"
+    if name.isdigit():
+        return "all digits"
+    return None
+
+
+def _shown_name(name: str) -> str:
+    """A refused name as the report may carry it: short and encodable."""
+    return name[:40].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def validate_username(name: str,
-                      existing_system_users: Optional[Mapping[str, int]] = None) -> str:
-    """Return ``name`` if it may become the admin user, else UserConfigError."""
-    if not isinstance(name, str) or not _USERNAME_RE.fullmatch(name):
-        shown = name[:40] if isinstance(name, str) else repr(type(name))
-        raise UserConfigError("invalid user name", user=shown)
-    if name in RESERVED_USERNAMES or name.startswith(RESERVED_PREFIXES):
+                      existing_system_users: Optional[Mapping[str, int]] = None, *,
+                      max_length: int = USERADD_MAX_USERNAME) -> str:
+    """Return ``name`` if it may become the admin user, else UserConfigError.
+
+    ``max_length`` is what the distro's useradd creates (see
+    :func:`username_limit`), never more than Azure's 64. Reserved names are
+    compared without case: ``Root`` is refused like ``root``.
+    """
+    if not isinstance(name, str):
+        raise UserConfigError("invalid user name", user=repr(type(name)), problem="not text")
+    problem = _name_problem(name, min(max_length, AZURE_MAX_USERNAME))
+    if problem:
+        raise UserConfigError("invalid user name", user=_shown_name(name), problem=problem)
+    folded = name.lower()
+    if folded in RESERVED_USERNAMES or folded.startswith(RESERVED_PREFIXES):
         raise UserConfigError("reserved user name", user=name)
     uid = (existing_system_users or {}).get(name)
     if uid is not None and uid < FIRST_USER_UID:
         raise UserConfigError("reserved user name", user=name, uid=uid)
     return name
+
+
+_SHADOW_VERSION_RE = re.compile(r"^(?:\d+:)?(\d+)\.(\d+)")
+
+
+def username_limit(passwd_version: Optional[str]) -> int:
+    """The longest admin name the distro's useradd creates, from its version.
+
+    ``passwd_version`` is the Debian ``passwd`` package's version (shadow's
+    useradd), e.g. ``1:4.13+dfsg1-1``: below 4.14 the limit is 32; from 4.14
+    on, Azure's 64 is the tighter one. Unknown -> 32, which every useradd takes.
+    """
+    match = _SHADOW_VERSION_RE.match(passwd_version or "")
+    if match is None:
+        return USERADD_MAX_USERNAME
+    if (int(match.group(1)), int(match.group(2))) >= (4, 14):
+        return AZURE_MAX_USERNAME
+    return USERADD_MAX_USERNAME
+
+
+def read_username_limit(dpkg_status: Union[str, os.PathLike]) -> int:
+    """:func:`username_limit` of the ``passwd`` package in a dpkg status file."""
+    try:
+        with open(dpkg_status, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return USERADD_MAX_USERNAME
+    for stanza in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines()
+                      if ": " in line and not line.startswith(" "))
+        if fields.get("Package") == "passwd":
+            return username_limit(fields.get("Version"))
+    return USERADD_MAX_USERNAME
 
 
 def read_passwd(path: Union[str, os.PathLike]) -> dict[str, int]:
@@ -77,8 +145,9 @@ def read_passwd(path: Union[str, os.PathLike]) -> dict[str, int]:
 
 # ----------------------------------------------------------------- passwords
 
-# Azure's own limit for an admin password; longer is not from the platform.
-MAX_PASSWORD_LENGTH = 123
+# Azure's limit for a Linux admin password (Compute API OSProfile.adminPassword:
+# 6 to 72 characters; 123 is Windows'); longer is not from the platform.
+MAX_PASSWORD_LENGTH = 72
 _SALT_CHARS = string.ascii_letters + string.digits + "./"
 _SALT_LENGTH = 16
 _SHA512_RE = re.compile(r"^\$6\$(?:rounds=\d+\$)?([A-Za-z0-9./]{1,16})\$[A-Za-z0-9./]{86}$")
@@ -170,119 +239,6 @@ def verify_password(password: str, hashed: str, runner: Runner = run, *,
     return hmac.compare_digest(candidate.encode(), hashed.encode())
 
 
-# ------------------------------------------------------------------ SSH keys
-
-# key type -> number of length-prefixed fields after the type string.
-_KEY_FIELDS = {
-    "ssh-rsa": 2,  # e, n
-    "ssh-dss": 4,  # p, q, g, y
-    "ssh-ed25519": 1,  # 32-byte point
-    "ecdsa-sha2-nistp256": 2,  # curve name, Q
-    "ecdsa-sha2-nistp384": 2,
-    "ecdsa-sha2-nistp521": 2,
-    "sk-ecdsa-sha2-nistp256@openssh.com": 3,  # curve name, Q, application
-    "sk-ssh-ed25519@openssh.com": 2,  # 32-byte point, application
-}
-KNOWN_KEY_TYPES = frozenset(_KEY_FIELDS)
-_BREAK_RE = re.compile(r"\r\n|\r|\n")
-_B64_PREFIX_RE = re.compile(r"[A-Za-z0-9+/=]*")
-
-
-def _read_fields(blob: bytes) -> list[bytes]:
-    """Split an SSH wire-format blob into its length-prefixed strings."""
-    out: list[bytes] = []
-    pos = 0
-    while pos < len(blob):
-        if pos + 4 > len(blob):
-            raise ValueError("truncated length")
-        (length,) = struct.unpack(">I", blob[pos:pos + 4])
-        pos += 4
-        if pos + length > len(blob):
-            raise ValueError("truncated field")
-        out.append(blob[pos:pos + length])
-        pos += length
-    return out
-
-
-def _blob_problem(key_type: str, b64: str) -> Optional[str]:
-    """Why ``b64`` is not a complete key blob of ``key_type`` (None if it is)."""
-    if not b64 or len(b64) % 4:
-        return "base64 does not decode"
-    try:
-        blob = base64.b64decode(b64, validate=True)
-        fields = _read_fields(blob)
-    except (binascii.Error, ValueError):
-        return "base64 does not decode to a key"
-    if not fields:
-        return "empty key"
-    try:
-        embedded = fields[0].decode("ascii")
-    except UnicodeDecodeError:
-        return "key type in the key data is not text"
-    if embedded != key_type:
-        return "key type does not match the key data"
-    if len(fields) - 1 != _KEY_FIELDS[key_type]:
-        return "key data has the wrong number of fields"
-    curve = re.search(r"nistp\d+", key_type)
-    if curve is not None:
-        if fields[1] != curve.group(0).encode():
-            return "curve name does not match the key type"
-    if key_type in ("ssh-ed25519", "sk-ssh-ed25519@openssh.com") and len(fields[1]) != 32:
-        return "ed25519 key is not 32 bytes"
-    return None
-
-
-def _key_error(problem: str, text: str, index: Optional[int]) -> UserConfigError:
-    data: dict[str, Any] = {"problem": problem, "prefix": text.strip()[:20]}
-    if index is not None:
-        data = {"index": index, **data}
-    return UserConfigError("invalid SSH public key", **data)
-
-
-def normalize_ssh_key(text: str, index: Optional[int] = None) -> str:
-    """``<type> <base64> [comment]`` on one line, validated.
-
-    Portals and templates wrap long keys: a line break inside the base64 is
-    removed (the pieces are rejoined), a break elsewhere counts as a space.
-    The base64 must decode to a blob whose embedded type is the declared one.
-    """
-    if not isinstance(text, str):
-        raise _key_error("not text", "", index)
-    stripped = text.strip()
-    parts = stripped.split(None, 1)
-    if not parts:
-        raise _key_error("empty key", text, index)
-    key_type = parts[0]
-    if key_type not in KNOWN_KEY_TYPES:
-        problem = ("options are not allowed"
-                   if any(tok in KNOWN_KEY_TYPES for tok in stripped.split())
-                   else "unknown key type")
-        raise _key_error(problem, text, index)
-    rest = parts[1].lstrip() if len(parts) > 1 else ""
-    lines = _BREAK_RE.split(rest)
-    b64 = ""
-    comment = ""
-    for number, line in enumerate(lines):
-        if b64 and _blob_problem(key_type, b64) is None:
-            # The blob is complete: whatever follows the break is the comment.
-            comment = " ".join(lines[number:])
-            break
-        line = line.strip()
-        piece = _B64_PREFIX_RE.match(line).group(0)  # type: ignore[union-attr]
-        b64 += piece
-        tail = line[len(piece):]
-        if tail:
-            if not tail[0].isspace():
-                raise _key_error("invalid character in key data", text, index)
-            comment = " ".join([tail] + lines[number + 1:])
-            break
-    problem = _blob_problem(key_type, b64)
-    if problem:
-        raise _key_error(problem, text, index)
-    comment = " ".join(comment.split())
-    return f"{key_type} {b64} {comment}" if comment else f"{key_type} {b64}"
-
-
 # ---------------------------------------------------------------- host names
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -311,6 +267,24 @@ def ssh_pwauth(disable_ssh_password_auth: Optional[bool],
 
 
 DEFAULT_SUDO = "ALL=(ALL) NOPASSWD:ALL"
+# ``datasource: Azure: sudo:`` policies -> the sudoers rule of the admin user.
+SUDO_RULES: dict[str, Optional[str]] = {
+    "password": "ALL=(ALL) ALL", "nopasswd": DEFAULT_SUDO, "none": None}
+
+
+def sudo_rule(policy: Optional[str], has_password: bool) -> Optional[str]:
+    """The admin's sudoers rule: ``auto`` asks for the password when one was given.
+
+    As the Azure Linux Agent does: a user who chose a password types it for
+    sudo; a key-only user has no password to type, so sudo cannot ask.
+    ``password``/``nopasswd``/``none`` force a rule; any other text is taken
+    as the rule itself; None means no rule.
+    """
+    if policy == "auto":
+        policy = "password" if has_password else "nopasswd"
+    if policy is None or policy in SUDO_RULES:
+        return SUDO_RULES.get(policy) if policy else None
+    return policy
 
 
 @dataclass(frozen=True)
@@ -330,15 +304,19 @@ class UserPlan:
 def plan_user(username: str, password: Optional[str], ssh_keys: Iterable[str],
               disable_ssh_password_auth: Optional[bool], hostname: Optional[str],
               existing_system_users: Optional[Mapping[str, int]] = None, *,
-              runner: Runner = run, sudo: Optional[str] = DEFAULT_SUDO,
-              groups: Sequence[str] = ()) -> UserPlan:
+              runner: Runner = run, sudo: Optional[str] = "auto",
+              groups: Sequence[str] = (),
+              max_username_length: int = USERADD_MAX_USERNAME) -> UserPlan:
     """Validate and combine the platform's user request into a :class:`UserPlan`.
 
     A password equal to ``REDACTED`` comes from the cached (redacted) copy of
     ovf-env.xml: the account keeps a password (not locked) but none is set,
-    as cloud-init's own datasource does.
+    as cloud-init's own datasource does. ``sudo`` is a :func:`sudo_rule`
+    policy (the ``sudo`` setting) or a rule; ``max_username_length`` what
+    the distro's useradd creates (:func:`read_username_limit`).
     """
-    name = validate_username(username, existing_system_users)
+    name = validate_username(username, existing_system_users,
+                             max_length=max_username_length)
     if isinstance(ssh_keys, str):
         raise TypeError("ssh_keys is a list of keys, not one key")
     keys: list[str] = []
@@ -358,7 +336,7 @@ def plan_user(username: str, password: Optional[str], ssh_keys: Iterable[str],
         ssh_keys=tuple(keys),
         ssh_pwauth=ssh_pwauth(disable_ssh_password_auth, has_password),
         hostname=validate_hostname(hostname) if hostname is not None else None,
-        sudo=sudo,
+        sudo=sudo_rule(sudo, has_password),
         groups=tuple(groups),
     )
 

@@ -38,9 +38,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import NameOID
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import ParseError, fromstring
 
+from cloudinit_azure import xmldoc
 from cloudinit_azure.report import CertificateError
 from cloudinit_azure.runner import Result, Runner, run
 
@@ -50,9 +49,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 OPENSSL = "openssl"
-_PEM_BLOCK = re.compile(
-    r"-----BEGIN (?P<label>[A-Z0-9 ]+)-----\r?\n.*?-----END (?P=label)-----", re.DOTALL
-)
+_PEM_BEGIN = re.compile(r"-----BEGIN (?P<label>[A-Z0-9 ]{1,64})-----")
 
 
 @dataclass(frozen=True)
@@ -102,11 +99,8 @@ def transport_cert_header(pair: TransportPair) -> str:
 
 def parse_certificates_xml(xml: bytes) -> bytes:
     """The decoded ``Data`` element of the wireserver's CertificateFile."""
-    try:
-        root = fromstring(xml)
-    except (ParseError, DefusedXmlException, ValueError) as exc:
-        raise CertificateError(detail="certificates XML is not well-formed",
-                               exception=type(exc).__name__) from None
+    root = xmldoc.parse(xml, lambda problem, details: CertificateError(
+        detail=f"certificates XML {problem}", **details))
     data = next((e for e in root.iter()
                  if isinstance(e.tag, str) and e.tag.rsplit("}", 1)[-1] == "Data"), None)
     text = "".join((data.text or "").split()) if data is not None else ""
@@ -218,15 +212,37 @@ def _pkcs12_pem(pkcs12_bytes: bytes, runner: Runner, tmp_dir: Optional[str]) -> 
         return result.stdout
 
 
+def pem_blocks(text: str) -> list[tuple[str, str]]:
+    """``(label, block)`` for each PEM block, line by line (one linear pass).
+
+    A BEGIN line without its END is dropped; a BEGIN inside a block ends the
+    unterminated one (so a thousand stray BEGIN lines cost one pass, not a
+    thousand).
+    """
+    out: list[tuple[str, str]] = []
+    label: Optional[str] = None
+    lines: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        begin = _PEM_BEGIN.fullmatch(line)
+        if begin is not None:
+            label, lines = begin.group("label"), [line]
+        elif label is not None:
+            lines.append(line)
+            if line == f"-----END {label}-----":
+                out.append((label, "\n".join(lines) + "\n"))
+                label, lines = None, []
+    return out
+
+
 def private_keys_by_fingerprint(pkcs12_bytes: bytes, runner: Runner = run,
                                 tmp_dir: Optional[str] = None) -> dict[str, bytes]:
     """Every private key in the bundle (OpenSSH private format), keyed by the
     fingerprint of the certificate that carries its public half."""
     certs: list[x509.Certificate] = []
     keys = []
-    for match in _PEM_BLOCK.finditer(_pkcs12_pem(pkcs12_bytes, runner, tmp_dir)):
-        block = match.group(0).encode("ascii")
-        label = match.group("label")
+    for label, text in pem_blocks(_pkcs12_pem(pkcs12_bytes, runner, tmp_dir)):
+        block = text.encode("ascii", "replace")
         try:
             if label == "CERTIFICATE":
                 certs.append(x509.load_pem_x509_certificate(block))

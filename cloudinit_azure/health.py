@@ -1,8 +1,12 @@
-"""Tell the platform how provisioning ended: Ready, or ProvisioningFailed.
+"""The report outbox and the health POST: Ready or ProvisioningFailed, delivered once.
 
-The edge between the typed errors and the two channels Azure reads: the
-wireserver health report and the Hyper-V KVP pool. A per-instance marker
-makes each outcome go out once: never Ready after a failure, never twice.
+A per-instance marker in the state directory holds the outcome decided for
+the instance (``ready`` or ``failed``, with the encoded failure report) and
+whether the wireserver has taken it. It is written *pending* before the POST
+and *delivered* only after it, so an outcome that could not be delivered is
+found and sent on the next boot, and never sent twice. A file in /run notes
+that this boot already tried, so a later stage of the same boot does not
+retry what init-local just gave up on.
 """
 
 from __future__ import annotations
@@ -10,82 +14,79 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from cloudinit_azure import kvp
-from cloudinit_azure.report import ProvisioningError, Report
-from cloudinit_azure.wireserver import MAX_DESCRIPTION, WireserverClient, wireserver_url
+if TYPE_CHECKING:
+    from cloudinit_azure.wireserver import WireserverClient
 
 LOG = logging.getLogger(__name__)
 STATE_DIR = "/var/lib/cloudinit-azure"
+RUN_DIR = "/run/cloudinit-azure"
 
 
-def _marker(state_dir: str, instance_id: str) -> Path:
-    return Path(state_dir) / f"health-{instance_id}.json"
+@dataclass(frozen=True)
+class Outcome:
+    """What the outbox holds for one instance."""
+
+    state: str  # "ready" or "failed"
+    delivered: bool
+    description: Optional[str] = None  # the encoded failure report
 
 
-def reported(state_dir: str, instance_id: str) -> Optional[str]:
-    """The outcome already sent for this instance ("ready"/"failed"), if any."""
-    try:
-        return json.loads(_marker(state_dir, instance_id).read_text()).get("state")
-    except (OSError, ValueError):
-        return None
+def _safe(instance_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in instance_id)[:80]
 
 
-def _remember(state_dir: str, instance_id: str, state: str) -> None:
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    path = _marker(state_dir, instance_id)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"state": state}))
-    os.replace(tmp, path)
+class Outbox:
+    """Outcome markers per instance: ``state_dir`` (persistent), ``run_dir`` (this boot)."""
 
+    def __init__(self, state_dir: str = STATE_DIR, run_dir: str = RUN_DIR) -> None:
+        self.state_dir = Path(state_dir)
+        self.run_dir = Path(run_dir)
 
-class Reporter:
-    """Sends one outcome per instance to the wireserver and KVP."""
+    def _marker(self, instance_id: str) -> Path:
+        return self.state_dir / f"health-{_safe(instance_id)}.json"
 
-    def __init__(self, wireserver: str, *, kvp_pool: str = kvp.DEFAULT_POOL,
-                 state_dir: str = STATE_DIR, vm_id: Optional[str] = None,
-                 budget_s: float = 1200.0,
-                 client: Optional[WireserverClient] = None) -> None:
-        self.client = client or WireserverClient(wireserver_url(wireserver),
-                                                 budget_s=budget_s)
-        self.kvp_pool = kvp_pool
-        self.state_dir = state_dir
-        self.vm_id = vm_id
-
-    def ready(self, instance_id: str) -> bool:
-        """Report Ready unless an outcome was already sent; raise on wireserver failure."""
-        previous = reported(self.state_dir, instance_id)
-        if previous:
-            LOG.info("provisioning outcome for %s already reported (%s): not reporting "
-                     "Ready again", instance_id, previous)
-            return False
-        goal_state = self.client.goal_state()
-        self.client.report_ready(goal_state)
-        _remember(self.state_dir, instance_id, "ready")
-        kvp.report_to_kvp(self.kvp_pool, Report.success(vm_id=self.vm_id).encode())
-        LOG.info("reported Ready to the wireserver (incarnation %s)",
-                 goal_state.incarnation)
-        return True
-
-    def failure(self, error: ProvisioningError, instance_id: Optional[str]) -> bool:
-        """Report ProvisioningFailed with the encoded report; KVP even when offline."""
-        key = instance_id or "unknown"
-        if reported(self.state_dir, key):
-            LOG.info("provisioning outcome for %s already reported: not reporting the "
-                     "failure again", key)
-            return False
-        text = Report.from_error(error, vm_id=self.vm_id).encode()
-        LOG.error("provisioning failed: %s", text)
-        kvp.report_to_kvp(self.kvp_pool, text)
-        _remember(self.state_dir, key, "failed")
+    def get(self, instance_id: str) -> Optional[Outcome]:
         try:
-            goal_state = self.client.goal_state()
-            self.client.report_failure(
-                goal_state, Report.from_error(error, vm_id=self.vm_id).encode(
-                    max_len=MAX_DESCRIPTION))
-        except ProvisioningError as exc:
-            LOG.error("could not send the failure report to the wireserver: %s", exc)
-            return False
-        return True
+            data = json.loads(self._marker(instance_id).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("state") not in ("ready", "failed"):
+            return None
+        # Markers of earlier plug-in versions carry no flag: they were sent.
+        return Outcome(data["state"], bool(data.get("delivered", True)),
+                       data.get("description"))
+
+    def put(self, instance_id: str, outcome: Outcome) -> None:
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        path = self._marker(instance_id)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"state": outcome.state, "delivered": outcome.delivered,
+                       "description": outcome.description}, fh)
+        os.replace(tmp, path)
+        try:
+            os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+            (self.run_dir / f"attempted-{_safe(instance_id)}").touch()
+        except OSError as exc:
+            LOG.debug("could not note this boot's report attempt: %s", exc)
+
+    def attempted(self, instance_id: str) -> bool:
+        return (self.run_dir / f"attempted-{_safe(instance_id)}").exists()
+
+
+def send(wireserver: str, description: Optional[str], budget_s: float,
+         client: Optional[WireserverClient] = None) -> None:
+    """Ready (``description`` None) or ProvisioningFailed; raises ProvisioningError."""
+    from cloudinit_azure.wireserver import WireserverClient, wireserver_url
+
+    client = client or WireserverClient(wireserver_url(wireserver), budget_s=budget_s)
+    goal_state = client.goal_state()
+    if description is None:
+        client.report_ready(goal_state)
+    else:
+        client.report_failure(goal_state, description)

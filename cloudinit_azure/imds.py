@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import re
 import time
@@ -34,12 +35,17 @@ _MAC = re.compile(r"[0-9a-fA-F]{12}")
 
 @dataclass(frozen=True)
 class NetworkInterface:
-    """One NIC as IMDS describes it; ``mac`` is lower-case colon form."""
+    """One NIC as IMDS describes it; ``mac`` is lower-case colon form.
+
+    Addresses are checked (and normalised) by :mod:`ipaddress` for their
+    family; subnets are ``(address, prefix)`` with the prefix in range.
+    """
 
     mac: str
     ipv4_addresses: tuple[str, ...] = ()
     ipv4_subnets: tuple[tuple[str, int], ...] = ()
     ipv6_addresses: tuple[str, ...] = ()
+    ipv6_subnets: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,9 @@ class InstanceMetadata:
     pps_type: str = "None"
     has_custom_data: Optional[bool] = None
     interfaces: tuple[NetworkInterface, ...] = ()
+    # Why the network section was unusable (then ``interfaces`` is empty and
+    # the network config falls back to DHCP on the primary NIC), or None.
+    network_problem: Optional[str] = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False,
                                 hash=False)
 
@@ -88,7 +97,12 @@ def _str(value: Any, name: str) -> Optional[str]:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise _fail(f"{name} is not a string")
-    return str(value)
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: "\ud800" is valid JSON
+        raise _fail(f"{name} is not valid Unicode text") from None
+    return text
 
 
 def _bool(value: Any, name: str) -> Optional[bool]:
@@ -109,28 +123,53 @@ def _mac(value: Any, name: str) -> str:
     return ":".join(text[i:i + 2] for i in range(0, 12, 2))
 
 
-def _addresses(family: dict[str, Any], name: str) -> tuple[str, ...]:
+def _address(value: Any, version: int, name: str) -> str:
+    text = _str(value, name)
+    try:
+        addr = ipaddress.ip_address(text or "")
+    except ValueError:
+        raise _fail(f"{name} is not an IP address") from None
+    if addr.version != version:
+        raise _fail(f"{name} is not an IPv{version} address")
+    return str(addr)
+
+
+def _prefix(value: Any, version: int, name: str) -> int:
+    """A prefix length: an int or ASCII digits (not "²", "①", 5,000 digits, inf)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() \
+            and len(value.strip()) <= 3:
+        number = int(value.strip())
+    else:
+        raise _fail(f"{name} is not a prefix length")
+    if not 0 <= number <= (32 if version == 4 else 128):
+        raise _fail(f"{name} is out of range for IPv{version}")
+    return number
+
+
+def _addresses(family: dict[str, Any], version: int, name: str) -> tuple[str, ...]:
     out = []
     for i, item in enumerate(_list(family.get("ipAddress"), f"{name}.ipAddress")):
-        item = _obj(item, f"{name}.ipAddress[{i}]", required=True)
-        addr = _str(item.get("privateIpAddress"), f"{name}.ipAddress[{i}].privateIpAddress")
-        if addr:
-            out.append(addr)
+        where = f"{name}.ipAddress[{i}]"
+        item = _obj(item, where, required=True)
+        if item.get("privateIpAddress") not in (None, ""):
+            out.append(_address(item["privateIpAddress"], version,
+                                f"{where}.privateIpAddress"))
     return tuple(out)
 
 
-def _subnets(family: dict[str, Any], name: str) -> tuple[tuple[str, int], ...]:
+def parse_subnets(family: dict[str, Any], version: int,
+                  name: str) -> tuple[tuple[str, int], ...]:
+    """``(address, prefix)`` of a family's ``subnet`` list; incomplete entries skipped."""
     out = []
     for i, item in enumerate(_list(family.get("subnet"), f"{name}.subnet")):
         where = f"{name}.subnet[{i}]"
         item = _obj(item, where, required=True)
-        addr = _str(item.get("address"), f"{where}.address")
-        prefix = _str(item.get("prefix"), f"{where}.prefix")
-        if addr is None or prefix is None:
+        if item.get("address") in (None, "") or item.get("prefix") in (None, ""):
             continue
-        if not prefix.isdigit() or int(prefix) > 128:
-            raise _fail(f"{where}.prefix is not a prefix length")
-        out.append((addr, int(prefix)))
+        out.append((_address(item["address"], version, f"{where}.address"),
+                    _prefix(item["prefix"], version, f"{where}.prefix")))
     return tuple(out)
 
 
@@ -140,10 +179,32 @@ def _interface(item: Any, where: str) -> NetworkInterface:
     ipv6 = _obj(item.get("ipv6"), f"{where}.ipv6")
     return NetworkInterface(
         mac=_mac(item.get("macAddress"), f"{where}.macAddress"),
-        ipv4_addresses=_addresses(ipv4, f"{where}.ipv4"),
-        ipv4_subnets=_subnets(ipv4, f"{where}.ipv4"),
-        ipv6_addresses=_addresses(ipv6, f"{where}.ipv6"),
+        ipv4_addresses=_addresses(ipv4, 4, f"{where}.ipv4"),
+        ipv4_subnets=parse_subnets(ipv4, 4, f"{where}.ipv4"),
+        ipv6_addresses=_addresses(ipv6, 6, f"{where}.ipv6"),
+        ipv6_subnets=parse_subnets(ipv6, 6, f"{where}.ipv6"),
     )
+
+
+def parse_network(network: Any) -> tuple[NetworkInterface, ...]:
+    """The IMDS ``network`` section -> typed interfaces, or ImdsParseError.
+
+    The one parser of IMDS network data, with one rule: a malformed section
+    (bad MAC, bad or wrong-family IP, bad prefix, duplicate MAC, wrong
+    shapes) never fails provisioning. :func:`parse_instance_metadata` keeps
+    the problem in ``network_problem`` and the network config falls back to
+    DHCP on the primary NIC (:func:`cloudinit_azure.netconfig.network_config_or_fallback`).
+    """
+    section = _obj(network, "network")
+    interfaces = []
+    seen: set[str] = set()
+    for i, item in enumerate(_list(section.get("interface"), "network.interface")):
+        nic = _interface(item, f"network.interface[{i}]")
+        if nic.mac in seen:
+            raise _fail(f"network.interface[{i}] has a duplicate MAC address", mac=nic.mac)
+        seen.add(nic.mac)
+        interfaces.append(nic)
+    return tuple(interfaces)
 
 
 def _user_data(value: Any) -> Optional[bytes]:
@@ -160,13 +221,13 @@ def parse_instance_metadata(body: bytes) -> InstanceMetadata:
     """Parse IMDS ``/metadata/instance`` JSON into :class:`InstanceMetadata`."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the interpreter's stack.
         raise _fail("invalid JSON", exception=type(exc).__name__) from None
     doc = _obj(doc, "document", required=True)
     compute = _obj(doc.get("compute"), "compute")
     os_profile = _obj(compute.get("osProfile"), "compute.osProfile")
     extended = _obj(_obj(doc.get("extended"), "extended").get("compute"), "extended.compute")
-    network = _obj(doc.get("network"), "network")
 
     keys = []
     for i, item in enumerate(_list(compute.get("publicKeys"), "compute.publicKeys")):
@@ -176,10 +237,11 @@ def parse_instance_metadata(body: bytes) -> InstanceMetadata:
         if key_data:
             keys.append((key_data, _str(item.get("path"), f"{where}.path") or ""))
 
-    interfaces = tuple(
-        _interface(item, f"network.interface[{i}]")
-        for i, item in enumerate(_list(network.get("interface"), "network.interface"))
-    )
+    network_problem = None
+    try:
+        interfaces = parse_network(doc.get("network"))
+    except ImdsParseError as exc:
+        interfaces, network_problem = (), str(exc)
     return InstanceMetadata(
         vm_id=_str(compute.get("vmId"), "compute.vmId"),
         computer_name=_str(os_profile.get("computerName"), "compute.osProfile.computerName"),
@@ -198,6 +260,7 @@ def parse_instance_metadata(body: bytes) -> InstanceMetadata:
         pps_type=_str(extended.get("ppsType"), "extended.compute.ppsType") or "None",
         has_custom_data=_bool(extended.get("hasCustomData"), "extended.compute.hasCustomData"),
         interfaces=interfaces,
+        network_problem=network_problem,
         raw=doc,
     )
 

@@ -1,54 +1,128 @@
 """OVF key pairs: private keys from the goal state's certificates, at their OVF paths.
 
-The certificates arrive in init-local, before the user exists; the files can
-only be given to the user after ``users_groups``. So the datasource stages
-them in a root-only directory and ``azure_ready`` installs them (private key
-0600, public key 0644, owned by the user).
+A key pair's ``Path`` must lie inside the user's home (``$HOME`` means the
+home *base* directory, ``/home``, as the platform and the Azure Linux Agent
+read it: ``$HOME/azureuser/.ssh/id_rsa``); anything else is refused with a
+reason before the machine is touched. Missing directories on the way are
+created owned by the user, 0700; the private key is 0600, the public one
+0644, both the user's.
+
+The flow installs them in init-local right after creating the user. Where
+the account is created later (the ``azure_ready`` fallback), the keys wait
+by fingerprint in a root-only staging directory.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
+import posixpath
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from cloudinit_azure import privatefile
+from cloudinit_azure.report import UserConfigError
+
+if TYPE_CHECKING:
+    from cloudinit_azure.certificates import CertificateKeys
 
 LOG = logging.getLogger(__name__)
 STAGING_DIR = Path("/var/lib/cloudinit-azure/keypairs")
+_FINGERPRINT = re.compile(r"[0-9A-Fa-f]{40}")
 
 
-def stage(private_keys: Mapping[str, bytes], public_keys: Mapping[str, str],
-          staging: Path = STAGING_DIR) -> None:
+@dataclass(frozen=True)
+class KeyPairFile:
+    """One key pair to install: where, and (unless staged) the key material."""
+
+    fingerprint: str
+    path: str
+    private: Optional[bytes] = field(default=None, repr=False)  # None: read the staged copy
+    public: Optional[str] = None
+
+
+def resolve_path(path: str, home: str) -> str:
+    """The key pair's absolute, normalised path; UserConfigError unless inside ``home``."""
+    home = posixpath.normpath(home)
+    shown = path[:120] if isinstance(path, str) else repr(type(path))
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise UserConfigError("invalid key pair path", path=shown)
+    expanded = path.replace("$HOME", posixpath.dirname(home) or "/")
+    if not expanded.startswith("/") or expanded.endswith("/"):
+        raise UserConfigError("invalid key pair path", path=shown)
+    resolved = posixpath.normpath(expanded)
+    if not resolved.startswith(home.rstrip("/") + "/"):
+        raise UserConfigError("key pair path outside the user's home", path=shown, home=home)
+    return resolved
+
+
+def key_pair_file(fingerprint: str, path: str, home: str,
+                  keys: CertificateKeys) -> KeyPairFile:
+    """Validate one OVF key pair against the certificates; UserConfigError on any problem."""
+    if not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
+        raise UserConfigError("invalid key pair fingerprint", fingerprint=str(fingerprint)[:60])
+    resolved = resolve_path(path, home)
+    fp = fingerprint.upper()
+    private = keys.private_keys.get(fp)
+    if private is None:
+        raise UserConfigError("certificate for key pair not found", fingerprint=fp)
+    return KeyPairFile(fp, resolved, private, keys.public_keys.get(fp))
+
+
+def stage(files: Sequence[KeyPairFile], staging: Path = STAGING_DIR) -> None:
     """Keep the keys by fingerprint in a 0700 directory; private files 0600 from birth."""
-    if not private_keys:
+    if not files:
         return
     os.makedirs(staging, mode=0o700, exist_ok=True)
     os.chmod(staging, 0o700)
-    for fingerprint, pem in private_keys.items():
-        fd = os.open(staging / fingerprint, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        if fingerprint in public_keys:
-            (staging / f"{fingerprint}.pub").write_text(public_keys[fingerprint] + "\n")
+    for item in files:
+        privatefile.write(staging / item.fingerprint, item.private or b"", 0o600)
+        if item.public:
+            privatefile.write(staging / f"{item.fingerprint}.pub",
+                              (item.public + "\n").encode(), 0o600)
 
 
-def install(key_pairs: Iterable[tuple[str, str]], uid: int, gid: int,
-            staging: Path = STAGING_DIR, log: logging.Logger = LOG) -> list[str]:
-    """Move each staged pair to its OVF path; return the paths written."""
-    written = []
-    for fingerprint, path in key_pairs:
-        private = staging / fingerprint
-        if not private.exists():
-            log.warning("no certificate for key pair %s: %s not written", fingerprint, path)
-            continue
-        for src, dest, mode in ((private, Path(path), 0o600),
-                                (staging / f"{fingerprint}.pub", Path(f"{path}.pub"), 0o644)):
-            if not src.exists():
-                continue
-            dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            shutil.move(str(src), dest)
-            os.chmod(dest, mode)
-            os.chown(dest, uid, gid)
-            written.append(str(dest))
+def _make_dirs(directory: Path, home: Path, uid: int, gid: int) -> None:
+    """Create the missing directories below ``home`` as the user's, 0700."""
+    missing = []
+    current = directory
+    while not current.exists() and current != home and home in current.parents:
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        os.mkdir(path, 0o700)
+        os.chown(path, uid, gid)
+
+
+def install(files: Sequence[KeyPairFile], uid: int, gid: int, home: str,
+            staging: Path = STAGING_DIR) -> list[str]:
+    """Write each pair at its (already resolved) path; return the paths written.
+
+    A file that cannot be written raises OSError: the caller turns it into
+    a ProvisioningFailed. Staged copies are removed once installed.
+    """
+    written: list[str] = []
+    for item in files:
+        resolve_path(item.path, home)  # never trust a path that skipped the plan
+        private, public = item.private, item.public
+        if private is None:
+            private = (staging / item.fingerprint).read_bytes()
+            pub = staging / f"{item.fingerprint}.pub"
+            public = pub.read_text().strip() if pub.exists() else None
+        dest = Path(item.path)
+        _make_dirs(dest.parent, Path(home), uid, gid)
+        privatefile.write(dest, private, 0o600, uid=uid, gid=gid)
+        written.append(str(dest))
+        if public:
+            privatefile.write(Path(f"{dest}.pub"), (public + "\n").encode(), 0o644,
+                              uid=uid, gid=gid)
+            written.append(f"{dest}.pub")
+    for item in files:
+        for name in (item.fingerprint, f"{item.fingerprint}.pub"):
+            try:
+                (staging / name).unlink()
+            except FileNotFoundError:
+                pass
     return written

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Optional, Union
 
+from cloudinit_azure import privatefile
 from cloudinit_azure.report import MediaError
 from cloudinit_azure.runner import CommandError, Runner
 
@@ -197,13 +198,14 @@ def probe_block_types(runner: Runner) -> dict[str, str]:
 
 
 def candidates(root: PathLike, blkid_types: Mapping[str, str],
-               seed_dir: Optional[PathLike] = None) -> list[Candidate]:
+               seed_dir: Optional[PathLike] = None,
+               data_dir: str = "/" + CACHE_DIR) -> list[Candidate]:
     """Where to look for ovf-env.xml, in order.
 
     Seed directory (when it has the file; ``seed_dir`` overrides the default
     /var/lib/cloud/seed/azure under ``root``), ``/dev/sr0`` (when it exists),
     every UDF/ISO 9660 device from ``blkid_types`` (deduplicated, order kept),
-    then the cached copy from an earlier boot (when it exists).
+    then the cached copy from an earlier boot in ``data_dir`` (when it exists).
     """
     root = Path(root)
     out: list[Candidate] = []
@@ -224,10 +226,28 @@ def candidates(root: PathLike, blkid_types: Mapping[str, str],
     for device, fs_type in blkid_types.items():
         if fs_type.lower() in MEDIA_TYPES:
             add("device", device)
-    cache = root / CACHE_DIR / OVF_NAME
+    cache = root / data_dir.lstrip("/") / OVF_NAME
     if cache.is_file():
         add("cache", cache)
     return out
+
+
+def read_limited(path: PathLike) -> bytes:
+    """A file's bytes, never more than the OVF size limit (MediaError beyond).
+
+    For every path that reads ovf-env.xml: a seed or cached copy, or the file
+    on a mounted DVD (the adapter's mount callback should read through it).
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_OVF_SIZE + 1)
+    except FileNotFoundError as exc:
+        raise MediaError(REASON_NOT_FOUND, device=str(path)) from exc
+    except OSError as exc:
+        raise MediaError(REASON_UNREADABLE, device=str(path), error=str(exc)) from exc
+    if len(data) > MAX_OVF_SIZE:
+        raise MediaError(REASON_TOO_LARGE, device=str(path), max_bytes=MAX_OVF_SIZE)
+    return data
 
 
 def read_ovf(candidate: Candidate, *, mount: Optional[Mount] = None) -> bytes:
@@ -238,24 +258,19 @@ def read_ovf(candidate: Candidate, *, mount: Optional[Mount] = None) -> bytes:
     image is read directly.
     """
     if candidate.kind != "device":
-        try:
-            with open(candidate.path, "rb") as fh:
-                data = fh.read(MAX_OVF_SIZE + 1)
-        except FileNotFoundError as exc:
-            raise MediaError(REASON_NOT_FOUND, device=candidate.path) from exc
-        except OSError as exc:
-            raise MediaError(REASON_UNREADABLE, device=candidate.path,
-                             error=str(exc)) from exc
-        if len(data) > MAX_OVF_SIZE:
-            raise MediaError(REASON_TOO_LARGE, device=candidate.path)
-        return data
+        return read_limited(candidate.path)
     if mount is not None:
         try:
             data = mount(candidate.path)
+        except MediaError:
+            raise  # the callback read through read_limited and found it too large
         except Exception as exc:  # a failed mount still leaves the direct read
             LOG.warning("mounting %s failed: %s", candidate.path, exc)
             data = None
         if data is not None:
+            if len(data) > MAX_OVF_SIZE:  # whatever the callback read
+                raise MediaError(REASON_TOO_LARGE, device=candidate.path,
+                                 max_bytes=MAX_OVF_SIZE)
             return data
         LOG.debug("%s not mounted; reading the image directly", candidate.path)
     return read_ovf_from_image(candidate.path)
@@ -291,15 +306,19 @@ def first_ovf(
 # --- side effects ------------------------------------------------------------------
 
 
-def write_cached_copy(root: PathLike, data_redacted: bytes) -> Path:
-    """Write ``<root>/var/lib/waagent/ovf-env.xml`` (dir 0700, file 0600), atomically.
+def write_cached_copy(root: PathLike, data_redacted: bytes,
+                      data_dir: str = "/" + CACHE_DIR) -> Path:
+    """Write ``<root><data_dir>/ovf-env.xml`` (dir 0700, file 0600), atomically.
+
+    ``data_dir`` is the datasource setting of that name (default
+    /var/lib/waagent, as cloud-init's own datasource has it).
 
     The Azure Linux Agent waits for this file. The caller passes the copy with
     the password already redacted; it is still private, so the temporary file
     is created 0600 from the start (no world-readable window, whatever the
     umask) and renamed over the old copy.
     """
-    directory = Path(root, CACHE_DIR)
+    directory = Path(root, data_dir.lstrip("/"))
     directory.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.mkdir(directory, 0o700)
@@ -307,25 +326,7 @@ def write_cached_copy(root: PathLike, data_redacted: bytes) -> Path:
         pass
     os.chmod(directory, 0o700)
     target = directory / OVF_NAME
-    tmp = directory / f".{OVF_NAME}.{os.getpid()}.{os.urandom(4).hex()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)  # the umask may have taken bits off; never adds
-            view = memoryview(data_redacted)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    privatefile.write(target, data_redacted, 0o600, fsync=True)
     return target
 
 

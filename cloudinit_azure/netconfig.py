@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
+from cloudinit_azure import imds
 from cloudinit_azure.network import DEFAULT_WIRESERVER, IMDS_ADDRESS, names_by_mac
 from cloudinit_azure.report import ImdsParseError
 
@@ -49,42 +50,21 @@ def normalize_mac(value: Any, field: str = "macAddress") -> str:
     return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
 
 
-def _addresses(family: Mapping[str, Any], version: int, where: str) -> list[str]:
-    raw = family.get("ipAddress") or []
-    if not isinstance(raw, list):
-        raise ImdsParseError(field=f"{where}.ipAddress", value=repr(raw))
-    out = []
-    for i, entry in enumerate(raw):
-        field = f"{where}.ipAddress[{i}].privateIpAddress"
-        value = entry.get("privateIpAddress") if isinstance(entry, Mapping) else None
-        try:
-            addr = ipaddress.ip_address(value)  # type: ignore[arg-type]
-        except ValueError:
-            raise ImdsParseError(field=field, value=repr(value)) from None
-        if addr.version != version:
-            raise ImdsParseError(field=field, value=value)
-        out.append(str(addr))
-    return out
-
-
-def _prefix(family: Mapping[str, Any], version: int, where: str) -> int:
+def _prefix(subnets: tuple[tuple[str, int], ...], version: int) -> int:
     """Prefix of the NIC's first subnet: what secondary addresses live in."""
-    default = 24 if version == 4 else 128
-    subnets = family.get("subnet") or []
-    if not isinstance(subnets, list):
-        raise ImdsParseError(field=f"{where}.subnet", value=repr(subnets))
-    if not subnets or not isinstance(subnets[0], Mapping):
-        return default
-    value = subnets[0].get("prefix")
-    if value in (None, ""):
-        return default
-    try:
-        prefix = int(value)
-    except (TypeError, ValueError):
-        raise ImdsParseError(field=f"{where}.subnet[0].prefix", value=repr(value)) from None
-    if not 0 <= prefix <= (32 if version == 4 else 128):
-        raise ImdsParseError(field=f"{where}.subnet[0].prefix", value=value)
-    return prefix
+    if subnets:
+        return subnets[0][1]
+    return 24 if version == 4 else 128
+
+
+def _gateway(subnets: tuple[tuple[str, int], ...]) -> Optional[str]:
+    """Azure's gateway of the first IPv4 subnet: its first host address."""
+    if not subnets:
+        return None
+    net = ipaddress.ip_network(f"{subnets[0][0]}/{subnets[0][1]}", strict=False)
+    if net.num_addresses < 4:
+        return None
+    return str(net.network_address + 1)
 
 
 def azure_gateway(family: Mapping[str, Any]) -> Optional[str]:
@@ -98,13 +78,9 @@ def azure_gateway(family: Mapping[str, Any]) -> Optional[str]:
     if not isinstance(subnets, list) or not subnets or not isinstance(subnets[0], Mapping):
         return None
     try:
-        net = ipaddress.ip_network(
-            f"{subnets[0].get('address')}/{subnets[0].get('prefix')}", strict=False)
-    except ValueError:
+        return _gateway(imds.parse_subnets(dict(family), 4, "ipv4")[:1])
+    except ImdsParseError:
         return None
-    if net.version != 4 or net.num_addresses < 4:
-        return None
-    return str(net.network_address + 1)
 
 
 def _match(mac: str, nic_driver: Optional[str]) -> dict[str, str]:
@@ -142,7 +118,10 @@ def network_config_or_fallback(
         return network_config(imds_network, primary_mac=primary_mac, nic_driver=nic_driver,
                               **kwargs), None
     except ImdsParseError as exc:
-        return fallback_config(mac=primary_mac, nic_driver=nic_driver), str(exc)
+        try:
+            return fallback_config(mac=primary_mac, nic_driver=nic_driver), str(exc)
+        except ImdsParseError:  # not even our own NIC's MAC reads: match nothing
+            return fallback_config(nic_driver=nic_driver), str(exc)
 
 
 def fallback_config(
@@ -194,37 +173,15 @@ def network_config(
     """
     names = dict(names or {})
     platform = _platform_routes(wireserver, routes_to_platform, gateway, routes)
-    if imds_network is None:
-        interfaces: Any = []
-    elif not isinstance(imds_network, Mapping):
-        raise ImdsParseError(field="network", value=type(imds_network).__name__)
-    else:
-        interfaces = imds_network.get("interface") or []
-    if not isinstance(interfaces, list):
-        raise ImdsParseError(field="network.interface", value=repr(interfaces))
-
+    interfaces = imds.parse_network(imds_network) if imds_network is not None else ()
     if not interfaces:
         mac = primary_mac or next(iter(names), None)
         name = names.get(normalize_mac(mac, "mac")) if mac else None
         return fallback_config(mac=mac, name=name, nic_driver=nic_driver, routes=platform)
 
     ethernets: dict[str, Any] = {}
-    seen: set[str] = set()
-    for idx, intf in enumerate(interfaces):
-        where = f"network.interface[{idx}]"
-        if not isinstance(intf, Mapping):
-            raise ImdsParseError(field=where, value=repr(intf))
-        mac = normalize_mac(intf.get("macAddress"), f"{where}.macAddress")
-        if mac in seen:
-            raise ImdsParseError("duplicate MAC address in IMDS", field=where, value=mac)
-        seen.add(mac)
-        v4 = intf.get("ipv4") or {}
-        v6 = intf.get("ipv6") or {}
-        for fam, key in ((v4, "ipv4"), (v6, "ipv6")):
-            if not isinstance(fam, Mapping):
-                raise ImdsParseError(field=f"{where}.{key}", value=repr(fam))
-        v4_addrs = _addresses(v4, 4, f"{where}.ipv4")
-        v6_addrs = _addresses(v6, 6, f"{where}.ipv6")
+    for idx, nic in enumerate(interfaces):
+        v4_addrs, v6_addrs = nic.ipv4_addresses, nic.ipv6_addresses
         if not v4_addrs and not v6_addrs:
             continue  # nothing assigned: leave the NIC to the OS, as cloud-init does
 
@@ -232,7 +189,7 @@ def network_config(
         if idx > 0:
             overrides["use-dns"] = False
         dev: dict[str, Any] = {
-            "match": _match(mac, nic_driver),
+            "match": _match(nic.mac, nic_driver),
             "dhcp4": True,
             "dhcp4-overrides": dict(overrides),
             "dhcp6": bool(v6_addrs),
@@ -240,15 +197,16 @@ def network_config(
         if v6_addrs:
             dev["dhcp6-overrides"] = dict(overrides)
         if apply_secondary_ips:
-            statics = [f"{a}/{_prefix(v4, 4, where + '.ipv4')}" for a in v4_addrs[1:]]
-            statics += [f"{a}/{_prefix(v6, 6, where + '.ipv6')}" for a in v6_addrs[1:]]
+            statics = [f"{a}/{_prefix(nic.ipv4_subnets, 4)}" for a in v4_addrs[1:]]
+            statics += [f"{a}/{_prefix(nic.ipv6_subnets, 6)}" for a in v6_addrs[1:]]
             if statics:
                 dev["addresses"] = statics
         if not ethernets:  # first NIC configured: the primary
             if gateway is None and routes_to_platform:
-                platform = _platform_routes(wireserver, True, azure_gateway(v4), routes)
+                platform = _platform_routes(wireserver, True, _gateway(nic.ipv4_subnets),
+                                            routes)
             if platform:
                 dev["routes"] = [dict(r) for r in platform]
-        dev_id = names.get(mac) or "nic-" + mac.replace(":", "")
+        dev_id = names.get(nic.mac) or "nic-" + nic.mac.replace(":", "")
         ethernets[dev_id] = dev
     return {"version": 2, "ethernets": ethernets}

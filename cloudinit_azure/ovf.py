@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import re
 import xml.etree.ElementTree as ET  # noqa: S405 - types and serialisation only
 from dataclasses import dataclass, field
 from typing import Optional
 
-from defusedxml import DefusedXmlException
-from defusedxml import ElementTree as SafeET
-
+from cloudinit_azure import xmldoc
 from cloudinit_azure.report import OvfError
 
 WA_NS = "http://schemas.microsoft.com/windowsazure"
@@ -27,6 +26,7 @@ XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 # Text that stands in for the password in the cached copy of the document.
 REDACTED = "REDACTED"
 
+_SHA1_HEX = re.compile(r"[0-9A-Fa-f]{40}")
 _TRUE = frozenset({"true", "1", "on", "yes"})
 _FALSE = frozenset({"false", "0", "off", "no"})
 
@@ -132,6 +132,20 @@ def _bool(parent: ET.Element, name: str, parent_path: str) -> Optional[bool]:
                    value=text[:32])
 
 
+def _flag(parent: ET.Element, name: str, parent_path: str) -> Optional[bool]:
+    """A platform flag the plug-in never acts on: garbage reads as "not said".
+
+    cloud-init and the Azure Linux Agent accept any text in these; failing a
+    VM over a flag nobody reads would be worse than ignoring it.
+    """
+    try:
+        return _bool(parent, name, parent_path)
+    except OvfError as exc:
+        if exc.reason.startswith("duplicate"):
+            raise
+        return None
+
+
 def _custom_data(parent: ET.Element, parent_path: str) -> Optional[bytes]:
     text = _text(parent, "CustomData", parent_path)
     if text is None:
@@ -176,6 +190,11 @@ def _ssh(config_set: ET.Element, parent_path: str
             fingerprint = _text(elem, "Fingerprint", where, required=True)
             path = _text(elem, "Path", where, required=True)
             assert fingerprint is not None and path is not None
+            if not _SHA1_HEX.fullmatch(fingerprint):
+                # It names a file in the key staging directory: never '..'.
+                raise OvfError("invalid KeyPair Fingerprint in ovf-env.xml",
+                               element=f"{where}/Fingerprint",
+                               problem="not 40 hex digits (SHA-1)", length=len(fingerprint))
             pairs.append(KeyPair(fingerprint=fingerprint.upper(), path=path))
     return tuple(keys), tuple(pairs)
 
@@ -184,16 +203,8 @@ def _parse_xml(data: bytes) -> ET.Element:
     """Parse with DTDs and entities forbidden (no XXE, no entity bomb)."""
     if not isinstance(data, (bytes, bytearray)):
         raise TypeError("parse_ovf takes bytes")
-    try:
-        return SafeET.fromstring(bytes(data), forbid_dtd=True, forbid_entities=True,
-                                 forbid_external=True)
-    except ET.ParseError as exc:
-        line, column = getattr(exc, "position", (None, None))
-        raise OvfError("ovf-env.xml is not well-formed XML", line=line, column=column,
-                       error=str(exc)[:120]) from None
-    except DefusedXmlException as exc:
-        raise OvfError("ovf-env.xml declares a DTD or entity (forbidden)",
-                       error=type(exc).__name__) from None
+    return xmldoc.parse(data, lambda problem, details: OvfError(f"ovf-env.xml {problem}",
+                                                               **details))
 
 
 def parse_ovf(data: bytes) -> OvfEnvironment:
@@ -227,8 +238,8 @@ def parse_ovf(data: bytes) -> OvfEnvironment:
             platform = {
                 "preprovisioned_vm": bool(_bool(settings, "PreprovisionedVm", ps_path)),
                 "preprovisioned_vm_type": _text(settings, "PreprovisionedVMType", ps_path),
-                "provision_guest_agent": _bool(settings, "ProvisionGuestAgent", ps_path),
-                "provision_guest_proxy_agent": _bool(settings, "ProvisionGuestProxyAgent",
+                "provision_guest_agent": _flag(settings, "ProvisionGuestAgent", ps_path),
+                "provision_guest_proxy_agent": _flag(settings, "ProvisionGuestProxyAgent",
                                                      ps_path),
                 "kms_server_hostname": _text(settings, "KmsServerHostname", ps_path),
             }
@@ -245,14 +256,39 @@ def parse_ovf(data: bytes) -> OvfEnvironment:
     )
 
 
-# <[prefix:]UserPassword attrs>text</[prefix:]UserPassword>; the prefix of the
-# end tag must match the start tag's (back-reference).
-_PASSWORD_RE = re.compile(
-    rb"(<(?P<prefix>[A-Za-z_][\w.-]*:)?UserPassword(?:\s[^<>]*)?(?<!/)>)"
-    rb"(?P<text>.*?)"
-    rb"(</(?P=prefix)?UserPassword\s*>)",
-    re.DOTALL,
-)
+# Every UserPassword start or end tag, with its namespace prefix. The
+# attribute part stops at the next '<' or '>', so one pass over the document
+# is linear however many tags (or look-alikes in comments) it holds.
+_PASSWORD_TAG_RE = re.compile(
+    rb"<(?P<end>/)?(?P<prefix>[A-Za-z_][\w.-]*:)?UserPassword(?P<attrs>\s[^<>]*)?>")
+
+
+def _substitute_passwords(data: bytes) -> bytes:
+    """Replace the text between each UserPassword start tag and the first end
+    tag of the same prefix after it by ``REDACTED`` (raw bytes, one pass)."""
+    starts: list[re.Match[bytes]] = []
+    ends: dict[bytes, list[int]] = {}
+    end_tags: dict[int, re.Match[bytes]] = {}
+    for match in _PASSWORD_TAG_RE.finditer(data):
+        if match.group("end"):
+            ends.setdefault(match.group("prefix") or b"", []).append(match.start())
+            end_tags[match.start()] = match
+        elif not (match.group("attrs") or b"").rstrip().endswith(b"/"):
+            starts.append(match)
+    out: list[bytes] = []
+    pos = 0
+    for start in starts:
+        if start.start() < pos:
+            continue  # inside the element just redacted
+        candidates = ends.get(start.group("prefix") or b"", [])
+        index = bisect.bisect_left(candidates, start.end())
+        if index == len(candidates):
+            continue
+        end = end_tags[candidates[index]]
+        out += [data[pos:start.end()], REDACTED.encode()]
+        pos = end.start()
+    out.append(data[pos:])
+    return b"".join(out)
 
 
 def _passwords(root: ET.Element) -> list[str]:
@@ -269,8 +305,7 @@ def redact_ovf(data: bytes) -> bytes:
     A document that does not parse at all gets the raw substitution only.
     """
     data = bytes(data)
-    redacted = _PASSWORD_RE.sub(
-        lambda m: m.group(1) + REDACTED.encode() + m.group(4), data)
+    redacted = _substitute_passwords(data)
     try:
         original = _parse_xml(data)
     except OvfError:

@@ -88,8 +88,11 @@ def plan(ovf: Optional[OvfEnvironment], imds: Optional[InstanceMetadata], *,
          system_uuid: str, previous_instance_id: Optional[str] = None,
          cert_keys: Optional[Mapping[str, str]] = None,
          existing_users: Optional[Mapping[str, int]] = None,
-         runner: Runner = run) -> Provisioning:
-    """Decide the instance from the platform's documents (raises ProvisioningError)."""
+         runner: Runner = run, sudo: Optional[str] = "auto") -> Provisioning:
+    """Decide the instance from the platform's documents (raises ProvisioningError).
+
+    ``sudo`` is the ``datasource: Azure: sudo:`` policy (:func:`account.sudo_rule`).
+    """
     if ovf is None and imds is None:
         raise ProvisioningError("no provisioning data: neither media nor IMDS answered")
     if ovf is None and imds is not None and imds.has_custom_data:
@@ -105,7 +108,7 @@ def plan(ovf: Optional[OvfEnvironment], imds: Optional[InstanceMetadata], *,
         disable = imds.disable_password_authentication
     keys = public_keys(ovf, imds, cert_keys or {})
     user = account.plan_user(username, ovf.password if ovf else None, keys, disable,
-                             hostname, existing_users, runner=runner)
+                             hostname, existing_users, runner=runner, sudo=sudo)
     userdata = ovf.custom_data if ovf and ovf.custom_data else (
         imds.user_data if imds else None)
     iid = choose_instance_id(system_uuid, previous_instance_id)

@@ -10,7 +10,7 @@ and the user see the same words.
 from __future__ import annotations
 
 import csv
-import io
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Optional
@@ -20,6 +20,31 @@ from cloudinit_azure import AGENT_NAME, __version__
 DOCUMENTATION_URL = "https://aka.ms/linuxprovisioningerror"
 # The wireserver keeps the Description short; Azure reads 1,024 chars of KVP.
 MAX_DESCRIPTION = 512
+MAX_REPORT = 1024
+# No one value may crowd the others (and the documentation URL) out of a report.
+MAX_VALUE = 200
+MAX_VM_ID = 64
+# C0 controls but TAB, LF, CR (those three are quoted), DEL and C1 controls.
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def printable(value: Any, limit: Optional[int] = None) -> str:
+    """``value`` as text any report channel can carry.
+
+    Platform documents can hold lone surrogates (``"x\\ud800y"`` is valid
+    JSON) and control characters: UTF-8 cannot encode the first, KVP's NUL
+    padding and XML lose the second. Both become backslash escapes, so a
+    report can always be encoded and sent. ``limit`` clips the result.
+    """
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception:  # a broken __str__ must not cost the report
+        text = f"<{type(value).__name__}>"
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = _CONTROLS.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
+    if limit is not None and len(text) > limit:
+        text = text[:max(limit - 3, 0)] + "..."
+    return text
 
 
 class ProvisioningError(Exception):
@@ -41,9 +66,10 @@ class ProvisioningError(Exception):
 
     def __str__(self) -> str:
         if not self.supporting_data:
-            return self.reason
-        details = ", ".join(f"{k}={v}" for k, v in self.supporting_data.items())
-        return f"{self.reason} ({details})"
+            return printable(self.reason)
+        details = ", ".join(f"{printable(k)}={printable(v, MAX_VALUE)}"
+                            for k, v in self.supporting_data.items())
+        return f"{printable(self.reason)} ({details})"
 
 
 class OvfError(ProvisioningError):
@@ -151,7 +177,11 @@ class UserConfigError(ProvisioningError):
 
 
 class ConfigError(ProvisioningError):
-    """An image author's configuration does not validate."""
+    """An image author's configuration does not validate.
+
+    ``key`` (the dotted path of the offending key) and ``problem`` travel as
+    supporting data; the text names the key first, for the log reader.
+    """
 
     default_reason = "invalid cloudinit-azure configuration"
     what_to_do = (
@@ -160,6 +190,13 @@ class ConfigError(ProvisioningError):
         "'cloudinit-azure doctor' shows it before you upload the image, and "
         "docs/configuration.md lists every key."
     )
+
+    def __str__(self) -> str:
+        key = self.supporting_data.get("key")
+        if key is None:
+            return super().__str__()
+        problem = self.supporting_data.get("problem", "")
+        return f"invalid config at {printable(key)}: {printable(problem)}"
 
 
 def _timestamp(now: Optional[datetime] = None) -> str:
@@ -170,13 +207,11 @@ def _timestamp(now: Optional[datetime] = None) -> str:
 
 
 def _quote(field_text: str) -> str:
-    """CSV-quote one field with ``'`` when it holds the delimiter or quote."""
-    if "|" not in field_text and "'" not in field_text:
+    """CSV-quote one field with ``'`` when it holds the delimiter, quote or a line break."""
+    if not any(c in field_text for c in "|'\r\n"):
         return field_text
-    buf = io.StringIO()
-    csv.writer(buf, delimiter="|", quotechar="'", quoting=csv.QUOTE_MINIMAL,
-               lineterminator="").writerow([field_text])
-    return buf.getvalue()
+    # csv's own minimal quoting ignores line breaks once lineterminator is "".
+    return "'" + field_text.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -202,32 +237,39 @@ class Report:
                 now: Optional[datetime] = None, **data: Any) -> Report:
         return cls("success", None, data, vm_id, _timestamp(now))
 
-    def encode(self, max_len: Optional[int] = None) -> str:
-        """Render the ``|``-delimited report, optionally trimmed to ``max_len``.
+    def encode(self, max_len: Optional[int] = MAX_REPORT) -> str:
+        """Render the ``|``-delimited report, trimmed to ``max_len`` (None: whole).
 
-        When trimming, supporting data is dropped from the end first so the
-        result, reason, agent and documentation URL always survive.
+        The default is what Azure reads of a KVP value, so a report sent there
+        never loses its end.
+
+        Every value is made :func:`printable` and clipped, so the text always
+        encodes. When trimming, supporting data is dropped from the end first;
+        the result, reason, agent, vm_id, timestamp and documentation URL
+        always survive (the documentation URL whole, last).
         """
-        head = [f"result={self.result}"]
+        head = [f"result={printable(self.result, MAX_VALUE)}"]
         if self.reason:
-            head.append(f"reason={self.reason}")
+            head.append(f"reason={printable(self.reason, MAX_VALUE)}")
         head.append(f"agent={AGENT_NAME}/{__version__}")
-        data = [f"{k}={v}" for k, v in self.supporting_data.items()]
+        data = [f"{printable(k, MAX_VALUE)}={printable(v, MAX_VALUE)}"
+                for k, v in self.supporting_data.items()]
         tail = []
         if self.vm_id:
-            tail.append(f"vm_id={self.vm_id}")
-        tail.append(f"timestamp={self.timestamp or _timestamp()}")
-        tail.append(f"documentation_url={DOCUMENTATION_URL}")
+            tail.append(f"vm_id={printable(self.vm_id, MAX_VM_ID)}")
+        tail.append(f"timestamp={printable(self.timestamp or _timestamp(), MAX_VALUE)}")
+        url = f"documentation_url={DOCUMENTATION_URL}"
 
         def render(items: list[str]) -> str:
-            return "|".join(_quote(i) for i in items)
+            return "|".join(_quote(i) for i in items + [url])
 
         text = render(head + data + tail)
         while max_len is not None and len(text) > max_len and data:
             data.pop()
             text = render(head + data + tail)
         if max_len is not None and len(text) > max_len:
-            text = text[:max_len]
+            # Only a max_len below ~300 gets here: keep the URL, cut before it.
+            text = text[:max(max_len - len(url) - 1, 0)] + "|" + url
         return text
 
 

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import urlsplit
 
 import requests
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import ParseError, fromstring
 
+from cloudinit_azure import xmldoc
 from cloudinit_azure.http import ANY_ERROR_STATUS, HttpClient, RetryPolicy
 from cloudinit_azure.report import (
     MAX_DESCRIPTION,
@@ -65,9 +64,15 @@ def _unescape_c(text: str) -> bytes:
 
 
 def _decode_245(value: str) -> Optional[str]:
-    """Turn one option-245 value, in any client's notation, into dotted quad."""
+    """Turn one option-245 value, in any client's notation, into dotted quad.
+
+    None for what cannot be the wireserver: an unterminated quote (its
+    characters would become address octets), 0.0.0.0, broadcast, multicast.
+    """
     quoted = value[:1] == '"'
-    if value[:1] in "\"'" and value[-1:] == value[:1] and len(value) >= 2:
+    if value[:1] in "\"'":
+        if len(value) < 2 or value[-1:] != value[:1]:
+            return None  # an unterminated quote is no address
         value = value[1:-1]
     if _HEX_PARTS.fullmatch(value):
         raw = bytes(int(part, 16) for part in value.split(":"))
@@ -75,18 +80,21 @@ def _decode_245(value: str) -> Optional[str]:
         raw = bytes.fromhex(value)
     else:
         try:
-            return str(ipaddress.IPv4Address(value))
+            raw = ipaddress.IPv4Address(value).packed
         except ValueError:
-            pass
-        if not quoted:
-            return None
-        try:
-            raw = _unescape_c(value)
-        except (UnicodeEncodeError, ValueError):
-            return None
-        if len(raw) != 4:
-            return None
-    return str(ipaddress.IPv4Address(raw))
+            if not quoted:
+                return None
+            try:
+                raw = _unescape_c(value)
+            except (UnicodeEncodeError, ValueError):
+                return None
+            if len(raw) != 4:
+                return None
+    address = ipaddress.IPv4Address(raw)
+    if address.is_unspecified or address.is_multicast or \
+            address == ipaddress.IPv4Address("255.255.255.255"):
+        return None
+    return str(address)
 
 
 def parse_option_245(lease_text: str) -> Optional[str]:
@@ -94,7 +102,7 @@ def parse_option_245(lease_text: str) -> Optional[str]:
     found = None
     for match in _OPTION_245.finditer(lease_text):
         address = _decode_245(match.group("value"))
-        if address is not None:
+        if address is not None:  # None: 0.0.0.0 and the like; the default applies
             found = address
     return found
 
@@ -118,11 +126,8 @@ def wireserver_url(address: str) -> str:
 # --- XML helpers ---------------------------------------------------------------
 
 def _parse_xml(xml: bytes, error: type[WireserverError], what: str) -> Element:
-    try:
-        return fromstring(xml)
-    except (ParseError, DefusedXmlException, ValueError) as exc:
-        raise error(detail=f"{what} is not well-formed XML",
-                    exception=type(exc).__name__) from None
+    return xmldoc.parse(xml, lambda problem, details: error(detail=f"{what} {problem}",
+                                                            **details))
 
 
 def _local(tag: Any) -> str:
@@ -186,6 +191,8 @@ _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def _escape(value: str) -> str:
+    # Lone surrogates (from a platform document) would make the body unencodable.
+    value = value.encode("utf-8", "backslashreplace").decode("utf-8")
     value = _XML_INVALID.sub("", value)
     return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace('"', "&quot;").replace("'", "&apos;"))

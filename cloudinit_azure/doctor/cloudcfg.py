@@ -181,13 +181,12 @@ def _settings(cfg: Config) -> Check:
     from cloudinit_azure.report import ConfigError
 
     c = Subject("settings", AREA, "plug-in settings validate")
-    ds = ((cfg.merged.get("datasource") or {}).get("Azure") or {})
     try:
-        settings.load("datasource_azure", {"datasource_azure": ds})
+        settings.load_datasource(cfg.merged)
         for ns in NAMESPACES:
             settings.load(ns, cfg.merged)
     except ConfigError as exc:
-        return c.error(f"{exc.reason}: provisioning fails at once",
+        return c.error(f"{exc}: provisioning fails at once",
                      "fix the key (docs/configuration.md lists every key)")
     return c.ok("datasource: Azure and " + ", ".join(NAMESPACES))
 

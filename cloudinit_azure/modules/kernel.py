@@ -28,4 +28,5 @@ def handle(*args, **kwargs) -> None:
     """Validate ``azure_kernel:`` and apply every enabled part to this machine."""
     call = module_call(args, kwargs, __name__)
     config = kernel.KernelConfig.from_settings(settings.load(NAMESPACE, call.cfg))
-    kernel.apply("/", config, release=os.uname().release, runner=run, log=call.log)
+    kernel.apply("/", config, release=os.uname().release, runner=run,
+                 ioctl=kernel.rnd_ioctl, log=call.log)

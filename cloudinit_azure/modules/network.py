@@ -8,6 +8,7 @@ cloud-init has set the host name. Everything that decides lives in the core.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cloudinit_azure import network, settings
@@ -36,5 +37,6 @@ def handle(*args, **kwargs) -> None:
         wireserver=getattr(datasource, "wireserver_address", None),
         primary_mac=getattr(datasource, "primary_mac", None),
         log=call.log,
+        kill=os.kill,
     )
     call.log.debug("azure_network: %s", outcome)

@@ -13,6 +13,7 @@ from typing import Any
 from cloudinit_azure import resource_disk
 from cloudinit_azure.modules import module_call
 from cloudinit_azure.report import ProvisioningError
+from cloudinit_azure.runner import run
 
 # No module-level ``schema``: cloud-init aborts the stage if one exists.
 meta: dict[str, Any] = {
@@ -37,7 +38,8 @@ def handle(*args: Any, **kwargs: Any) -> None:
     call = module_call(args, kwargs, __name__)
     try:
         cfg = resource_disk.load_settings(call.cfg)
-        resource_disk.setup(cfg, _instance_id(call.cloud), log=call.log)
+        machine = resource_disk.Machine(root="/", runner=run)
+        resource_disk.setup(cfg, _instance_id(call.cloud), machine, log=call.log)
     except ProvisioningError as err:
         call.log.error("azure_resource_disk: %s", err)
         raise

@@ -119,3 +119,57 @@ def test_grub_console_udev_rule_and_scsi_timeout_then_a_reboot_changes_nothing(
         assert (b2 / name).read_text() == (b3 / name).read_text(), name
     assert (b3 / "timeout").read_text().strip() == "300"
     assert (b3 / "grub").read_text() == grub
+
+
+# --- hostile grub defaults (issue 13, item 11) ---------------------------------
+
+HOSTILE_GRUB = {
+    "injection": 'GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX="quiet;X=injected;"ro\n',
+    "compound": ('GRUB_TIMEOUT=5\nif [ -e /etc/azure-marker ]; then\n'
+                 '  GRUB_CMDLINE_LINUX="quiet"\nfi\n'),
+    "continuation": 'GRUB_TIMEOUT=5\nGRUB_DISABLE_RECOVERY=true \\\n',
+}
+_HOSTILE: dict = {}
+
+
+def _hostile(run_boot, tmp_path_factory, cloud_init, kind):
+    import yaml
+
+    key = (kind, cloud_init)
+    if key not in _HOSTILE:
+        work = tmp_path_factory.mktemp("kernel-hostile")
+        text = yaml.safe_dump({"name": f"kernel-grub-{kind}",
+                               "image_files": {"/etc/default/grub": HOSTILE_GRUB[kind]},
+                               "cloud_config": {"azure_kernel": {"scsi_timeout": {
+                                   "enabled": False}}}})
+        report = run_boot(text, cloud_init=cloud_init, datasource="plugin",
+                          keep=str(work / "keep"), logs_to=str(work / "logs"))
+        log = work / "logs" / "logs" / "cloud-init.log"
+        _HOSTILE[key] = (report, (work / "keep/etc/default/grub").read_text(),
+                         log.read_text(errors="replace"))
+    return _HOSTILE[key]
+
+
+def _sourced(grub_text):
+    """What grub-mkconfig would see when it sources the file: value, and X."""
+    import subprocess
+
+    script = grub_text + '\nprintf "%s|%s" "$GRUB_CMDLINE_LINUX" "${X-unset}"\n'
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_quoted_text_in_grub_defaults_never_becomes_shell_code(run_boot, tmp_path_factory,
+                                                              cloud_init):
+    r, grub, log = _hostile(run_boot, tmp_path_factory, cloud_init, "injection")
+    assert r["sim_error"] is None and r["ready"], r.get("traceback")
+    assert _sourced(grub) == "quiet;X=injected;ro console=ttyS0,115200n8 earlyprintk=ttyS0|unset"
+
+
+@pytest.mark.parametrize("kind", ["compound", "continuation"])
+def test_grub_defaults_it_cannot_edit_safely_are_left_byte_identical(
+        run_boot, tmp_path_factory, cloud_init, kind):
+    r, grub, log = _hostile(run_boot, tmp_path_factory, cloud_init, kind)
+    assert r["sim_error"] is None and r["ready"], r.get("traceback")
+    assert grub == HOSTILE_GRUB[kind]
+    assert "not editing grub configuration, left untouched" in log

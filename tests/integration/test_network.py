@@ -161,3 +161,93 @@ def test_host_key_fingerprint_reported_only_when_asked(run_boot, tmp_path_factor
     assert posts[0]["t"] > r["time_to_ready_s"]  # never in Ready's way
     default, _ = _boot(run_boot, tmp_path_factory, None, cloud_init)
     assert not [q for q in default["requests"] if q["endpoint"] == "roleproperties"]
+
+
+STALE_RULES = (
+    'SUBSYSTEM=="net", ACTION=="add", DRIVERS=="?*", ATTR{address}=="00:0d:3a:00:00:01", '
+    'NAME="eth0"\n')
+STALE = f"""
+name: net-stale-persistent-net-rules
+image_files:
+  /etc/udev/rules.d/70-persistent-net.rules: '{STALE_RULES.strip()}'
+"""
+
+
+def test_stale_persistent_net_rules_are_moved_aside_on_a_new_instance(
+        run_boot, tmp_path_factory, cloud_init):
+    r, keep = _boot(run_boot, tmp_path_factory, STALE, cloud_init)
+    _ok(r)
+    # image_files lives in the upper layer: moved away, it is gone from it.
+    assert not (keep / "etc/udev/rules.d/70-persistent-net.rules").exists()
+    moved = keep / "var/lib/cloudinit-azure/70-persistent-net.rules.stale"
+    assert moved.read_text().strip() == STALE_RULES.strip()
+    generator = keep / "etc/udev/rules.d/75-persistent-net-generator.rules"
+    assert generator.is_symlink() and str(generator.readlink()) == "/dev/null"
+
+
+# Host name publishing, discriminating: images whose stock DHCP client config
+# does NOT send the host name (Debian's dhcpcd.conf has no `hostname` line;
+# dhclient.conf stripped of `send host-name`; udhcpc sends none unless told),
+# so the platform's DHCP server can only learn the name from our module.
+# Each is booted with the module and, as the control, with publishing off.
+DHCLIENT_CONF_WITHOUT_SEND = (
+    "option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;\n"
+    "request subnet-mask, broadcast-address, time-offset, routers,\n"
+    "        domain-name, domain-name-servers, host-name, interface-mtu,\n"
+    "        rfc3442-classless-static-routes;\n")
+DHCPCD_CONF_WITHOUT_HOSTNAME = (
+    "duid\npersistent\nvendorclassid\n"
+    "option domain_name_servers, domain_name, domain_search\n"
+    "option classless_static_routes\noption interface_mtu\noption host_name\n"
+    "option rapid_commit\nrequire dhcp_server_identifier\nslaac private\n")
+CLIENT_VARIANTS = {
+    "dhclient": {"image_files": {"/etc/dhcp/dhclient.conf": DHCLIENT_CONF_WITHOUT_SEND}},
+    "dhcpcd": {"dhcp_client": "dhcpcd",
+               "image_files": {"/etc/dhcpcd.conf": DHCPCD_CONF_WITHOUT_HOSTNAME}},
+    "udhcpc": {"dhcp_client": "udhcpc"},
+}
+
+
+def _variant(client, publish):
+    import yaml
+
+    spec = {"name": f"net-publish-{client}-{'on' if publish else 'off'}",
+            **CLIENT_VARIANTS[client]}
+    if not publish:
+        spec["cloud_config"] = {"azure_network": {"publish_hostname": {"enabled": False}}}
+    return yaml.safe_dump(spec)
+
+
+def _server_names(r):
+    return {lease["hostname"] for lease in r["dhcp_leases"] if lease["mac"] == DEFAULT_MAC}
+
+
+@pytest.mark.parametrize("client", sorted(CLIENT_VARIANTS))
+def test_host_name_reaches_the_dhcp_server_only_through_the_module(
+        run_boot, tmp_path_factory, cloud_init, client):
+    control, _ = _boot(run_boot, tmp_path_factory, _variant(client, False), cloud_init)
+    _ok(control)
+    assert "sim-vm-01" not in _server_names(control), control["dhcp_leases"]
+    r, keep = _boot(run_boot, tmp_path_factory, _variant(client, True), cloud_init)
+    _ok(r)
+    assert _server_names(r) == {"sim-vm-01"}, r["dhcp_leases"]
+    # Publishing never took a link down once the OS network was up.
+    os_net = next(s["start"] for s in r["stages"] if s["stage"] == "os-network")
+    events = [e for e in r["link_events"] if e["name"] == "eth0"]
+    up = next(e["t"] for e in events if e["t"] >= os_net and not e["down"])
+    assert [e for e in events if e["t"] > up and e["down"]] == []
+    assert {"name": "eth0", "mac": DEFAULT_MAC, "state": "UP"} in r["links"]
+
+
+ZERO_245 = """
+name: net-option-245-zero
+dhcp: {option_121: false, option_245_address: "0.0.0.0"}
+"""
+
+
+def test_option_245_zero_means_the_default_wireserver(run_boot, tmp_path_factory, cloud_init):
+    r, _ = _boot(run_boot, tmp_path_factory, ZERO_245, cloud_init)
+    _ok(r)  # Ready reached the real wireserver
+    routes = _main_routes(r)
+    assert "168.63.129.16 via 10.0.0.1 dev eth0" in routes, routes
+    assert not [x for x in routes if x.startswith("0.0.0.0 ")], routes

@@ -151,7 +151,7 @@ def test_no_resource_disk_is_an_info_line_and_status_done(run_boot, tmp_path_fac
     _ok(r)
     assert r["resource_disk"] == {"fstype": None, "mountpoint": None}
     assert _mnt_lines(r["fstab"]) == []
-    assert re.search(r"resource_disk\.py\[INFO\]: resource disk: none found", log)
+    assert re.search(r"\.py\[INFO\]: resource disk: none found", log)
     assert not [w for w in r["warnings"] if "resource" in w]
 
 
@@ -217,3 +217,150 @@ def test_64_gib_disk_ready_does_not_wait_for_formatting(run_boot, tmp_path_facto
     print(f"64 GiB {cloud_init}: time_to_ready_s={r['time_to_ready_s']} "
           f"resource disk module {took:.3f} s, finished {after:.3f} s after Ready, "
           f"wall {r['wall_s']} s")
+
+
+SETTINGS_IN_CUSTOM_DATA = """
+name: rd-settings-in-custom-data
+ovf:
+  custom_data: |
+    #cloud-config
+    azure_resource_disk: {mountpoint: /mnt/resource}
+    azure_kernel: {numa: {enabled: false}}
+    azure_network: {publish_hostname: {watch: false}}
+    write_files:
+      - path: /var/tmp/custom-data-applied
+        content: "customData reached the VM\\n"
+"""
+
+
+def test_our_settings_in_custom_data_take_effect_and_status_stays_done(
+        run_boot, tmp_path_factory, cloud_init):
+    r, log, keep = _boot(run_boot, tmp_path_factory, SETTINGS_IN_CUSTOM_DATA, cloud_init)
+    # cloud-init 25.1 validates user-data against its schema, whose top level
+    # refuses unknown keys: without our namespaces registered this boot was
+    # "degraded done" (a schema WARNING).
+    _ok(r)
+    assert "cloud-config failed schema validation" not in log
+    assert not [w for w in r["warnings"] if "schema" in w], r["warnings"]
+    assert r["resource_disk"] == {"fstype": "ext4", "mountpoint": "/mnt/resource"}
+    lines = [ln.split() for ln in r["fstab"].splitlines()
+             if ln.split() and not ln.startswith("#")]
+    assert [ln[1] for ln in lines if ln[0].startswith("UUID=")] == ["/mnt/resource"]
+    assert _mnt_lines(r["fstab"]) == []
+    assert _marker(keep)["mountpoint"] == "/mnt/resource"
+
+
+NO_NTFS_TOOLS = """
+name: rd-no-ntfs-3g
+image_files:
+  /usr/bin/ntfsls: null
+  /usr/bin/ntfs-3g: null
+  /usr/sbin/mount.ntfs-3g: null
+  /usr/sbin/mount.ntfs: null
+"""
+
+
+def test_image_without_ntfs_3g_leaves_the_disk_alone_at_info_and_status_done(
+        run_boot, tmp_path_factory, cloud_init):
+    r, log, keep = _boot(run_boot, tmp_path_factory, NO_NTFS_TOOLS, cloud_init)
+    _ok(r)
+    assert r["resource_disk"] == {"fstype": None, "mountpoint": None}
+    decisions = _decisions(log)
+    assert [d[0] for d in decisions] == ["leaving"]
+    assert "ntfs-3g is not installed" in decisions[0][1]
+    assert re.search(r"\.py\[INFO\]: resource disk: leaving", log)
+    assert not [w for w in r["warnings"] if "resource" in w]
+    assert _marker(keep) is None
+
+
+RAW_USED = """
+name: rd-raw-used-by-the-user
+boots: 2
+resource_disk: {raw_use_before_boot: 2}
+"""
+
+
+def test_disk_the_user_wiped_and_wrote_raw_is_left_alone_on_the_next_boot(
+        run_boot, tmp_path_factory, cloud_init):
+    r, log, keep = _boot(run_boot, tmp_path_factory, RAW_USED, cloud_init)
+    _ok(r)
+    decisions = _decisions(log)
+    # Boot 1 formats; the user wipes the signatures (wipefs -a) and writes data
+    # to the block device; boot 2 must not reformat it: not a new instance.
+    assert [d[0] for d in decisions] == ["format", "leaving"], decisions
+    assert "not a new instance" in decisions[1][1]
+    assert re.search(r"\.py\[INFO\]: resource disk: leaving", log)
+    boot2 = log[log.rindex("leaving"):]
+    assert "sfdisk" not in boot2 and "mkfs" not in boot2
+    assert r["resource_disk"] == {"fstype": None, "mountpoint": None}
+    assert not [w for w in r["warnings"] if "resource" in w]
+
+
+RAW_REDEPLOY = """
+name: rd-raw-redeploy
+boots: 2
+resource_disk: {format: none, redeploy_before_boot: 2}
+"""
+
+
+def test_raw_disk_replaced_blank_by_a_redeploy_is_formatted_again(
+        run_boot, tmp_path_factory, cloud_init):
+    r, log, keep = _boot(run_boot, tmp_path_factory, RAW_REDEPLOY, cloud_init)
+    _ok(r)
+    decisions = _decisions(log)
+    assert [d[0] for d in decisions] == ["format", "format"], decisions
+    assert "new instance" in decisions[0][1]
+    assert "came back raw and blank" in decisions[1][1]
+    assert r["resource_disk"] == {"fstype": "ext4", "mountpoint": "/mnt"}
+    assert _marker(keep)["fs_uuid"] == _fstab_uuid(r["fstab"])
+
+
+BLANK_NAMES = """
+name: rd-azure-names-with-blanks
+resource_disk:
+  files: ["DATALOSS_WARNING_README.txt ", " System Volume Information"]
+"""
+
+
+def test_user_files_named_like_azures_with_a_blank_keep_the_disk(
+        run_boot, tmp_path_factory, cloud_init):
+    r, log, keep = _boot(run_boot, tmp_path_factory, BLANK_NAMES, cloud_init)
+    _ok(r)
+    decisions = _decisions(log)
+    assert [d[0] for d in decisions] == ["leaving"], decisions
+    assert "holds user files" in decisions[0][1]
+    assert "holds user files: ' System Volume Information', " \
+           "'DATALOSS_WARNING_README.txt '" in decisions[0][1]
+    assert r["resource_disk"] == {"fstype": None, "mountpoint": None}
+    assert _marker(keep) is None
+
+
+GPT_AZURE = """
+name: rd-gpt-msr-ntfs
+resource_disk: {format: gpt}
+"""
+GPT_USED_MSR = """
+name: rd-gpt-used-msr
+resource_disk: {format: gpt_used_msr}
+"""
+
+
+def test_azures_gen2_layout_msr_plus_blank_ntfs_is_formatted(run_boot, tmp_path_factory,
+                                                            cloud_init):
+    r, log, keep = _boot(run_boot, tmp_path_factory, GPT_AZURE, cloud_init)
+    _ok(r)
+    decisions = _decisions(log)
+    assert [d[0] for d in decisions] == ["format"], decisions
+    assert "empty NTFS volume on a new instance" in decisions[0][1]
+    assert r["resource_disk"] == {"fstype": "ext4", "mountpoint": "/mnt"}
+
+
+def test_an_msr_partition_carrying_a_file_system_keeps_the_disk(run_boot, tmp_path_factory,
+                                                               cloud_init):
+    r, log, keep = _boot(run_boot, tmp_path_factory, GPT_USED_MSR, cloud_init)
+    _ok(r)
+    decisions = _decisions(log)
+    assert [d[0] for d in decisions] == ["leaving"], decisions
+    assert "2 partitions (ext4, ntfs)" in decisions[0][1]
+    assert r["resource_disk"] == {"fstype": None, "mountpoint": None}
+    assert _marker(keep) is None

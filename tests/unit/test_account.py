@@ -89,33 +89,91 @@ class FakeRunner:
 
 @pytest.mark.parametrize("name", [
     "azureuser", "a", "_svc", "user.name", "user-name", "user_1", "a" * 32, "admin",
-    "adm1n", "x9",
+    "adm1n", "x9", "AzureOps", "Azureuser", "ADMIN", "1user", "u.-_",
 ])
 def test_valid_usernames(name):
+    """Azure allows upper case for Linux admins; Debian's useradd creates all these."""
     assert validate_username(name) == name
 
 
-@pytest.mark.parametrize("name", [
-    "", "Azureuser", "ADMIN", "1user", "-user", ".user", "user name", "user@host",
-    "a" * 33, "user$", "üser", "user\n", "us:er", "user/x",
+@pytest.mark.parametrize("name, problem", [
+    ("", "empty"), ("-user", "only"), (".user", "only"), ("user name", "only"),
+    ("user@host", "only"), ("a" * 33, "longer than 32"), ("user$", "only"),
+    ("üser", "only"), ("user\n", "only"), ("us:er", "only"), ("user/x", "only"),
+    ("123", "all digits"), ("x\ud800y", "only"), ("a,b", "only"), ("~a", "only"),
 ])
-def test_invalid_usernames(name):
+def test_invalid_usernames(name, problem):
     with pytest.raises(UserConfigError) as info:
         validate_username(name)
     assert info.value.reason == "invalid user name"
-    assert info.value.supporting_data["user"] == name[:40]
+    assert info.value.supporting_data["problem"].startswith(problem)
+    shown = info.value.supporting_data["user"]
+    shown.encode("utf-8")  # a report can always carry it
+    assert shown == name[:40] or "\\ud800" in shown
+
+
+def test_names_up_to_azures_64_where_useradd_creates_them():
+    assert validate_username("a" * 64, max_length=64) == "a" * 64
+    with pytest.raises(UserConfigError) as info:
+        validate_username("a" * 65, max_length=255)
+    assert info.value.supporting_data["problem"] == "longer than 64 characters"
+
+
+@pytest.mark.parametrize("version, limit", [
+    ("1:4.13+dfsg1-1+deb12u1", 32), ("1:4.17.4-2", 64), ("4.14.0-1", 64),
+    ("1:4.8.1-1", 32), (None, 32), ("garbage", 32), ("1:10.0-1", 64),
+])
+def test_username_limit_follows_shadows_useradd(version, limit):
+    assert account.username_limit(version) == limit
+
+
+def test_read_username_limit_from_dpkg_status(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Package: login\nVersion: 1:4.17.4-2\n\n"
+                      "Package: passwd\nStatus: install ok installed\n"
+                      "Version: 1:4.13+dfsg1-1+deb12u1\nDescription: x\n long\n\n")
+    assert account.read_username_limit(status) == 32
+    status.write_text("Package: passwd\nVersion: 1:4.17.4-2\n")
+    assert account.read_username_limit(status) == 64
+    assert account.read_username_limit(tmp_path / "missing") == 32
 
 
 @pytest.mark.parametrize("name", [
     "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
     "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "systemd-network",
-    "systemd-timesync", "messagebus", "sshd", "_apt",
+    "systemd-timesync", "messagebus", "sshd", "_apt", "Root", "SSHD", "Systemd-x",
 ])
 def test_reserved_usernames(name):
     with pytest.raises(UserConfigError) as info:
         validate_username(name)
     assert info.value.reason == "reserved user name"
     assert info.value.supporting_data["user"] == name
+
+
+@pytest.mark.parametrize("password, policy, rule", [
+    (None, "auto", "ALL=(ALL) NOPASSWD:ALL"),
+    ("Secret-123", "auto", "ALL=(ALL) ALL"),
+    ("REDACTED", "auto", "ALL=(ALL) ALL"),
+    ("Secret-123", "nopasswd", "ALL=(ALL) NOPASSWD:ALL"),
+    (None, "password", "ALL=(ALL) ALL"),
+    ("Secret-123", "none", None),
+    (None, None, None),
+    (None, "ALL=(ALL) /usr/bin/apt", "ALL=(ALL) /usr/bin/apt"),
+])
+def test_sudo_asks_for_the_password_only_when_one_was_given(password, policy, rule):
+    plan = plan_user("azureuser", password, [], None, "vm", sudo=policy,
+                     runner=FakeRunner(result=Result(0, "$6$" + "x" * 90, "")))
+    assert plan.sudo == rule
+    default_user = cloud_config(plan)["system_info"]["default_user"]
+    assert default_user.get("sudo") == ([rule] if rule else None)
+
+
+def test_sudo_is_auto_by_default_and_in_the_schema():
+    assert plan_user("azureuser", None, [], None, "vm").sudo == "ALL=(ALL) NOPASSWD:ALL"
+    from cloudinit_azure import settings
+
+    prop = settings.schema("datasource_azure")["properties"]["sudo"]
+    assert prop["default"] == "auto" and set(prop["enum"]) == {"auto", *account.SUDO_RULES}
 
 
 @pytest.mark.parametrize("name,uid,ok", [
@@ -167,7 +225,7 @@ def test_read_passwd_feeds_validate(tmp_path):
 @pytest.mark.parametrize("backend", [
     pytest.param("crypt", marks=needs_crypt), "openssl", "auto"])
 @pytest.mark.parametrize("password", [
-    "P@ssw0rd!", " leading and trailing ", "pässwörd€", "x" * 123, "a$b\\c'\"d",
+    "P@ssw0rd!", " leading and trailing ", "pässwörd€", "x" * 72, "a$b\\c'\"d",
 ])
 def test_hash_verify_round_trip(backend, password):
     hashed = hash_password(password, backend=backend)
@@ -179,6 +237,15 @@ def test_hash_verify_round_trip(backend, password):
     assert verify_password(password, hashed, backend=backend)
     assert not verify_password(password + "x", hashed, backend=backend)
     assert not verify_password(password[:-1], hashed, backend=backend)
+
+
+def test_password_limit_is_azures_for_linux():
+    """OSProfile.adminPassword: 72 characters for Linux (123 is Windows')."""
+    assert hash_password("x" * 72, backend="openssl")
+    with pytest.raises(UserConfigError) as info:
+        hash_password("x" * 73, backend="openssl")
+    assert info.value.reason == "password too long"
+    assert info.value.supporting_data == {"max_length": 72}
 
 
 @needs_crypt
@@ -463,7 +530,7 @@ def test_plan_redacted_password_keeps_account_unlocked():
 
 @pytest.mark.parametrize("kwargs,reason", [
     ({"username": "root"}, "reserved user name"),
-    ({"username": "Bad"}, "invalid user name"),
+    ({"username": "-bad"}, "invalid user name"),
     ({"hostname": "bad_host"}, "invalid host name"),
     ({"password": "p" * 200}, "password too long"),
     ({"ssh_keys": ["ssh-rsa AAAA"]}, "invalid SSH public key"),

@@ -28,6 +28,7 @@ from cloudinit_azure.certificates import (
     keys_by_fingerprint,
     make_transport_pair,
     parse_certificates_xml,
+    pem_blocks,
     private_keys_by_fingerprint,
     transport_cert_header,
 )
@@ -133,6 +134,10 @@ def test_parse_certificates_xml_decodes_wrapped_data():
     (b"<CertificateFile><Version>1</Version></CertificateFile>", "no Data"),
     (b"<CertificateFile><Data>  </Data></CertificateFile>", "no Data"),
     (b"<CertificateFile><Data>!!!notbase64</Data></CertificateFile>", "not valid base64"),
+    (b'<?xml version="1.0" encoding="bogus"?><CertificateFile/>', "declares an encoding"),
+    (b'<?xml version="1.0" encoding="UTF-32"?><CertificateFile/>', "declares an encoding"),
+    (b'<!DOCTYPE x [<!ENTITY a "b">]><CertificateFile>&a;</CertificateFile>',
+     "declares a DTD"),
 ])
 def test_parse_certificates_xml_errors(xml, detail):
     with pytest.raises(CertificateError) as info:
@@ -292,3 +297,14 @@ def test_fetch_without_private_keys_runs_no_pkcs12_command(material, pair):
 
 def test_module_runs_openssl_by_name_not_path():
     assert certs.OPENSSL == "openssl"
+
+
+def test_pem_blocks_keep_complete_blocks_and_drop_stray_begins():
+    pem = make_transport_pair().cert_pem.decode()
+    noise = "-----BEGIN CERTIFICATE-----\n" * 50_000  # once a quadratic scan
+    text = ("Bag Attributes\r\n" + noise + pem.replace("\n", "\r\n")
+            + "-----BEGIN PRIVATE KEY-----\nAAAA\n")
+    blocks = pem_blocks(text)
+    assert [label for label, _ in blocks] == ["CERTIFICATE"]
+    assert x509.load_pem_x509_certificate(blocks[0][1].encode()).subject
+    assert pem_blocks("-----END CERTIFICATE-----\n") == []

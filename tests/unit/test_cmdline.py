@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from cloudinit_azure import cmdline
-from cloudinit_azure.cmdline import (
+from cloudinit_azure.kernel import cmdline
+from cloudinit_azure.kernel.cmdline import (
     UnsafeGrubFile,
     add_args,
     arg_key,
@@ -300,3 +300,57 @@ def test_unsafe_file_left_untouched_with_warning(tmp_path, caplog):
 
 def test_nothing_to_add_touches_nothing(tmp_path):
     assert ensure_args(str(tmp_path), []) == cmdline.CmdlineOutcome(None)
+
+
+# --- hostile input (issue 13, item 11) ---------------------------------------
+
+def _sh(text: str) -> str:
+    """What the shell makes of ``text``: the variable's value and whether X was set."""
+    import subprocess
+
+    script = text + '\nprintf "%s|%s" "$GRUB_CMDLINE_LINUX" "${X-unset}"\n'
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.parametrize("line, value", [
+    ("GRUB_CMDLINE_LINUX='a b'c", "a bc"),
+    ('GRUB_CMDLINE_LINUX="quiet;X=injected;"ro', "quiet;X=injected;ro"),
+    ("GRUB_CMDLINE_LINUX=a'$x`y'z", "a$x`yz"),
+    ("GRUB_CMDLINE_LINUX=quiet", "quiet"),
+])
+def test_an_unquoted_ending_is_rewritten_from_its_meaning_never_into_shell_code(line, value):
+    before = _sh(line)
+    assert before == f"{value}|unset"
+    r = add_args(line + "\n", VAR, ["numa=off"])
+    assert _sh(r.text) == f"{value} numa=off|unset"  # same value plus ours; nothing ran
+
+
+@pytest.mark.parametrize("text", [
+    'if [ -e /etc/azure ]; then\n  GRUB_CMDLINE_LINUX="x"\nfi\n',
+    'if true\nthen\nGRUB_CMDLINE_LINUX="x"\nelse\nGRUB_CMDLINE_LINUX="y"\nfi\n',
+    'for i in 1; do\nGRUB_CMDLINE_LINUX="x"\ndone\n',
+    'case "$a" in\n  b)\n  GRUB_CMDLINE_LINUX="x"\n  ;;\nesac\n',
+    'setup() {\n  GRUB_CMDLINE_LINUX="x"\n}\n',
+    '[ -e /x ] && {\nGRUB_CMDLINE_LINUX="x"\n}\n',
+])
+def test_an_assignment_inside_a_multi_line_compound_statement_is_refused(text):
+    with pytest.raises(UnsafeGrubFile, match="compound"):
+        add_args(text, VAR, ["numa=off"])
+
+
+def test_compound_statements_elsewhere_are_fine():
+    text = 'if [ -e /x ]; then\n  GRUB_TIMEOUT=1\nfi\nGRUB_X="fi"\nGRUB_CMDLINE_LINUX="q"\n'
+    assert add_args(text, VAR, ["numa=off"]).text.endswith('GRUB_CMDLINE_LINUX="q numa=off"\n')
+
+
+@pytest.mark.parametrize("text", ["GRUB_TIMEOUT=5 \\\n", "GRUB_TIMEOUT=5 \\"])
+def test_nothing_is_appended_after_a_trailing_line_continuation(text):
+    with pytest.raises(UnsafeGrubFile, match="line continuation"):
+        add_args(text, VAR, ["numa=off"])
+
+
+def test_an_escaped_backslash_or_a_comment_at_the_end_is_no_continuation():
+    for text in ("GRUB_TIMEOUT=5 \\\\\n", "# a comment \\\nGRUB_TIMEOUT=5\n"):
+        r = add_args(text, VAR, ["numa=off"])
+        assert _sh(r.text).startswith("numa=off|")

@@ -56,11 +56,12 @@ def test_detection_by_asset_tag_or_seed(ds, monkeypatch, tmp_path):
 
 
 def test_off_azure_get_data_is_false_without_touching_anything(ds, monkeypatch):
+    from cloudinit_azure import flow
+
     monkeypatch.setattr(dsmod, "_read_dmi", lambda key: None)
-    monkeypatch.setattr(dsmod.DataSourceAzure, "_platform_network",
-                        lambda self: pytest.fail("no network off Azure"))
+    monkeypatch.setattr(flow, "run", lambda *a, **k: pytest.fail("no flow off Azure"))
     assert ds._get_data() is False
-    assert ds.provisioned is False
+    assert ds.state is None
 
 
 @pytest.mark.parametrize("current, same", [
@@ -74,37 +75,77 @@ def test_check_instance_id_keeps_the_same_vm(ds, monkeypatch, current, same):
     assert ds.check_instance_id({}) is same
 
 
-def test_unpickling_an_older_object_gains_new_attributes(ds):
-    ds.metadata = {"instance-id": UUID}
-    del ds.key_pairs
-    del ds.wireserver_address
+def test_unpickling_an_object_of_the_plug_in_before_the_flow(ds):
+    """Loose attributes of the old adapter become one FlowState (azure_ready's path)."""
+    del ds.state
+    ds.metadata = {"instance-id": UUID, "local-hostname": "h", "public-keys": ["k"]}
+    ds.__dict__.update(provisioned=True, wireserver_address="10.0.0.9", vm_id=UUID,
+                       primary_mac="00:0d:3a:00:00:01", _nic_driver="hv_netvsc",
+                       _imds_network=None, media_kind="device", media_device="/dev/sr0",
+                       key_pairs=[["AB", "/home/u/.ssh/id_rsa"]],
+                       _config={"system_info": {"default_user": {"name": "u"}},
+                                "cloud_init_modules": ["ssh"]})
     restored = pickle.loads(pickle.dumps(ds))
     restored._unpickle(1)
-    assert restored.key_pairs == [] and restored.wireserver_address is None
+    state = restored.state
+    assert state.provisioned and state.instance_id == UUID
+    assert state.wireserver == "10.0.0.9" and state.link.mac == "00:0d:3a:00:00:01"
+    assert state.ready_from == "azure_ready"  # old instances: Ready was azure_ready's
+    assert state.provisioning.username == "u" and state.key_pairs == (
+        ("AB", "/home/u/.ssh/id_rsa"),)
+    assert "cloud_init_modules" not in state.provisioning.config
     assert restored.metadata["instance-id"] == UUID
+    assert restored._network_cfg is None and restored.settings_error is None
 
 
-def test_bad_datasource_config_names_the_key(tmp_path):
+def test_unpickling_a_current_object_keeps_its_state(ds):
+    from cloudinit_azure.flowstate import FlowState
+
+    ds.state = FlowState(UUID)
+    restored = pickle.loads(pickle.dumps(ds))
+    restored._unpickle(1)
+    assert restored.state == FlowState(UUID)
+
+
+def test_bad_datasource_config_is_kept_for_the_failure_report(tmp_path, monkeypatch):
+    """Never silence: the flow runs with the defaults and reports the ConfigError."""
+    from cloudinit_azure import flow
+    from cloudinit_azure.flowstate import FlowState
+
     paths = helpers.Paths({"cloud_dir": str(tmp_path)})
     ds = dsmod.DataSourceAzure({"datasource": {"Azure": {"imds_deadline_s": "soon"}}},
                                None, paths)
-    from cloudinit_azure.report import ConfigError
+    seen = {}
+    monkeypatch.setattr(dsmod, "_read_dmi", lambda key: dsmod.AZURE_CHASSIS_ASSET_TAG)
+    monkeypatch.setattr(flow, "run",
+                        lambda *a, **k: seen.update(k) or FlowState(None, failure="x"))
+    assert ds._get_data() is False
+    assert "datasource.Azure.imds_deadline_s" in str(seen["settings_error"])
+    assert ds.settings["imds_deadline_s"] == 300  # the schema's default
 
-    with pytest.raises(ConfigError, match="datasource_azure.imds_deadline_s"):
-        ds._settings()
 
-
-def test_apply_places_our_modules_in_the_config_it_returns(ds):
+def test_get_data_maps_the_flow_state_onto_cloud_init(ds, monkeypatch):
+    from cloudinit_azure import flow
+    from cloudinit_azure.flowstate import FlowState
     from cloudinit_azure.provision import Provisioning
 
-    ds.settings = ds._settings()
-    ds._apply(Provisioning(instance_id=UUID, vm_id=UUID, hostname="h", username="u",
-                           public_keys=("k",), userdata=b"ud",
-                           config={"system_info": {"default_user": {"name": "u"}}},
-                           metadata={"instance-id": UUID, "public-keys": ["k"]}))
-    modules = ds.get_config_obj()["cloud_init_modules"]
-    assert modules == ["seed_random", "azure_kernel", "users-groups", "ssh",
-                       "azure_ready", "azure_network", "azure_resource_disk"]
+    plan = Provisioning(instance_id=UUID, vm_id=UUID, hostname="h", username="u",
+                        public_keys=("k",), userdata=b"ud",
+                        config={"system_info": {"default_user": {"name": "u",
+                                                                 "sudo": ["ALL=(ALL) ALL"]}}},
+                        metadata={"instance-id": UUID, "public-keys": ["k"]})
+    monkeypatch.setattr(dsmod, "_read_dmi", lambda key: dsmod.AZURE_CHASSIS_ASSET_TAG)
+    monkeypatch.setattr(flow, "run", lambda *a, **k: FlowState(
+        UUID, provisioning=plan, host_keys=("/etc/ssh/ssh_host_ed25519_key",),
+        media_kind="device", media_device="/dev/sr0"))
+    assert ds._get_data() is True
+    cfg = ds.get_config_obj()
+    assert cfg["cloud_init_modules"] == ["seed_random", "azure_kernel", "users-groups", "ssh",
+                                         "azure_ready", "azure_network",
+                                         "azure_resource_disk"]
+    assert cfg["ssh_deletekeys"] is False  # host keys made before Ready stay
+    assert cfg["system_info"]["default_user"]["sudo"] is None  # already written
     assert ds.get_public_ssh_keys() == ["k"]
     assert ds.device_name_to_device("ephemeral0") is None
-    assert ds.userdata_raw == b"ud"
+    assert ds.userdata_raw == b"ud" and ds.metadata["instance-id"] == UUID
+    assert ds._get_subplatform() == "config-disk (/dev/sr0)"

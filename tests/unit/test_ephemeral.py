@@ -1169,3 +1169,45 @@ def test_carrier_is_polled_before_the_client_runs(tmp_path) -> None:
     reads.clear()
     dhcp._wait_for_carrier(limit=0.01)
     assert 9 <= len(reads) <= 11  # gave up at the limit, no exception
+
+
+# --- hostile leases (issue 13, item 11) ----------------------------------------
+
+@pytest.mark.parametrize("mask", ["²", "①", "1" * 5000, "33", "-1", "255.255.255.0x"])
+def test_a_mask_of_unicode_digits_or_many_digits_is_refused_cleanly(mask: str) -> None:
+    lease = eph.make_lease("eth0", "10.0.0.4", mask, router="10.0.0.1")
+    assert lease.prefix == 32  # no usable mask: a host route, as for a missing mask
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0", "0:0:0:0", "00000000"])
+def test_option_245_zero_means_the_default_wireserver(value: str) -> None:
+    lease = DHCLIENT_LEASE_NO_121.replace("a8:3f:81:10", value)
+    assert eph.parse_dhclient_lease(lease, NIC).wireserver is None
+    assert eph.parse_udhcpc_dump(f"ip=10.0.0.4\nmask=24\nopt245={value}\n", NIC).wireserver \
+        is None
+    assert eph.lease_from_dict({"fixed-address": "10.0.0.4", "unknown-245": value},
+                               NIC).wireserver is None
+
+
+def test_option_245_with_an_unterminated_quote_is_no_address() -> None:
+    # The quote used to open the value and its first bytes became an address.
+    assert eph.parse_option_245('option unknown-245 "abc;') is None
+    assert eph.parse_udhcpc_dump('ip=10.0.0.4\nmask=24\nopt245="abc\n', NIC).wireserver \
+        is None
+    # In a dhclient lease file it leaves the block unterminated: no lease, a typed error.
+    lease = DHCLIENT_LEASE_NO_121.replace("option unknown-245 a8:3f:81:10;",
+                                          'option unknown-245 "abc;')
+    with pytest.raises(DhcpError):
+        eph.parse_dhclient_lease(lease, NIC)
+
+
+def test_hostile_lease_files_parse_in_one_pass() -> None:
+    # Each of these made the old non-greedy block regex rescan the rest of
+    # the file from every "lease {" (quadratic); now they end the scan.
+    for text in ("lease {" * 20000, 'lease { option x "' + "a;" * 20000,
+                 "lease { interface " + "x " * 20000):
+        with pytest.raises(DhcpError):
+            eph.parse_dhclient_lease(text, NIC)
+    quoted = 'lease {\n interface "eth0";\n fixed-address 10.0.0.4;\n' \
+             ' option domain-name "a;b}c";\n option subnet-mask 255.255.255.0;\n}\n'
+    assert eph.parse_dhclient_lease(quoted, NIC).prefix == 24

@@ -1,11 +1,15 @@
-"""One outcome per instance: Ready or ProvisioningFailed, to the wireserver and KVP."""
+"""The outbox: an outcome is pending until delivered; the health POST itself."""
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
-from cloudinit_azure import health, kvp
-from cloudinit_azure.report import OvfError, WireserverError, decode_report
+from cloudinit_azure import health
+from cloudinit_azure.health import Outbox, Outcome
+from cloudinit_azure.report import WireserverError
 from cloudinit_azure.wireserver import GoalState
 
 GS = GoalState("1", "container", "instance", None)
@@ -29,48 +33,39 @@ class FakeWireserver:
 
 
 @pytest.fixture
-def paths(tmp_path):
-    return {"kvp_pool": str(tmp_path / "kvp"), "state_dir": str(tmp_path / "state")}
+def outbox(tmp_path):
+    return Outbox(str(tmp_path / "state"), str(tmp_path / "run"))
 
 
-def test_ready_is_sent_once_per_instance(paths):
+def test_an_outcome_survives_and_the_attempt_is_noted_for_this_boot_only(outbox, tmp_path):
+    assert outbox.get("iid") is None and not outbox.attempted("iid")
+    outbox.put("iid", Outcome("failed", False, "result=error|reason=x"))
+    assert outbox.get("iid") == Outcome("failed", False, "result=error|reason=x")
+    assert outbox.attempted("iid")
+    marker = tmp_path / "state" / "health-iid.json"
+    assert stat.S_IMODE(os.stat(marker).st_mode) == 0o600
+    next_boot = Outbox(str(tmp_path / "state"), str(tmp_path / "run2"))  # a fresh /run
+    assert not next_boot.attempted("iid")
+    assert next_boot.get("iid").delivered is False
+
+
+def test_markers_of_the_plug_in_before_the_outbox_count_as_delivered(outbox, tmp_path):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "health-old.json").write_text('{"state": "ready"}')
+    (tmp_path / "state" / "health-bad.json").write_text('{"state": "maybe"}')
+    assert outbox.get("old") == Outcome("ready", True)
+    assert outbox.get("bad") is None
+
+
+def test_an_instance_id_cannot_leave_the_state_directory(outbox, tmp_path):
+    outbox.put("../../x", Outcome("ready", True))
+    assert [p.name for p in (tmp_path / "state").iterdir()] == ["health-.._.._x.json"]
+
+
+def test_send_ready_or_failure_after_a_fresh_goal_state():
     ws = FakeWireserver()
-    r = health.Reporter("127.0.0.1", client=ws, vm_id="vm", **paths)
-    assert r.ready("iid-1") is True
-    assert r.ready("iid-1") is False
-    assert [c[0] for c in ws.calls] == ["ready"]
-    records = kvp.read(paths["kvp_pool"])
-    assert [k for k, _ in records] == ["PROVISIONING_REPORT"]
-    assert decode_report(records[0][1])["result"] == "success"
-    assert health.reported(paths["state_dir"], "iid-1") == "ready"
-    assert health.Reporter("127.0.0.1", client=ws, **paths).ready("iid-2") is True
-
-
-def test_failure_blocks_a_later_ready(paths):
-    ws = FakeWireserver()
-    r = health.Reporter("127.0.0.1", client=ws, vm_id="vm", **paths)
-    assert r.failure(OvfError("ovf-env.xml is not well-formed XML", line=1), "iid") is True
-    assert r.ready("iid") is False
-    assert r.failure(OvfError(), "iid") is False
-    assert [c[0] for c in ws.calls] == ["failure"]
-    description = ws.calls[0][2]
-    decoded = decode_report(description)
-    assert decoded["result"] == "error"
-    assert decoded["reason"] == "ovf-env.xml is not well-formed XML"
-    assert decoded["line"] == "1" and decoded["vm_id"] == "vm"
-    assert len(description) <= 512
-
-
-def test_failure_reaches_kvp_even_when_the_wireserver_is_unreachable(paths):
-    r = health.Reporter("127.0.0.1", client=FakeWireserver(fail=True), **paths)
-    assert r.failure(OvfError("bad"), None) is False
-    records = kvp.read(paths["kvp_pool"])
-    assert decode_report(records[0][1])["reason"] == "bad"
-    assert health.reported(paths["state_dir"], "unknown") == "failed"
-
-
-def test_ready_failure_propagates_and_is_not_remembered(paths):
-    r = health.Reporter("127.0.0.1", client=FakeWireserver(fail=True), **paths)
+    health.send("127.0.0.1", None, 1, client=ws)
+    health.send("127.0.0.1", "result=error", 1, client=ws)
+    assert ws.calls == [("ready", GS), ("failure", GS, "result=error")]
     with pytest.raises(WireserverError):
-        r.ready("iid")
-    assert health.reported(paths["state_dir"], "iid") is None
+        health.send("127.0.0.1", None, 1, client=FakeWireserver(fail=True))

@@ -7,6 +7,8 @@ import copy
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cloudinit_azure.http import RetryPolicy
 from cloudinit_azure.imds import (
@@ -21,6 +23,7 @@ from cloudinit_azure.imds import (
     parse_instance_metadata,
 )
 from cloudinit_azure.report import ImdsError, ImdsParseError
+from tests.fuzz import fuzz
 from tests.unit.test_http import HANG, FakeClock, Reply, ScriptedServer
 
 DOC = {
@@ -160,17 +163,91 @@ def test_bad_json_is_a_parse_error(raw):
     ("compute.publicKeys", {}, "compute.publicKeys"),
     ("compute.publicKeys.0.keyData", 5.5, "compute.publicKeys[0].keyData"),
     ("extended.compute.hasCustomData", 3, "extended.compute.hasCustomData"),
-    ("network.interface", "eth0", "network.interface"),
-    ("network.interface.0.macAddress", "00:0d:3a", "network.interface[0].macAddress"),
-    ("network.interface.0.ipv4", [], "network.interface[0].ipv4"),
-    ("network.interface.0.ipv4.subnet", [{"address": "10.0.0.0", "prefix": "x"}],
-     "network.interface[0].ipv4.subnet[0].prefix"),
-    ("network.interface.1.ipv6.ipAddress", [7], "network.interface[1].ipv6.ipAddress[0]"),
+    ("compute.vmId", "x\ud800y", "compute.vmId"),
+    ("compute.osProfile.adminUsername", "x\ud800y", "compute.osProfile.adminUsername"),
+    ("compute.osProfile.computerName", "\udfff", "compute.osProfile.computerName"),
 ])
 def test_wrong_types_name_the_field(path, value, field):
     with pytest.raises(ImdsParseError) as info:
         parse_instance_metadata(body(changed(path, value)))
     assert info.value.supporting_data["detail"].startswith(field + " ")
+    str(info.value).encode("utf-8")
+
+
+@pytest.mark.parametrize("path,value,field", [
+    ("network", "eth0", "network"),
+    ("network.interface", "eth0", "network.interface"),
+    ("network.interface.0.macAddress", "00:0d:3a", "network.interface[0].macAddress"),
+    ("network.interface.0.macAddress", "x\ud800y", "network.interface[0].macAddress"),
+    ("network.interface.0.ipv4", [], "network.interface[0].ipv4"),
+    ("network.interface.0.ipv4.subnet", [{"address": "10.0.0.0", "prefix": "x"}],
+     "network.interface[0].ipv4.subnet[0].prefix"),
+    ("network.interface.0.ipv4.subnet", [{"address": "10.0.0.0", "prefix": "\u00b2"}],
+     "network.interface[0].ipv4.subnet[0].prefix"),
+    ("network.interface.0.ipv4.subnet", [{"address": "10.0.0.0", "prefix": "\u2460"}],
+     "network.interface[0].ipv4.subnet[0].prefix"),
+    ("network.interface.0.ipv4.subnet", [{"address": "10.0.0.0", "prefix": "9" * 5000}],
+     "network.interface[0].ipv4.subnet[0].prefix"),
+    ("network.interface.0.ipv4.subnet", [{"address": "10.0.0.0", "prefix": float("inf")}],
+     "network.interface[0].ipv4.subnet[0].prefix"),
+    ("network.interface.0.ipv4.subnet", [{"address": "10.0.0.0", "prefix": 33}],
+     "network.interface[0].ipv4.subnet[0].prefix"),
+    ("network.interface.0.ipv4.subnet", [{"address": "::1", "prefix": 24}],
+     "network.interface[0].ipv4.subnet[0].address"),
+    ("network.interface.1.ipv6.ipAddress", [7], "network.interface[1].ipv6.ipAddress[0]"),
+    ("network.interface.0.ipv4.ipAddress", [{"privateIpAddress": "10.0.0.999"}],
+     "network.interface[0].ipv4.ipAddress[0].privateIpAddress"),
+    ("network.interface.0.ipv4.ipAddress", [{"privateIpAddress": 167772164}],
+     "network.interface[0].ipv4.ipAddress[0].privateIpAddress"),
+    ("network.interface.0.ipv4.ipAddress", [{"privateIpAddress": "fe80::1"}],
+     "network.interface[0].ipv4.ipAddress[0].privateIpAddress"),
+])
+def test_bad_network_data_is_a_network_problem_never_a_failure(path, value, field):
+    """One rule (issue 15): the netconfig fall-back handles it, provisioning goes on."""
+    md = parse_instance_metadata(body(changed(path, value)))
+    assert md.interfaces == () and md.admin_username
+    assert field + " " in md.network_problem
+    md.network_problem.encode("utf-8")
+
+
+def test_a_duplicate_mac_is_a_network_problem():
+    doc = json.loads(body())
+    doc["network"]["interface"].append(doc["network"]["interface"][0])
+    md = parse_instance_metadata(json.dumps(doc).encode())
+    assert md.interfaces == () and "duplicate MAC" in md.network_problem
+
+
+def test_prefixes_as_ints_or_ascii_digits():
+    md = parse_instance_metadata(body(changed(
+        "network.interface.0.ipv4.subnet", [{"address": "10.0.0.0", "prefix": 24},
+                                            {"address": "10.1.0.0", "prefix": " 16 "}])))
+    assert md.interfaces[0].ipv4_subnets == (("10.0.0.0", 24), ("10.1.0.0", 16))
+    assert md.network_problem is None
+
+
+def test_deeply_nested_json_is_a_parse_error_not_a_recursion_error():
+    with pytest.raises(ImdsParseError) as info:
+        parse_instance_metadata(b"[" * 100_000)
+    assert info.value.reason == "error parsing IMDS metadata"
+    assert info.value.supporting_data["exception"] == "RecursionError"
+
+
+@fuzz
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats()
+                    | st.text(max_size=12),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.sampled_from(
+                        ["compute", "network", "interface", "ipv4", "ipv6", "subnet",
+                         "ipAddress", "prefix", "address", "privateIpAddress",
+                         "macAddress", "osProfile", "vmId", "adminUsername"]), inner,
+                        max_size=4), max_leaves=25))
+def test_any_json_is_metadata_or_an_imds_parse_error(doc):
+    try:
+        md = parse_instance_metadata(json.dumps(doc).encode())
+    except ImdsParseError as err:
+        str(err).encode("utf-8")
+    else:
+        assert md.network_problem is None or md.interfaces == ()
 
 
 def test_mac_with_colons_is_normalised():

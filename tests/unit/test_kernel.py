@@ -7,12 +7,19 @@ import struct
 
 import pytest
 
-from cloudinit_azure import cmdline, kernel, settings
-from cloudinit_azure.kernel import KernelConfig
+from cloudinit_azure import kernel, settings
+from cloudinit_azure.kernel import KernelConfig, cmdline
 from cloudinit_azure.report import ConfigError
 from cloudinit_azure.runner import CommandError, Result
 
 # ------------------------------------------------------------ helpers
+
+
+def _no_ioctl(path, request, arg):
+    raise AssertionError(f"unexpected ioctl on {path}")
+
+
+NO_IOCTL = _no_ioctl
 
 
 def write(root, rel, data="", mode="w"):
@@ -150,11 +157,11 @@ def test_numa_off_added_only_for_old_kernels(tmp_path):
     cfg = KernelConfig(entropy=False, scsi_timeout=False, serial_console=False)
     runner = FakeRunner()
     new = kernel.apply(str(tmp_path), cfg, release="5.15.0-1051-azure", runner=runner,
-                       which=fake_which("update-grub"))
+                       which=fake_which("update-grub"), ioctl=NO_IOCTL)
     assert new.cmdline is None and runner.calls == []
     assert read(tmp_path, "etc/default/grub") == 'GRUB_CMDLINE_LINUX="quiet"\n'
     old = kernel.apply(str(tmp_path), cfg, release="2.6.32-754.el6.x86_64", runner=runner,
-                       which=fake_which("update-grub"))
+                       which=fake_which("update-grub"), ioctl=NO_IOCTL)
     assert old.numa_off_wanted and old.cmdline.added == ("numa=off",)
     assert read(tmp_path, "etc/default/grub") == 'GRUB_CMDLINE_LINUX="quiet numa=off"\n'
     assert runner.calls == [["/usr/sbin/update-grub"]]
@@ -312,12 +319,12 @@ def test_grub_regenerated_only_when_changed_and_tool_exists(tmp_path):
     root = str(tmp_path)
     write(root, "etc/default/grub", DEBIAN_GRUB)
     runner = FakeRunner()
-    first = kernel.apply(root, CONSOLE_ONLY, release="6.1.0", runner=runner,
+    first = kernel.apply(root, CONSOLE_ONLY, ioctl=NO_IOCTL, release="6.1.0", runner=runner,
                          which=fake_which("update-grub", "grub-mkconfig"))
     assert first.grub_regenerated
     assert runner.calls == [["/usr/sbin/update-grub"]]
     for _ in range(2):
-        again = kernel.apply(root, CONSOLE_ONLY, release="6.1.0", runner=runner,
+        again = kernel.apply(root, CONSOLE_ONLY, ioctl=NO_IOCTL, release="6.1.0", runner=runner,
                              which=fake_which("update-grub"))
         assert not again.cmdline.changed and not again.grub_regenerated
     assert runner.calls == [["/usr/sbin/update-grub"]]
@@ -329,7 +336,7 @@ def test_no_grub_tool_edits_but_runs_nothing(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     write(tmp_path, "etc/default/grub", DEBIAN_GRUB)
     runner = FakeRunner()
-    out = kernel.apply(str(tmp_path), CONSOLE_ONLY, release="6.1.0", runner=runner,
+    out = kernel.apply(str(tmp_path), CONSOLE_ONLY, ioctl=NO_IOCTL, release="6.1.0", runner=runner,
                        which=fake_which())
     assert out.cmdline.changed and not out.grub_regenerated
     assert runner.calls == []
@@ -340,7 +347,7 @@ def test_regenerate_grub_switch(tmp_path):
     write(tmp_path, "etc/default/grub", DEBIAN_GRUB)
     runner = FakeRunner()
     cfg = KernelConfig(numa=False, entropy=False, scsi_timeout=False, regenerate_grub=False)
-    out = kernel.apply(str(tmp_path), cfg, release="6.1.0", runner=runner,
+    out = kernel.apply(str(tmp_path), cfg, ioctl=NO_IOCTL, release="6.1.0", runner=runner,
                        which=fake_which("update-grub"))
     assert out.cmdline.changed and runner.calls == []
 
@@ -369,7 +376,7 @@ def test_grub_tool_choice(tmp_path, tools, dirs, grub, expected):
 
 def test_grub_tool_failure_is_logged_not_raised(tmp_path, caplog):
     write(tmp_path, "etc/default/grub", DEBIAN_GRUB)
-    out = kernel.apply(str(tmp_path), CONSOLE_ONLY, release="6.1.0",
+    out = kernel.apply(str(tmp_path), CONSOLE_ONLY, ioctl=NO_IOCTL, release="6.1.0",
                        runner=FakeRunner(fail=True), which=fake_which("update-grub"))
     assert out.cmdline.changed and not out.grub_regenerated
     assert "regenerating grub configuration failed" in caplog.text
@@ -503,3 +510,8 @@ def test_sysfs_key_points_the_scsi_part_at_another_tree(tmp_path):
     assert KernelConfig.from_settings(settings.load("azure_kernel", None)).sysfs == "/sys"
     with pytest.raises(ConfigError):
         settings.load("azure_kernel", {"azure_kernel": {"sysfs": "relative/path"}})
+
+
+def test_kernel_config_defaults_are_the_schemas_only():
+    assert KernelConfig() == KernelConfig.from_settings(settings.load("azure_kernel", {}))
+    assert KernelConfig.from_settings({}) == KernelConfig()

@@ -186,6 +186,34 @@ def test_too_large(tmp_path, monkeypatch):
     assert info.value.reason == "ovf-env.xml too large"
 
 
+def test_the_mount_path_honours_the_size_limit_too(tmp_path, monkeypatch):
+    """A mounted DVD's file is held to the same limit as a seed or an image read."""
+    monkeypatch.setattr(media, "MAX_OVF_SIZE", 10)
+    big = tmp_path / "mnt" / "ovf-env.xml"
+    big.parent.mkdir()
+    big.write_bytes(b"x" * 11)
+    device = Candidate("device", "/dev/sr0")
+    for mount in (lambda dev: big.read_bytes(),            # a callback reading it all
+                  lambda dev: media.read_limited(big)):    # one reading through the limit
+        with pytest.raises(MediaError) as info:
+            media.read_ovf(device, mount=mount)
+        assert info.value.reason == "ovf-env.xml too large"
+    big.write_bytes(b"x" * 10)
+    assert media.read_ovf(device, mount=lambda dev: media.read_limited(big)) == b"x" * 10
+
+
+def test_read_limited_refuses_a_file_past_the_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(media, "MAX_OVF_SIZE", 4)
+    path = tmp_path / "seed"
+    path.write_bytes(b"12345")
+    with pytest.raises(MediaError) as info:
+        media.read_limited(path)
+    assert info.value.supporting_data["max_bytes"] == 4
+    with pytest.raises(MediaError) as info:
+        media.read_limited(tmp_path / "missing")
+    assert info.value.reason == "ovf-env.xml not found on media"
+
+
 # --- discovery -----------------------------------------------------------------------
 
 
@@ -405,4 +433,14 @@ def test_configured_seed_dir_replaces_the_default(tmp_path):
     (seed / "ovf-env.xml").write_text("<x/>")
     found = media.candidates(tmp_path, {}, seed_dir=seed)
     assert found[0] == media.Candidate("seed", str(seed / "ovf-env.xml"))
+    assert media.candidates(tmp_path, {}) == []
+
+
+def test_data_dir_chooses_where_the_cached_copy_lives_and_is_found(tmp_path):
+    """The built-in datasource's ``data_dir`` setting: write there, find it there."""
+    path = media.write_cached_copy(tmp_path, b"<redacted/>", data_dir="/srv/agent")
+    assert path == tmp_path / "srv/agent/ovf-env.xml"
+    assert not (tmp_path / "var/lib/waagent").exists()
+    found = media.candidates(tmp_path, {}, data_dir="/srv/agent")
+    assert [(c.kind, c.path) for c in found] == [("cache", str(path))]
     assert media.candidates(tmp_path, {}) == []

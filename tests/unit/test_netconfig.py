@@ -196,8 +196,30 @@ def test_fallback_uses_the_first_known_nic_then_eth0():
 def test_malformed_imds_shapes_raise_imds_parse_error_naming_the_field(data, field):
     with pytest.raises(ImdsParseError) as err:
         network_config(data)
-    assert err.value.supporting_data["field"] == field
-    assert err.value.reason
+    assert err.value.supporting_data["detail"].startswith(field + " ")
+    assert err.value.reason == "error parsing IMDS metadata"
+    # The datasource's path: the same parser, the same rule, a fall-back, no failure.
+    cfg, problem = netconfig.network_config_or_fallback(data, primary_mac="00:0d:3a:00:00:01")
+    assert problem == str(err.value)
+    assert cfg == fallback_config(mac="00:0d:3a:00:00:01")
+
+
+@pytest.mark.parametrize("prefix", [float("inf"), float("nan"), "\u00b2", "\u2460",
+                                    "9" * 5000, -1, 129, True, "24.0", None])
+def test_any_prefix_is_rendered_or_falls_back_never_raises(prefix):
+    data = {"interface": [nic("000D3A123456", ["10.0.0.4", "10.0.0.5"], prefix=prefix)]}
+    cfg, problem = netconfig.network_config_or_fallback(data, primary_mac="00:0d:3a:12:34:56")
+    dev = next(iter(cfg["ethernets"].values()))
+    assert dev["match"]["macaddress"] == "00:0d:3a:12:34:56"
+    if problem is None:
+        assert prefix is None and dev["addresses"] == ["10.0.0.5/24"]
+    else:
+        assert "prefix" in problem and "addresses" not in dev
+
+
+def test_a_broken_primary_mac_still_gives_a_fallback():
+    cfg, problem = netconfig.network_config_or_fallback([], primary_mac="zz")
+    assert problem and cfg == fallback_config()
 
 
 def test_normalize_mac_forms():

@@ -34,6 +34,18 @@ LOG = logging.getLogger("test")
 # ---------------------------------------------------------------- fakes ----
 
 
+def _no_kill(pid, sig):
+    raise AssertionError(f"unexpected kill({pid}, {sig})")
+
+
+def _publish(*args, **kwargs):
+    return network.publish_hostname(*args, kill=_no_kill, **kwargs)
+
+
+def _configure(*args, **kwargs):
+    return network.configure(*args, kill=_no_kill, **kwargs)
+
+
 class FakeRunner:
     """Records command lines; answers from a {argv[0:n] tuple: Result} table."""
 
@@ -309,6 +321,29 @@ def test_mask_persistent_net_rules_leaves_a_real_file(tmp_path):
     assert mask_persistent_net_rules(tmp_path, LOG) is False
     assert path.read_text() == "# distro rules\n"
 
+
+STALE_RULES = ('SUBSYSTEM=="net", ACTION=="add", ATTR{address}=="00:0d:3a:00:00:01", '
+               'NAME="eth0"\n')
+
+
+def test_stale_persistent_net_rules_are_moved_aside_not_deleted(tmp_path):
+    path = tmp_path / network.PERSISTENT_NET_RULES
+    path.parent.mkdir(parents=True)
+    path.write_text(STALE_RULES)
+    moved = network.remove_stale_net_rules(tmp_path, LOG)
+    assert not path.exists()
+    assert moved == tmp_path / "var/lib/cloudinit-azure/70-persistent-net.rules.stale"
+    assert moved.read_text() == STALE_RULES
+    assert network.remove_stale_net_rules(tmp_path, LOG) is None  # nothing left to move
+
+
+def test_a_masked_persistent_net_rules_link_is_left_alone(tmp_path):
+    path = tmp_path / network.PERSISTENT_NET_RULES
+    path.parent.mkdir(parents=True)
+    path.symlink_to("/dev/null")
+    assert network.remove_stale_net_rules(tmp_path, LOG) is None
+    assert os.readlink(path) == "/dev/null"
+
 # ------------------------------------------------------------- host name ----
 
 
@@ -396,7 +431,7 @@ def test_publish_with_dhclient_never_releases_and_is_idempotent(tmp_path):
     results = []
     for _ in range(3):
         runner = FakeRunner()
-        results.append(network.publish_hostname(root, "eth0", "vm1", runner, LOG))
+        results.append(_publish(root, "eth0", "vm1", runner, LOG))
     assert results[0].files_changed == (str(root / "etc/dhcp/dhclient.conf"),)
     assert results[1].files_changed == results[2].files_changed == ()
     assert all(r.renewed and r.client == "dhclient" for r in results)
@@ -416,11 +451,11 @@ def test_publish_with_dhclient_never_releases_and_is_idempotent(tmp_path):
 def test_publish_with_dhcpcd_rebinds_only_when_running(tmp_path):
     root = _root_with(tmp_path, "dhcpcd")
     runner = FakeRunner()
-    result = network.publish_hostname(root, "eth0", "vm1", runner, LOG)
+    result = _publish(root, "eth0", "vm1", runner, LOG)
     assert result.renewed and runner.calls == [["dhcpcd", "--rebind", "eth0"]]
     assert "hostname" in (root / "etc/dhcpcd.conf").read_text().splitlines()
     runner = FakeRunner()
-    result = network.publish_hostname(root, "eth0", "vm1", runner, LOG, client="dhcpcd")
+    result = _publish(root, "eth0", "vm1", runner, LOG, client="dhcpcd")
     assert result.files_changed == ()
 
 
@@ -429,7 +464,7 @@ def test_publish_with_networkd_writes_a_dropin_and_renews_without_reload(tmp_pat
     status = "● 2: eth0\n  Network File: /run/systemd/network/10-netplan-eth0.network\n"
     for _ in range(3):
         runner = FakeRunner({("networkctl", "--no-pager", "status"): Result(0, status, "")})
-        result = network.publish_hostname(root, "eth0", "vm1", runner, LOG)
+        result = _publish(root, "eth0", "vm1", runner, LOG)
     dropin = root / "etc/systemd/network/10-netplan-eth0.network.d/50-azure-hostname.conf"
     assert dropin.read_text().endswith("[DHCPv4]\nSendHostname=yes\nHostname=vm1\n")
     assert result.files_changed == () and result.renewed
@@ -445,7 +480,7 @@ def test_networkd_file_found_by_scanning_when_networkctl_is_missing(tmp_path):
     (d / "10-cloud-init-eth0.network").write_text(
         "[Match]\nMACAddress=00:0d:3a:12:34:56\n\n[Network]\nDHCP=ipv4\n")
     runner = FakeRunner(missing={"networkctl"})
-    result = network.publish_hostname(root, "eth0", None, runner, LOG,
+    result = _publish(root, "eth0", None, runner, LOG,
                                       mac="00:0d:3a:12:34:56")
     dropin = d / "10-cloud-init-eth0.network.d/50-azure-hostname.conf"
     assert "\nHostname=" not in dropin.read_text()
@@ -456,25 +491,55 @@ def test_publish_with_networkmanager_sets_the_profile_and_does_not_reapply(tmp_p
     root = _root_with(tmp_path, "NetworkManager")
     runner = FakeRunner({("nmcli", "-g", "GENERAL.CONNECTION"): Result(0, "cloud-init eth0\n",
                                                                        "")})
-    result = network.publish_hostname(root, "eth0", "vm1", runner, LOG)
+    result = _publish(root, "eth0", "vm1", runner, LOG)
     assert ["nmcli", "connection", "modify", "cloud-init eth0", "ipv4.dhcp-send-hostname",
             "yes", "ipv4.dhcp-hostname", "vm1"] in runner.calls
     assert not any("reapply" in call or "down" in call for call in runner.calls)
     assert not result.renewed
 
 
-def test_publish_without_a_client_or_with_udhcpc_is_a_warning(tmp_path, caplog):
+def test_publish_without_a_client_is_an_info_line(tmp_path, caplog):
     runner = FakeRunner()
-    assert network.publish_hostname(tmp_path, "eth0", "vm1", runner, LOG).client is None
-    assert network.publish_hostname(tmp_path, "eth0", "vm1", runner, LOG,
-                                    client="udhcpc").renewed is False
+    with caplog.at_level(logging.INFO):
+        assert _publish(tmp_path, "eth0", "vm1", runner, LOG).client is None
     assert runner.calls == []
     assert "host name" in caplog.text
 
 
+def _busybox(root):
+    path = root / "usr/bin/busybox"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x7fELF...\0ash\0udhcpc\0vi\0")
+    path.chmod(0o755)
+    return path
+
+
+def test_udhcpc_is_detected_by_busybox_applet_and_sends_the_name_once(tmp_path):
+    busybox = _busybox(tmp_path)
+    assert detect_dhcp_client(tmp_path) == "udhcpc"
+    runner = FakeRunner({("ip", "-4", "-o", "addr", "show", "dev", "eth0"): Result(
+        0, "2: eth0    inet 10.0.0.4/24 brd 10.0.0.255 scope global eth0\n", "")})
+    result = _publish(tmp_path, "eth0", "vm1", runner, LOG)
+    assert result.client == "udhcpc" and result.renewed
+    assert runner.calls[-1] == [str(busybox), "udhcpc", "-i", "eth0", "-n", "-q", "-f",
+                                "-t", "3", "-T", "1", "-r", "10.0.0.4",
+                                "-x", "hostname:vm1", "-s", "/bin/true"]
+    # Never a release, never a script that configures the NIC.
+    assert not any("-R" in c or "release" in c for c in runner.calls)
+
+
+def test_udhcpc_without_an_address_or_name_sends_nothing(tmp_path, caplog):
+    _busybox(tmp_path)
+    runner = FakeRunner()
+    with caplog.at_level(logging.INFO):
+        result = _publish(tmp_path, "eth0", "vm1", runner, LOG)
+    assert not result.renewed and "no IPv4 address on eth0" in caplog.text
+    assert [c[0] for c in runner.calls] == ["ip"]
+
+
 def test_publish_with_dhclient_missing_binary_does_not_crash(tmp_path):
     root = _root_with(tmp_path, "dhclient")
-    result = network.publish_hostname(root, "eth0", None, FakeRunner(missing={"dhclient"}), LOG)
+    result = _publish(root, "eth0", None, FakeRunner(missing={"dhclient"}), LOG)
     assert result.client == "dhclient" and not result.renewed
 
 
@@ -521,7 +586,9 @@ def test_main_publish_reads_etc_hostname(tmp_path):
     (root / "etc").mkdir()
     (root / "etc/hostname").write_text("vm9\n")
     runner = FakeRunner()
-    assert network.main(["publish", "--root", str(root)], runner=runner) == 0
+    from cloudinit_azure.network.__main__ import main
+
+    assert main(["publish", "--root", str(root)], runner, kill=_no_kill) == 0
     assert runner.calls == [["dhcpcd", "--rebind", "eth0"]]
 
 # --------------------------------------------------- host key thumbprint ----
@@ -609,7 +676,7 @@ def test_configure_adds_missing_routes_publishes_and_masks(tmp_path):
         'lease {\n interface "eth0";\n fixed-address 10.0.0.4;\n option routers 10.0.0.1;\n'
         ' option unknown-245 a8:3f:81:11;\n}\n')
     runner = FakeRunner()
-    out = network.configure(_settings(publish_hostname={"watch": True}), root=root,
+    out = _configure(_settings(publish_hostname={"watch": True}), root=root,
                             runner=runner, hostname="vm1", python="/usr/bin/python3", log=LOG)
     assert out.masked is True
     # option 245 from the lease names the wireserver when the datasource does not
@@ -625,7 +692,7 @@ def test_configure_uses_the_datasource_wireserver_and_ip_route_fallback(tmp_path
     root = _root_with(tmp_path, "udhcpc")
     runner = FakeRunner({("ip", "-4", "route", "show", "default"): Result(
         0, "default via 10.0.0.1 dev eth0 metric 100\n", "")})
-    out = network.configure(_settings(mask_persistent_net_rules=False,
+    out = _configure(_settings(mask_persistent_net_rules=False,
                                       publish_hostname={"enabled": False}),
                             root=root, runner=runner, wireserver="168.63.129.16", log=LOG)
     assert out.masked is None and out.published is None
@@ -642,14 +709,14 @@ def test_configure_reports_a_key_only_when_enabled_and_never_crashes(tmp_path):
     (root / "etc/ssh").mkdir(parents=True)
     (root / "etc/ssh/ssh_host_rsa_key.pub").write_text("ssh-rsa AAAAB3NzaC1yc2E= x\n")
     sent = []
-    out = network.configure(settings, root=root, runner=FakeRunner(),
+    out = _configure(settings, root=root, runner=FakeRunner(),
                             post=lambda p, b: sent.append(p), container_id="c",
                             instance_id="i", log=LOG)
     assert out.key_reported is True and sent == ["/machine?comp=roleProperties"]
 
     def failing(path, body):
         raise WireserverError(detail="unreachable")
-    out = network.configure(settings, root=root, runner=FakeRunner(), post=failing,
+    out = _configure(settings, root=root, runner=FakeRunner(), post=failing,
                             container_id="c", instance_id="i", log=LOG)
     assert out.key_reported is False
 
@@ -658,7 +725,7 @@ def test_configure_with_an_invalid_hostname_publishes_the_live_one(tmp_path):
     root = _root_with(tmp_path, "systemd-network")
     (root / "etc/systemd/network").mkdir(parents=True)
     (root / "etc/systemd/network/10-eth0.network").write_text("[Match]\nName=eth0\n")
-    out = network.configure(_settings(platform_routes={"enabled": False}), root=root,
+    out = _configure(_settings(platform_routes={"enabled": False}), root=root,
                             runner=FakeRunner(missing={"networkctl"}), hostname="bad name",
                             log=LOG)
     dropin = root / "etc/systemd/network/10-eth0.network.d/50-azure-hostname.conf"
@@ -709,7 +776,9 @@ def test_one_shot_dhclient_is_stopped_by_pid_only_when_it_is_ours(tmp_path, monk
     (root / "etc/dhcp/dhclient.conf").write_text("send host-name = gethostname();\n")
     pid_file = root / "run/cloudinit-azure/dhclient.eth0.pid"
     killed = []
-    monkeypatch.setattr(network, "_kill", lambda pid, sig: killed.append((pid, sig)))
+
+    def kill(pid, sig):
+        killed.append((pid, sig))
 
     class Runner(FakeRunner):
         def __call__(self, cmd, **kw):
@@ -721,7 +790,7 @@ def test_one_shot_dhclient_is_stopped_by_pid_only_when_it_is_ours(tmp_path, monk
             return super().__call__(cmd, **kw)
 
     runner = Runner()
-    assert network.publish_hostname(root, "eth0", "vm1", runner, LOG).renewed
+    assert network.publish_hostname(root, "eth0", "vm1", runner, LOG, kill=kill).renewed
     import signal as _signal
 
     assert killed == [(4242, _signal.SIGTERM)]
@@ -730,5 +799,54 @@ def test_one_shot_dhclient_is_stopped_by_pid_only_when_it_is_ours(tmp_path, monk
     (root / "proc/4242/cmdline").write_bytes(b"sshd\0")
     runner = FakeRunner()
     killed.clear()
-    network.publish_hostname(root, "eth0", "vm1", runner, LOG)
+    network.publish_hostname(root, "eth0", "vm1", runner, LOG, kill=kill)
     assert killed == [] and any("-x" in call for call in runner.calls)
+
+
+# --- hostile option 121 (issue 13, item 11) -----------------------------------
+
+@pytest.mark.parametrize("value", [
+    "-1,168,63,129,16,10,0,0,1",
+    "-100000000000,168,63,129,16,10,0,0,1",  # was an 8 GB list allocation
+    "32,300,63,129,16,10,0,0,1",
+    "²,168,63,129,16,10,0,0,1",
+    "1" * 5000,
+    "20:-1:3f:81:10:a:0:0:1",
+])
+def test_option_121_with_bad_widths_or_octets_is_refused_whole(value):
+    assert network.parse_classless_routes(value) == []
+
+
+def test_one_dhclient_lease_parser_keeps_quoted_separators():
+    text = ('lease {\n  interface "eth0";\n  option domain-name "x;y}z";\n'
+            '  fixed-address 10.0.0.4;\n}\nlease {\n  interface "eth1";\n'
+            '  fixed-address 10.0.1.4;\n}\n')
+    blocks = network.dhclient_blocks(text)
+    assert [b.values["fixed-address"] for b in blocks] == ["10.0.0.4", "10.0.1.4"]
+    assert blocks[0].values["domain-name"] == '"x;y}z"'
+    assert network.newest_dhclient_block(text, "eth0").values["fixed-address"] == "10.0.0.4"
+    assert network.dhclient_blocks("lease {" * 1000) == []
+
+
+# --- one rule for the primary NIC (issue 15) ---------------------------------
+
+def test_one_primary_rule_for_the_datasource_and_the_module(tmp_path):
+    from cloudinit_azure import ephemeral
+
+    net = tmp_path / "sys/class/net"
+    make_nic(net, "br0", "00:0d:3a:00:00:02", ifindex=2)
+    (net / "br0/bridge").mkdir()
+    make_nic(net, "veth9a", "00:0d:3a:00:00:05", ifindex=3)
+    make_nic(net, "eth10", "00:0d:3a:00:00:10", "hv_netvsc", ifindex=4)
+    make_nic(net, "eth2", "00:0d:3a:00:00:20", "hv_netvsc", ifindex=5)
+    make_nic(net, "enP1s1", "00:0d:3a:00:00:30", "mana", ifindex=6)  # a VF, not yet enslaved
+    nics = classify_nics(net)
+    # Kernel (ifindex) order, not name order (eth10 < eth2 by name); no bridge,
+    # no host-side veth, no VF: the module and the ephemeral run agree.
+    assert network.primary_nic(nics).name == "eth10"
+    assert ephemeral.primary_nic(net) == "eth10"
+    assert network.primary_nic(nics, "00:0d:3a:00:00:20").name == "eth2"
+    assert ephemeral.primary_nic(net, "000d3a000020") == "eth2"
+    for mac in ("00:0d:3a:00:00:02", "00:0d:3a:00:00:05", "00:0d:3a:00:00:30"):
+        assert network.primary_nic(nics, mac).name == "eth10"  # never br0, veth or the VF
+    assert [n.name for n in nics if n.may_be_primary] == ["eth10", "eth2"]

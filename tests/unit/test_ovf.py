@@ -4,6 +4,8 @@ import base64
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cloudinit_azure.ovf import (
     REDACTED,
@@ -14,6 +16,7 @@ from cloudinit_azure.ovf import (
     redact_ovf,
 )
 from cloudinit_azure.report import OvfError, ProvisioningError
+from tests.fuzz import fuzz
 
 OVF_NS = "http://schemas.dmtf.org/ovf/environment/1"
 WA_NS = "http://schemas.microsoft.com/windowsazure"
@@ -387,11 +390,71 @@ def test_duplicate_sections():
     assert _error(doc).reason == "duplicate ProvisioningSection in ovf-env.xml"
 
 
-@pytest.mark.parametrize("setting", ["PreprovisionedVm", "ProvisionGuestAgent",
-                                     "ProvisionGuestProxyAgent"])
-def test_invalid_platform_bool(setting):
-    err = _error(linux_set(BASE, f"<wa:{setting}>sometimes</wa:{setting}>"))
-    assert setting in err.reason
+def test_invalid_platform_bool():
+    err = _error(linux_set(BASE, "<wa:PreprovisionedVm>sometimes</wa:PreprovisionedVm>"))
+    assert "PreprovisionedVm" in err.reason
+
+
+@pytest.mark.parametrize("setting", ["ProvisionGuestAgent", "ProvisionGuestProxyAgent"])
+@pytest.mark.parametrize("text", ["sometimes", "\u00e9t\u00e9", "2", "x" * 5000])
+def test_garbage_in_a_flag_nobody_acts_on_reads_as_unset(setting, text):
+    """cloud-init and the Azure Linux Agent accept it; failing the VM would be worse."""
+    env = parse_ovf(linux_set(BASE, f"<wa:{setting}>{text}</wa:{setting}>"))
+    assert env.provision_guest_agent is None and env.provision_guest_proxy_agent is None
+    env = parse_ovf(linux_set(BASE, f"<wa:{setting}>true</wa:{setting}>"))
+    assert True in (env.provision_guest_agent, env.provision_guest_proxy_agent)
+
+
+def _key_pair(fingerprint: str) -> bytes:
+    return linux_set(BASE + "<wa:SSH><wa:KeyPairs><wa:KeyPair>"
+                     f"<wa:Fingerprint>{fingerprint}</wa:Fingerprint>"
+                     "<wa:Path>/home/u1/.ssh/id_rsa</wa:Path>"
+                     "</wa:KeyPair></wa:KeyPairs></wa:SSH>")
+
+
+@pytest.mark.parametrize("fingerprint", ["..", "../..", "/etc", "A" * 39, "A" * 41,
+                                         "G" * 40, "a/" * 20, "\u0661" * 40, ""])
+def test_a_key_pair_fingerprint_must_be_40_hex_digits(fingerprint):
+    err = _error(_key_pair(fingerprint))
+    if fingerprint:
+        assert err.reason == "invalid KeyPair Fingerprint in ovf-env.xml"
+        assert err.supporting_data["problem"] == "not 40 hex digits (SHA-1)"
+
+
+def test_a_40_hex_digit_key_pair_fingerprint_is_upper_cased():
+    env = parse_ovf(_key_pair("ab" * 20))
+    assert env.key_pairs[0].fingerprint == "AB" * 20
+
+
+@pytest.mark.parametrize("encoding", ["bogus", "UTF-32", "utf-7", "x-mac-japanese"])
+def test_an_unreadable_encoding_declaration_is_an_ovf_error(encoding):
+    doc = full_doc().replace(b'encoding="utf-8"', f'encoding="{encoding}"'.encode(), 1)
+    assert _error(doc).reason == "ovf-env.xml declares an encoding that cannot be read"
+    assert b"S3cret" not in redact_ovf(doc)  # redaction never raises, never keeps it
+
+
+def test_redaction_of_a_comment_full_of_password_tags():
+    """Once quadratic (64 KiB took 3.5 s; this 1.1 MB document took minutes).
+
+    The tag scan stops each match at the next '<', so the cost is one pass.
+    """
+    doc = full_doc().replace(b"<wa:ProvisioningSection>",
+                             b"<!-- " + b"<UserPassword>" * 80_000 + b" -->"
+                             b"<wa:ProvisioningSection>", 1)
+    redacted = redact_ovf(doc)
+    assert b"S3cret" not in redacted and parse_ovf(redacted).password == REDACTED
+    assert redacted.count(b"<UserPassword>") == 80_000  # the comment is kept as it was
+
+
+@fuzz
+@given(st.binary(max_size=400), st.text(max_size=40))
+def test_any_bytes_are_an_environment_or_an_ovf_error(junk, text):
+    for doc in (junk, full_doc().replace(b"vm-full-01", text.encode("utf-8", "replace"))):
+        try:
+            parse_ovf(doc)
+        except OvfError as err:
+            assert err.reason
+        assert isinstance(redact_ovf(doc), bytes)
 
 
 def test_keypair_requires_fingerprint_and_path():

@@ -111,8 +111,9 @@ def test_fingerprint_keys_come_from_certificates():
 
 
 def test_no_certificates_needed_when_imds_has_keys_unless_key_pairs():
-    ovf = ovf_doc(fingerprints=["AB"], key_pairs=[("CD", "/home/u/.ssh/id_rsa")])
-    assert provision.fingerprints_needed(ovf, imds_doc(keys=[KEY])) == ("CD",)
+    pair = "CD" * 20  # a key pair's fingerprint is a SHA-1: 40 hex digits
+    ovf = ovf_doc(fingerprints=["AB"], key_pairs=[(pair, "/home/u/.ssh/id_rsa")])
+    assert provision.fingerprints_needed(ovf, imds_doc(keys=[KEY])) == (pair,)
     assert provision.fingerprints_needed(None, imds_doc()) == ()
 
 

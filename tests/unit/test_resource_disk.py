@@ -4,6 +4,7 @@ Nothing here touches the host: temp dirs, fake runners, injected mknod."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -14,7 +15,10 @@ import pytest
 
 from cloudinit_azure import resource_disk as rd
 from cloudinit_azure.report import ConfigError
-from cloudinit_azure.runner import CommandError, Result
+from cloudinit_azure.runner import CommandError, Result, run
+
+# The submodule (the package exports the function of the same name).
+probe_mod = importlib.import_module("cloudinit_azure.resource_disk.probe")
 
 GEN2 = "{f8b3781a-1e82-4818-a1c3-63d806ec15bb}"
 CFG = rd.DiskSettings()
@@ -240,14 +244,14 @@ def test_ensure_node_replaces_a_stale_block_node(tmp_path, monkeypatch):
     root = str(tmp_path)
     add_disk(root, "loop3", "7:3")
     add_partition(root, "loop3", "loop3p1", 1, "259:9")  # node exists (old table)
-    monkeypatch.setattr(rd, "_node_devnum", lambda p: (259, 0))
+    monkeypatch.setattr(probe_mod, "_node_devnum", lambda p: (259, 0))
     calls = []
     m = machine(root, mknod=lambda *a: calls.append(a))
     assert rd.ensure_node(m, "loop3p1") == "/dev/loop3p1"
     assert calls == [(str(tmp_path / "dev/loop3p1"), stat.S_IFBLK | 0o660, os.makedev(259, 9))]
     assert not (tmp_path / "dev/loop3p1").exists()  # the stale node was removed first
     calls.clear()
-    monkeypatch.setattr(rd, "_node_devnum", lambda p: (259, 9))
+    monkeypatch.setattr(probe_mod, "_node_devnum", lambda p: (259, 9))
     _write(str(tmp_path / "dev/loop3p1"), "")
     rd.ensure_node(m, "loop3p1")
     assert calls == []
@@ -281,9 +285,42 @@ GPT_MSR = rd.DiskLayout("/dev/sdb", "gpt", partitions=(
 AZURE_FILES = ["DATALOSS_WARNING_README.txt", "System Volume Information"]
 
 
-def test_raw_disk_is_formatted():
-    d = rd.decide(rd.DiskLayout("/dev/nvme0n1"), CFG)
-    assert d.action == "format" and "raw" in d.reason
+def test_raw_disk_is_formatted_on_a_new_instance():
+    d = rd.decide(rd.DiskLayout("/dev/nvme0n1"), CFG, is_new_instance=True)
+    assert d.action == "format" and "raw" in d.reason and "new instance" in d.reason
+
+
+def test_raw_disk_on_a_later_boot_is_left_alone_unless_blank_and_ours_before():
+    # Boot 1 formatted it; the user wiped the signatures and wrote data to it.
+    used = rd.DiskLayout("/dev/sdb")
+    d = rd.decide(used, CFG, is_new_instance=False, previously_ours=True)
+    assert d.action == "skip" and not d.warn
+    assert "not a new instance" in d.reason and "raw device" in d.reason
+    # Not ours before either: never formatted.
+    blank = rd.DiskLayout("/dev/sdb", blank=True)
+    assert rd.decide(blank, CFG, is_new_instance=False, previously_ours=False).action == "skip"
+    # A blank disk where ours was: the platform replaced it (NVMe temp disks come raw).
+    d = rd.decide(blank, CFG, is_new_instance=False, previously_ours=True)
+    assert d.action == "format" and "came back raw and blank" in d.reason
+
+
+def test_is_blank_reads_both_ends(tmp_path):
+    disk = tmp_path / "disk"
+    disk.write_bytes(bytes(4 * rd.MIB))
+    assert rd.is_blank(str(disk))
+    with open(disk, "r+b") as f:  # wipefs leaves the rest of a GPT backup header
+        f.seek(4 * rd.MIB - 512)
+        f.write(b"\x01")
+    assert not rd.is_blank(str(disk))
+    with open(disk, "r+b") as f:
+        f.seek(4 * rd.MIB - 512)
+        f.write(b"\x00")
+        f.seek(100)
+        f.write(b"user data")
+    assert not rd.is_blank(str(disk))
+    assert not rd.is_blank(str(tmp_path / "missing"))
+    (tmp_path / "small").write_bytes(bytes(100))
+    assert not rd.is_blank(str(tmp_path / "small"))
 
 
 def test_our_file_system_is_mounted_not_formatted():
@@ -417,31 +454,41 @@ def test_instance_state():
 
 @pytest.mark.parametrize("fs,mkfs", [
     ("ext4", ("mkfs.ext4", "-F", "-q", "-L", "AzureTemp", "-E",
-              "lazy_itable_init=1,lazy_journal_init=1,nodiscard", "{part}")),
-    ("xfs", ("mkfs.xfs", "-f", "-q", "-K", "-L", "AzureTemp", "{part}")),
-    ("btrfs", ("mkfs.btrfs", "-f", "-q", "-K", "-L", "AzureTemp", "{part}")),
+              "lazy_itable_init=1,lazy_journal_init=1,nodiscard", "/dev/loop3p1")),
+    ("xfs", ("mkfs.xfs", "-f", "-q", "-K", "-L", "AzureTemp", "/dev/loop3p1")),
+    ("btrfs", ("mkfs.btrfs", "-f", "-q", "-K", "-L", "AzureTemp", "/dev/loop3p1")),
 ])
 def test_format_plan_per_file_system(fs, mkfs):
     cfg = rd.DiskSettings(filesystem=fs, mount_options="defaults,nofail")
     steps = rd.plan(rd.Decision("format", "raw"), "/dev/loop3", cfg)
-    assert [s.kind for s in steps] == ["run", "run", "run", "find_partition", "run", "mkdir",
-                                       "mount", "readme", "fstab"]
+    assert [type(s) for s in steps] == [rd.Command, rd.Command, rd.Command, rd.FindPartition,
+                                        rd.MakeFileSystem, rd.MakeDir, rd.Mount,
+                                        rd.WriteReadme, rd.FstabMount]
     sfdisk = steps[0]
     assert sfdisk.argv[0] == "sfdisk" and sfdisk.argv[-1] == "/dev/loop3" and sfdisk.destructive
     assert "--wipe-partitions" in sfdisk.argv
     assert sfdisk.stdin == ('label: gpt\ntype=0FC63DAF-8483-4772-8E79-3D69D8477DE4, '
                             'name="AzureTemp"\n')
     assert steps[1].argv == ("partx", "-u", "/dev/loop3") and not steps[1].check
-    assert steps[4].argv == mkfs and steps[4].destructive
-    assert steps[6].argv == ("mount", "-t", fs, "-o", "defaults,nofail", "{part}", "/mnt")
-    assert steps[8].argv == ("UUID={uuid}", "/mnt", fs, "defaults,nofail", "0",
-                             "2" if fs == "ext4" else "0")
+    assert steps[3] == rd.FindPartition(1)
+    assert steps[4].argv("/dev/loop3p1") == mkfs and steps[4].destructive
+    # No source: the mount takes the partition the plan made.
+    assert steps[6] == rd.Mount(fs, "defaults,nofail", "/mnt")
+    assert steps[6].argv("/dev/loop3p1") == ("mount", "-t", fs, "-o", "defaults,nofail",
+                                             "/dev/loop3p1", "/mnt")
+    assert steps[8].fields("u-1") == ("UUID=u-1", "/mnt", fs, "defaults,nofail", "0",
+                                      "2" if fs == "ext4" else "0")
+    assert [s.destructive for s in steps] == [True, False, False, False, True, False, False,
+                                              False, False]
 
 
 def test_mount_plan_and_skip_plan():
     d = rd.Decision("mount", "ours", "/dev/sdb1", "u")
-    assert [s.kind for s in rd.plan(d, "/dev/sdb", CFG)] == ["mkdir", "mount", "fstab"]
-    assert [s.kind for s in rd.plan(d, "/dev/sdb", CFG, mounted=True)] == ["mkdir", "fstab"]
+    steps = rd.plan(d, "/dev/sdb", CFG)
+    assert [type(s) for s in steps] == [rd.MakeDir, rd.Mount, rd.FstabMount]
+    assert steps[1].source == "/dev/sdb1"
+    assert [type(s) for s in rd.plan(d, "/dev/sdb", CFG, mounted=True)] == [rd.MakeDir,
+                                                                           rd.FstabMount]
     assert rd.plan(rd.Decision("skip", "x"), "/dev/sdb", CFG) == ()
     assert not any(s.destructive for s in rd.plan(d, "/dev/sdb", CFG))
 
@@ -511,37 +558,36 @@ def test_swap_size():
 def test_swap_same_size_is_kept():
     size = 2048 * rd.MIB
     steps = rd.plan_swap(SWAP_CFG, 2048, size, active=True)
-    assert [s.kind for s in steps] == ["fstab"]
+    assert steps == (rd.FstabSwap("/mnt/swapfile"),)
     steps = rd.plan_swap(SWAP_CFG, 2048, size, active=False)
-    assert [s.argv for s in steps][0] == ("swapon", "/mnt/swapfile")
-    assert len(steps) == 2
+    assert steps == (rd.Command(("swapon", "/mnt/swapfile")), rd.FstabSwap("/mnt/swapfile"))
 
 
 def test_swap_size_change_recreates_file():
     steps = rd.plan_swap(SWAP_CFG, 4096, 2048 * rd.MIB, active=True)
-    assert [(s.kind, s.argv[:2]) for s in steps] == [
-        ("run", ("swapoff", "/mnt/swapfile")),
-        ("remove", ("/mnt/swapfile",)),
-        ("run", ("fallocate", "-l")),
-        ("chmod", ("/mnt/swapfile", "600")),
-        ("run", ("mkswap", "/mnt/swapfile")),
-        ("run", ("swapon", "/mnt/swapfile")),
-        ("fstab", ("/mnt/swapfile", "none")),
-    ]
-    assert steps[2].argv == ("fallocate", "-l", str(4096 * rd.MIB), "/mnt/swapfile")
+    assert steps == (
+        rd.Command(("swapoff", "/mnt/swapfile")),
+        rd.Remove("/mnt/swapfile"),
+        rd.Command(("fallocate", "-l", str(4096 * rd.MIB), "/mnt/swapfile")),
+        rd.Chmod("/mnt/swapfile", 0o600),
+        rd.Command(("mkswap", "/mnt/swapfile")),
+        rd.Command(("swapon", "/mnt/swapfile")),
+        rd.FstabSwap("/mnt/swapfile"),
+    )
+    assert steps[-1].fields() == ("/mnt/swapfile", "none", "swap", "sw,nofail", "0", "0")
     fresh = rd.plan_swap(SWAP_CFG, 1024, None, active=False)
-    assert [s.kind for s in fresh][:2] == ["run", "chmod"]
+    assert [type(s) for s in fresh][:2] == [rd.Command, rd.Chmod]
 
 
 def test_swap_on_btrfs_uses_mkswapfile():
     cfg = rd.DiskSettings(filesystem="btrfs", swap_enabled=True)
-    argvs = [s.argv for s in rd.plan_swap(cfg, 1024, None, False) if s.kind == "run"]
+    argvs = [s.argv for s in rd.plan_swap(cfg, 1024, None, False) if isinstance(s, rd.Command)]
     assert argvs == [("btrfs", "filesystem", "mkswapfile", "--size", "1024m", "/mnt/swapfile"),
                      ("swapon", "/mnt/swapfile")]
 
 
 def test_swap_disabled_only_drops_our_fstab_entry():
-    assert rd.plan_swap(CFG, 0, None, False) == (rd.Step("fstab_remove", ("/mnt/swapfile",)),)
+    assert rd.plan_swap(CFG, 0, None, False) == (rd.FstabRemove("/mnt/swapfile"),)
 
 
 # --------------------------------------------------------------------------
@@ -722,13 +768,27 @@ def test_user_file_on_ntfs_means_no_format_ever(vm, caplog):
     assert not (vm.root / "var/lib/cloudinit-azure/resource-disk.json").exists()
 
 
-def test_ntfs_that_cannot_be_listed_is_left_alone(vm):
-    vm.runner.ntfs = None  # ntfsls missing, and the ntfs-3g mount fails too
-    out = rd.setup(vm.cfg, "i-1", vm.m)
+def test_ntfs_that_cannot_be_listed_is_left_alone(vm, caplog):
+    vm.runner.ntfs = None  # ntfsls missing, ntfs-3g installed, its mount fails
+    os.makedirs(vm.root / "usr/bin")
+    (vm.root / "usr/bin/ntfs-3g").write_text("")
+    with caplog.at_level(logging.INFO):
+        out = rd.setup(vm.cfg, "i-1", vm.m)
     assert out.decision.action == "skip" and "ntfsls unavailable" in out.decision.reason
+    assert out.decision.warn  # the tools are there and failed: worth a warning
     assert "sfdisk" not in vm.runner.commands()
     assert ["mount", "-t", "ntfs-3g", "-o", "ro"] == vm.runner.calls[-1][:5]
     assert not os.listdir(vm.root / "run")  # temp mount dir cleaned up
+
+
+def test_ntfs_without_ntfs_3g_installed_is_left_alone_at_info(vm, caplog):
+    vm.runner.ntfs = None  # neither ntfsls nor ntfs-3g in the image
+    with caplog.at_level(logging.INFO):
+        out = rd.setup(vm.cfg, "i-1", vm.m)
+    assert out.decision.action == "skip" and not out.decision.warn
+    assert "ntfs-3g is not installed" in out.decision.reason
+    assert "mount" not in vm.runner.commands() and "sfdisk" not in vm.runner.commands()
+    assert [r.levelno for r in caplog.records if "leaving" in r.getMessage()] == [logging.INFO]
 
 
 def test_never_destroy_ntfs_does_not_even_list(vm):
@@ -940,7 +1000,8 @@ def test_adapter_calls_core_with_instance_id(monkeypatch, style):
     from cloudinit_azure.modules import resource_disk as mod
 
     seen = {}
-    monkeypatch.setattr(rd, "setup", lambda cfg, iid, **kw: seen.update(cfg=cfg, iid=iid))
+    monkeypatch.setattr(rd, "setup", lambda cfg, iid, machine, **kw: seen.update(
+        cfg=cfg, iid=iid, machine=machine))
     cloud = SimpleNamespace(get_instance_id=lambda: "i-42")
     cfg = {"azure_resource_disk": {"filesystem": "xfs"},
            "datasource": {"Azure": {"never_destroy_ntfs": True}}}
@@ -950,6 +1011,7 @@ def test_adapter_calls_core_with_instance_id(monkeypatch, style):
         mod.handle(name="azure_resource_disk", cfg=cfg, cloud=cloud, args=[])
     assert seen["iid"] == "i-42"
     assert seen["cfg"].filesystem == "xfs" and seen["cfg"].never_destroy_ntfs
+    assert seen["machine"].root == "/" and seen["machine"].runner is run
 
 
 def test_adapter_logs_and_reraises_errors(caplog):
@@ -959,3 +1021,53 @@ def test_adapter_logs_and_reraises_errors(caplog):
         mod.handle(name="x", cfg={"azure_resource_disk": {"filesystem": "zfs"}},
                    cloud=None, args=[])
     assert "azure_resource_disk.filesystem" in caplog.text
+
+
+def test_raw_disk_on_a_later_boot_of_the_instance_is_not_touched(tmp_path, caplog):
+    root = str(tmp_path)
+    nvme(root, "nvme0", "nvme0n1", "Microsoft NVMe Direct Disk", "259:0")
+    with open(tmp_path / "dev/nvme0n1", "wb") as f:  # the user's data, no signature
+        f.write(b"raw user data" + bytes(4 * rd.MIB))
+    rd.write_marker(machine(root, FakeRunner(root)), rd.Marker("i-1", "/dev/nvme0n1",
+                                                               "/dev/nvme0n1p1", "u-0"))
+    runner = FakeRunner(root, new_part=("nvme0n1", "nvme0n1p1", "259:1"))
+    with caplog.at_level(logging.INFO):
+        out = rd.setup(rd.DiskSettings(), "i-1", machine(root, runner))
+    assert out.decision.action == "skip" and "not a new instance" in out.decision.reason
+    assert not {"sfdisk", "mkfs.ext4", "wipefs"} & set(runner.commands())
+    assert [r.levelno for r in caplog.records if "leaving" in r.getMessage()] == [logging.INFO]
+    # The same disk blank (the platform replaced it): formatted.
+    (tmp_path / "dev/nvme0n1").write_bytes(bytes(4 * rd.MIB))
+    mknod = lambda p, mode, dev: _write(p, "")  # noqa: E731
+    out = rd.setup(rd.DiskSettings(), "i-1", machine(root, runner, mknod=mknod))
+    assert out.decision.action == "format" and "came back raw and blank" in out.decision.reason
+
+
+@pytest.mark.parametrize("name", ["DATALOSS_WARNING_README.txt ", " System Volume Information",
+                                  " dataloss_warning_readme.txt", "System Volume Information\t",
+                                  " "])
+def test_azures_names_with_a_blank_are_user_files(name):
+    assert rd.user_files(AZURE_FILES + [name]) == [name]
+    d = rd.decide(NTFS1, CFG, ntfs_files=[name], is_new_instance=True)
+    assert d.action == "skip" and "holds user files" in d.reason
+
+
+def test_azures_names_in_any_case_are_azures():
+    assert rd.user_files(["dataloss_warning_readme.TXT", "SYSTEM VOLUME INFORMATION"]) == []
+
+
+def test_an_msr_partition_carrying_a_file_system_is_not_azures_layout():
+    used_msr = rd.DiskLayout("/dev/sdb", "gpt", partitions=(
+        rd.Partition("/dev/sdb1", 1, "ext4", "data", "u-9", rd.MSR_GUID),
+        GPT_MSR.partitions[1]))
+    assert rd.ntfs_candidate(used_msr) is None
+    d = rd.decide(used_msr, CFG, ntfs_files=AZURE_FILES, is_new_instance=True)
+    assert d.action == "skip" and "2 partitions (ext4, ntfs)" in d.reason
+    assert rd.ntfs_candidate(GPT_MSR) == GPT_MSR.partitions[1]
+
+
+def test_settings_defaults_are_the_schemas_only():
+    # One source: the dataclass's defaults are read from the schema, so unit
+    # tests use the values production uses (mount_options once differed).
+    assert rd.DiskSettings() == rd.load_settings({})
+    assert "x-systemd.after=cloud-init.service" in rd.DiskSettings().mount_options

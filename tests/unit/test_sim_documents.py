@@ -90,11 +90,12 @@ def test_render_ovf_custom_data_raw_is_not_encoded():
 
 
 def test_render_ovf_key_pairs():
-    text = "ovf: {key_pairs: [{fingerprint: AB12, path: /home/azureuser/.ssh/id_rsa}]}"
+    sha1 = "AB12" * 10  # what the boot puts there: the certificate's SHA-1
+    text = f"ovf: {{key_pairs: [{{fingerprint: {sha1}, path: /home/azureuser/.ssh/id_rsa}}]}}"
     ovf = load_scenario(text)["ovf"]
     env = parse_ovf(documents.render_ovf(ovf))
     assert [(p.fingerprint, p.path) for p in env.key_pairs] == [
-        ("AB12", "/home/azureuser/.ssh/id_rsa")]
+        (sha1, "/home/azureuser/.ssh/id_rsa")]
 
 
 def test_imds_document_defaults_follow_the_scenario():

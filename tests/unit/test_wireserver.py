@@ -6,6 +6,8 @@ import errno
 
 import pytest
 import urllib3.util.connection
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cloudinit_azure.report import (
     MAX_DESCRIPTION,
@@ -27,6 +29,7 @@ from cloudinit_azure.wireserver import (
     render_health,
     wireserver_address,
 )
+from tests.fuzz import fuzz
 from tests.unit.test_http import FakeClock, Reply, ScriptedServer
 
 GOAL_STATE = b"""<?xml version="1.0" encoding="utf-8"?>
@@ -111,6 +114,11 @@ def test_other_clients_forms(text):
     "option unknown-2450 a8:3f:81:10;",
     "option unknown-245 zz:3f:81:10;",
     "OPTION_245=A83F81",
+    'option unknown-245 "ab\\001;',            # unterminated quote: not four octets
+    'option unknown-245 "abc;',
+    "unknown_245='a83f8110\n",
+    "option unknown-245 0:0:0:0;", "unknown_245=00000000\n", "option_245=0.0.0.0\n",
+    "option_245=255.255.255.255\n", "option unknown-245 e0:0:0:1;",
 ])
 def test_no_usable_option_245(text):
     assert parse_option_245(text) is None
@@ -168,14 +176,20 @@ def test_empty_required_element_counts_as_missing():
                                             b"<Incarnation> </Incarnation>"))
 
 
-@pytest.mark.parametrize("xml", [
-    b"", b"<GoalState>", b"not xml",
-    b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><GoalState>&a;</GoalState>',
+@pytest.mark.parametrize("xml, detail", [
+    (b"", "not well-formed"), (b"<GoalState>", "not well-formed"),
+    (b"not xml", "not well-formed"),
+    (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><GoalState>&a;</GoalState>',
+     "declares a DTD or entity"),
+    (b'<?xml version="1.0" encoding="nope"?><GoalState/>', "declares an encoding"),
+    (b'<?xml version="1.0" encoding="UTF-32"?><GoalState/>', "declares an encoding"),
+    (b'<?xml version="1.0" encoding="utf-7"?><GoalState/>', "declares an encoding"),
 ])
-def test_bad_goal_state_xml(xml):
+def test_bad_goal_state_xml(xml, detail):
     with pytest.raises(GoalStateError) as info:
         parse_goal_state(xml)
-    assert "not well-formed" in info.value.supporting_data["detail"]
+    assert info.value.reason == "error parsing goal state"
+    assert detail in info.value.supporting_data["detail"]
 
 
 def test_wrong_root():
@@ -234,6 +248,15 @@ def test_description_is_capped_and_control_characters_dropped():
     body = render_health(GS, "NotReady", "ProvisioningFailed", "\x01" + "é" * 2000)
     desc = parse_health(body)["description"]
     assert desc == "é" * (MAX_DESCRIPTION - 1)
+
+
+@pytest.mark.parametrize("text", ["x\ud800y", "\udfff", "a\x00b", "\ufffe"])
+def test_a_description_from_a_hostile_document_still_renders(text):
+    gs = GoalState("1", "c\ud800", "i")
+    body = render_health(gs, "NotReady", "ProvisioningFailed", f"reason={text}")
+    found = parse_health(body)
+    assert found["state"] == "NotReady" and found["description"].startswith("reason=")
+    assert found["container_id"] == "c\\ud800"
 
 
 def test_invalid_state_rejected():
@@ -344,3 +367,21 @@ def test_certificates_without_url_or_on_failure_is_certificate_error():
         with pytest.raises(CertificateError) as info:
             ws(srv.url, clock, budget_s=2.0).certificates(GS, "x")
     assert info.value.supporting_data["status"] == 500
+
+
+@fuzz
+@given(st.binary(max_size=300) | st.text(max_size=300).map(lambda t: t.encode("utf-8",
+                                                                             "replace")))
+def test_any_goal_state_body_parses_or_is_a_goal_state_error(body):
+    try:
+        parse_goal_state(body)
+    except GoalStateError as err:
+        str(err).encode("utf-8")
+
+
+@fuzz
+@given(st.text(max_size=200))
+def test_any_lease_text_gives_a_usable_address_or_none(text):
+    found = parse_option_245("option unknown-245 " + text)
+    assert found is None or found.count(".") == 3
+    assert found not in ("0.0.0.0", "255.255.255.255")

@@ -1,9 +1,10 @@
-"""VM tier: real Debian 12 VMs under QEMU, provisioned by the simulator's platform.
+"""VM tier: real Debian 12 and 13 VMs under QEMU, provisioned by the simulator's platform.
 
-Slow (about a minute per boot under TCG), so it runs only with
-``AZURE_SIM_VM=1`` (``make test-vm`` sets it); plain ``make test`` skips it.
-When the machine lacks QEMU, debootstrap (without a cached image), a kernel
-in the image, root or /dev/net/tun, every test is skipped with that reason.
+Slow (about 45 s per boot under TCG), so it runs only with ``AZURE_SIM_VM=1``
+(``make test-vm`` sets it); plain ``make test`` skips it. When the machine
+lacks QEMU, debootstrap (without a cached image), a kernel in the image, root
+or /dev/net/tun, every test is skipped with that reason; under ``CI=true`` the
+run fails with that reason instead, so a green CI means the VMs booted.
 Every test checks that no QEMU, namespace, tap device or work directory of
 its run is left behind.
 """
@@ -41,17 +42,22 @@ def missing_requirement() -> Optional[str]:
         return reason
     if not vm.default_deb().exists():
         return f"{vm.default_deb()} is missing: run 'make deb'"
-    try:
-        vmimage.build_tree()
-        vmimage.kernel_files(vmimage.VM_CACHE / "tree")
-    except vmimage.ImageError as exc:
-        return f"no VM image: {exc}"
+    for release in sorted(set(vmimage.RELEASES.values())):
+        try:
+            vmimage.build_tree(release=release)
+            vmimage.kernel_files(vmimage.tree_dir(release))
+        except vmimage.ImageError as exc:
+            return f"no {release} VM image: {exc}"
     return None
 
 
 def pytest_collection_modifyitems(config, items):
     mark_tier(items, HERE, pytest.mark.vm, missing_requirement,
               exempt=lambda item: getattr(item.function, "_no_vm_needed", False))
+    if os.environ.get("CI") == "true" and os.environ.get("AZURE_SIM_VM") == "1":
+        reason = missing_requirement()
+        if reason and any(HERE in Path(str(i.fspath)).resolve().parents for i in items):
+            pytest.exit(f"VM tier under CI=true: {reason}", returncode=1)
 
 
 def _state() -> dict[str, set[str]]:

@@ -47,20 +47,43 @@ def test_qemu_command_has_platform_devices(tmp_path):
     from azure_sim import vm
 
     plan = {"workdir": str(tmp_path), "accel": "tcg", "memory_mib": 1024, "cpus": 2,
-            "kernel": "k", "initrd": "i", "root_image": "r.img", "dmi_uuid": "u-u",
+            "kernel": "k", "initrd": "i", "root_disk": "root.qcow2", "dmi_uuid": "u-u",
             "iso": "o.iso", "resource_disk": "d.img",
             "platform": {"nics": [{"peer": "azplat0", "mac": "00:0d:3a:12:34:56"}]}}
     cmd = " ".join(vm.qemu_command(plan))
-    assert "snapshot=on" in cmd
+    # the run's own overlay: the cached image is never written
+    assert "file=root.qcow2,if=none,id=root0,format=qcow2" in cmd
     assert "type=3,manufacturer=Microsoft Corporation,asset=7783-7084-3265-9085-8269-3286-77" \
         in cmd
     assert "tap,id=n0,ifname=azplat0,script=no" in cmd
     assert "media=cdrom" in cmd and "serial=AZURE-SIM-RESOURCE" in cmd
 
 
-def test_deb_installs_and_purges_cleanly():
+OLD_BUILD = "e2c6179a32ced5626adcafd0e08e1786d68bfe05"  # 0.1.0: the wiring was a conffile
+
+
+@pytest.mark.parametrize("release", ["bookworm", "trixie"])
+def test_deb_installs_removes_and_purges_cleanly(release):
     from azure_sim import packaging, vm, vmimage
 
-    result = packaging.install_purge(vm.default_deb(), vmimage.build_tree())
+    result = packaging.install_purge(vm.default_deb(), vmimage.build_tree(release=release))
     assert result["problems"] == []
-    assert "/etc/cloud/cloud.cfg.d/91_cloudinit_azure.cfg" in result["conffiles"]
+    # no conffile: apt remove keeps nothing that names the plug-in
+    assert result["conffiles"] == ""
+    assert "cloudinit_azure.sources" in result["pkg_list_installed"]
+    assert result["pkg_list_removed"] == "null"
+
+
+def test_deb_upgrades_over_the_conffile_build():
+    from azure_sim import packaging, vm, vmimage
+
+    old = packaging.old_deb(OLD_BUILD)
+    result = packaging.install_purge(vm.default_deb(), vmimage.build_tree(), old=old)
+    assert result["problems"] == []
+    assert result["pkg_list_removed"] == "null"
+
+
+def test_lintian_is_clean():
+    from azure_sim import packaging
+
+    assert packaging.lintian() == []

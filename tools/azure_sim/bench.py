@@ -429,9 +429,13 @@ def main(args: Any) -> int:
     print(render_table(summary))
     print()
     print(render_ratios(found))
-    if getattr(args, "json", None):
-        Path(args.json).write_text(json.dumps(
-            {"runs": runs, "timeout_s": timeout, "rows": rows, "summary": summary,
-             "ratios": found}, indent=1) + "\n")
-        progress(f"azure-sim bench: raw rows written to {args.json}")
+    write_json(getattr(args, "json", None), progress, runs=runs, timeout_s=timeout, rows=rows,
+               summary=summary, ratios=found)
     return 0
+
+
+def write_json(path: Optional[str], progress: Callable[[str], None], **results: Any) -> None:
+    """``--json FILE``: every raw row, the summary and the ratios of the run."""
+    if path:
+        Path(path).write_text(json.dumps(results, indent=1) + "\n")
+        progress(f"azure-sim bench: raw rows written to {path}")

@@ -114,6 +114,48 @@ def _partitions(dev: str) -> list[dict[str, Any]]:
     return out
 
 
+def scenario_ovf(scenario: dict[str, Any], work: Path) -> tuple[bytes, dict[str, Any]]:
+    """The ovf-env.xml bytes and the certificates its key fingerprints name.
+
+    Names in the scenario become real certificates and fingerprints; the
+    PKCS#12 bundle the wireserver serves is written to ``work`` (0600).
+    """
+    if "ovf_xml" in scenario:
+        return scenario["ovf_xml"].encode(), {}
+    ovf_spec = dict(scenario["ovf"])
+    names = list(ovf_spec.get("key_fingerprints") or []) + [
+        p["fingerprint"] for p in ovf_spec.get("key_pairs") or []]
+    certificates: dict[str, Any] = {}
+    if names:
+        from azure_sim import certs
+
+        bundle, certificates = certs.make_bundle(names)
+        (work / "certificates.p12").write_bytes(bundle)
+        os.chmod(work / "certificates.p12", 0o600)
+        ovf_spec["key_fingerprints"] = [certificates[n]["fingerprint"]
+                                        for n in ovf_spec.get("key_fingerprints") or []]
+        ovf_spec["key_pairs"] = [{"fingerprint": certificates[p["fingerprint"]]["fingerprint"],
+                                  "path": p["path"]}
+                                 for p in ovf_spec.get("key_pairs") or []]
+    return documents.render_ovf(ovf_spec), certificates
+
+
+def certificates_url() -> str:
+    """Where the goal state says the certificates are."""
+    return (f"http://168.63.129.16:80/machine/{documents.CONTAINER_ID}/"
+            f"{documents.role_instance_id(DEFAULT_VM_ID)}?comp=certificates&incarnation=1")
+
+
+def _byte_compile_plugin() -> None:
+    """Byte-compile the plug-in as its Debian package is installed (cloud-init's trees
+    are too): otherwise every stage compiles it from source, a cost no real VM pays."""
+    import compileall
+
+    compileall.compile_dir(str(REPO / "cloudinit_azure"), quiet=1)
+    for shim in REPO.glob("cc_azure_*.py"):
+        compileall.compile_file(str(shim), quiet=1)
+
+
 def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
               cloud_init: str, datasource: str, keep: Optional[str]) -> dict[str, Any]:
     """Build the images, attach them, and write the sandbox's plan."""
@@ -122,27 +164,7 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
         raise SimError(f"cloud-init {cloud_init} is not cached: run 'make deps'")
     env = deps.tool_env()
     ovf_path = work / "ovf-env.xml"
-    certificates: dict[str, Any] = {}
-    if "ovf_xml" in scenario:
-        ovf_bytes = scenario["ovf_xml"].encode()
-    else:
-        ovf_spec = dict(scenario["ovf"])
-        names = list(ovf_spec.get("key_fingerprints") or []) + [
-            p["fingerprint"] for p in ovf_spec.get("key_pairs") or []]
-        if names:
-            # Names in the scenario become real certificates and fingerprints.
-            from azure_sim import certs
-
-            bundle, info = certs.make_bundle(names)
-            (work / "certificates.p12").write_bytes(bundle)
-            os.chmod(work / "certificates.p12", 0o600)
-            certificates = info
-            ovf_spec["key_fingerprints"] = [info[n]["fingerprint"]
-                                            for n in ovf_spec.get("key_fingerprints") or []]
-            ovf_spec["key_pairs"] = [{"fingerprint": info[p["fingerprint"]]["fingerprint"],
-                                      "path": p["path"]}
-                                     for p in ovf_spec.get("key_pairs") or []]
-        ovf_bytes = documents.render_ovf(ovf_spec)
+    ovf_bytes, certificates = scenario_ovf(scenario, work)
     fd = os.open(ovf_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(ovf_bytes)
@@ -177,6 +199,7 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
     plan["mount_shim"] = datasource == "builtin" or scenario["mount_shim"]
     if datasource == "plugin":
         plan["plugin_cfg_files"] = sorted(str(p) for p in PLUGIN_CFG.glob("*.cfg"))
+        _byte_compile_plugin()
     plan["remove_clients"] = [p for client, paths in DHCP_CLIENT_PATHS.items()
                               if client != scenario["dhcp_client"] for p in paths]
     if scenario["media"] == "iso":
@@ -209,6 +232,9 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
             plan["before_boot"][str(disk["redeploy_before_boot"])] = [{
                 "kind": "redeploy_disk", "spec": disk, "device": f"/dev/{name}",
                 "cache": str(deps.CACHE / "sim"), "scratch": str(work / "fresh.img")}]
+        if disk.get("raw_use_before_boot"):
+            plan["before_boot"].setdefault(str(disk["raw_use_before_boot"]), []).append(
+                {"kind": "raw_use_disk", "device": f"/dev/{name}"})
     nics = []
     for i in range(scenario["nics"]):
         nics.append({"name": f"eth{i}", "peer": f"azplat{i}", "mac": documents.nic_mac(i),
@@ -231,9 +257,7 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
     }
     if certificates:
         plan["platform"]["certificates_pkcs12"] = str(work / "certificates.p12")
-        plan["platform"]["certificates_url"] = (
-            f"http://168.63.129.16:80/machine/{documents.CONTAINER_ID}/"
-            f"{documents.role_instance_id(DEFAULT_VM_ID)}?comp=certificates&incarnation=1")
+        plan["platform"]["certificates_url"] = certificates_url()
     plan["host_netns"] = plan["platform"]["host_netns"]
     if scenario.get("pps"):
         pps.plan(scenario, work, plan, lambda path, ovf: _majmin(loops.attach(

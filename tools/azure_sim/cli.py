@@ -26,7 +26,8 @@ def _boot(args: argparse.Namespace) -> int:
             from azure_sim import vm
 
             report = vm.boot(scenario, deb=args.deb, timeout=args.timeout,
-                             logs_to=args.logs, cloud_init=args.cloud_init)
+                             logs_to=args.logs, cloud_init=args.cloud_init,
+                             datasource=args.datasource)
         else:
             report = boot(scenario, cloud_init=args.cloud_init, datasource=args.datasource,
                           keep=args.keep, timeout=args.timeout, logs_to=args.logs)
@@ -51,8 +52,14 @@ def _boot(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.vm:
+        from azure_sim import vmbench
+
+        return vmbench.main(args)
     from azure_sim import bench
 
+    if args.timeout is None:
+        args.timeout = 60.0
     return bench.main(args)
 
 
@@ -91,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--timeout", type=float, help="seconds before the VM is killed")
     b.add_argument("--quiet", action="store_true", help="no summary on stdout")
     b.add_argument("--vm", action="store_true",
-                   help="boot a Debian 12 VM under QEMU instead (docs/vm.md)")
+                   help="boot a Debian VM under QEMU instead: Debian 12 for 22.4.2, "
+                        "Debian 13 for 25.1.4 (docs/vm.md)")
     b.add_argument("--deb", help="with --vm: the .deb to install (default: dist/'s)")
     b.set_defaults(func=_boot)
     n = sub.add_parser("bench", help="compare plug-in and built-in datasource boots")
@@ -103,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--json", help="write raw results here")
     n.add_argument("--scenario", help="boot this scenario instead of the default (e.g. "
                    "scenarios/pps-running.yaml: adds the assignment-to-Ready ratio)")
-    n.add_argument("--timeout", type=float, default=60.0,
-                   help="seconds before one boot is killed (default 60)")
+    n.add_argument("--timeout", type=float, default=None,
+                   help="seconds before one boot is killed (default 60; --vm: 400)")
+    n.add_argument("--deb", help="with --vm: the .deb every boot installs (default: dist/'s)")
+    n.add_argument("--vm", action="store_true",
+                   help="QEMU VM boots, built-in vs plug-in on one image (default "
+                        "cloud-init 22.4.2 only; docs/performance.md)")
     n.set_defaults(func=_bench)
     d = sub.add_parser("diff", help="boot with both datasources; show what differs")
     d.add_argument("scenario", nargs="?", help="scenario YAML (default: built in)")

@@ -322,7 +322,11 @@ def dnsmasq_command(cfg: dict[str, Any], dnsmasq: str = "dnsmasq") -> list[str]:
                 routes.append(f"0.0.0.0/0,{gw}")
             cmd.append(f"--dhcp-option=tag:{tag},121," + ",".join(routes))
         if d.get("option_245", True):
-            cmd.append(f"--dhcp-option-force=tag:{tag},245,{WIRESERVER_ADDR}")
+            address = d.get("option_245_address") or WIRESERVER_ADDR
+            if d.get("option_245_address"):
+                # As hex octets: dnsmasq would send its own address for 0.0.0.0.
+                address = ":".join(f"{int(o):02x}" for o in address.split("."))
+            cmd.append(f"--dhcp-option-force=tag:{tag},245,{address}")
     return cmd
 
 

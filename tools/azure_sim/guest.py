@@ -169,6 +169,8 @@ def install(plan: dict[str, Any], root: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() or path.is_symlink():
             path.unlink()
+        if spec is None:
+            continue  # a file this image lacks (e.g. a tool not installed)
         if isinstance(spec, dict):
             os.symlink(spec["symlink"], path)
         else:
@@ -219,13 +221,31 @@ def install_run(plan: dict[str, Any], root: Path) -> None:
     (root / "run/lock").mkdir(exist_ok=True)
 
 
+RAW_USER_DATA = b"azure-sim: data a user wrote to the raw resource disk\n" * 64
+
+
 def before_boot(hook: dict[str, Any], plan: dict[str, Any], root: Path) -> None:
     """Platform-side changes between two boots (e.g. a redeploy's fresh disk)."""
-    if hook["kind"] == "redeploy_disk":
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            mnt = line.split()[4]
-            if mnt.startswith(str(root / "mnt")):
-                os.system(f"umount -l {mnt}")  # noqa: S605 - path we built
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mnt = line.split()[4]
+        if mnt.startswith(str(root / "mnt")):
+            os.system(f"umount -l {mnt}")  # noqa: S605 - path we built
+    if hook["kind"] == "raw_use_disk":
+        import subprocess
+
+        device = hook["device"]
+        sys_dir = Path("/sys/block") / Path(device).name
+        for part in sorted(p for p in sys_dir.iterdir() if (p / "partition").exists()):
+            subprocess.run(["wipefs", "-a", f"/dev/{part.name}"], check=True,
+                           capture_output=True)
+        subprocess.run(["wipefs", "-a", device], check=True, capture_output=True)
+        with open(device, "r+b") as dev:
+            dev.seek(4 << 20)
+            dev.write(RAW_USER_DATA)
+            dev.flush()
+            os.fsync(dev.fileno())
+        _rescan_partitions(device, root)
+    elif hook["kind"] == "redeploy_disk":
         from azure_sim import images
 
         images.refresh_resource_disk(hook["spec"], hook["device"], Path(hook["cache"]),
@@ -372,6 +392,32 @@ def _user(plan: dict[str, Any], root: Path) -> dict[str, Any]:
         info["password_verifies"] = _verify_password(password, hashed)
     info["password_login_allowed"] = usable and _sshd_password_auth(root)
     return info
+
+
+def password_login_allowed(name: str, root: Path) -> bool:
+    """The watcher's probe: the user has a usable password and sshd accepts passwords."""
+    try:
+        shadow = (root / "etc/shadow").read_text()
+    except OSError:
+        return False
+    hashed = next((line.split(":")[1] for line in shadow.splitlines()
+                   if line.split(":")[0] == name and line.count(":") > 1), "")
+    return hashed.startswith("$") and _sshd_password_auth(root)
+
+
+def host_key_fingerprints(root: Path) -> dict[str, str]:
+    """``{public key file: sha256 of its key}``: what an SSH client would pin."""
+    import hashlib
+
+    out = {}
+    for path in sorted((root / "etc/ssh").glob("ssh_host_*_key.pub")):
+        try:
+            words = path.read_text().split()
+        except OSError:
+            continue
+        if len(words) >= 2:
+            out[path.name] = hashlib.sha256(words[1].encode()).hexdigest()[:16]
+    return out
 
 
 def _kvp(root: Path) -> list[dict[str, str]]:

@@ -86,9 +86,47 @@ def template_key(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+MSR_TYPE = "E3C9E316-0B5C-4DB8-817D-F92DF00215AE"
+BASIC_DATA_TYPE = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"
+MSR_SECTORS = 16 << 11  # 16 MiB, after the 1 MiB alignment gap
+
+
+def _gpt(disk: Path, env: Mapping[str, str]) -> list[tuple[int, int]]:
+    """Write a GPT with an MS-reserved and a basic-data partition (as Azure's
+    Gen2 resource disk has); return their (start, sectors)."""
+    script = (f"label: gpt\nstart={PART_START}, size={MSR_SECTORS}, type={MSR_TYPE}\n"
+              f"type={BASIC_DATA_TYPE}\n")
+    proc = subprocess.run(["sfdisk", "--quiet", str(disk)], input=script, text=True,
+                          capture_output=True, env=dict(env))
+    if proc.returncode != 0:
+        raise RuntimeError(f"sfdisk failed ({proc.returncode}): {proc.stderr.strip()}")
+    dump = subprocess.run(["sfdisk", "--json", str(disk)], capture_output=True, text=True,
+                          env=dict(env), check=True).stdout
+    import json
+
+    return [(p["start"], p["size"]) for p in json.loads(dump)["partitiontable"]["partitions"]]
+
+
+def _ntfs(part: Path, start: int, files: Any, tmpdir: Path, env: Mapping[str, str]) -> None:
+    _run(["mkntfs", "--quick", "--force", "--label", "Temporary Storage",
+          "--partition-start", str(start), "--sector-size", "512",
+          "--heads", "255", "--sectors-per-track", "63", str(part)], env)
+    for name in files:
+        src = tmpdir / "payload"
+        text = DATALOSS_TEXT if name.lower().startswith("dataloss") else (
+            f"user data in {name}\n")
+        src.write_text(text)
+        _run(["ntfscp", "--force", str(part), str(src), name], env)
+
+
 def build_resource_disk(spec: Mapping[str, Any], dest: Path, cache: Path,
                         env: Mapping[str, str]) -> Path:
-    """Create the resource disk image ``dest`` (sparse) from a cached template."""
+    """Create the resource disk image ``dest`` (sparse) from a cached template.
+
+    Formats: ``ntfs`` (MBR, one NTFS partition: Azure's Gen1 shape), ``gpt``
+    (GPT, MS-reserved + NTFS: Azure's Gen2 shape), ``gpt_used_msr`` (the same
+    with an ext4 file system in the MS-reserved partition), ``ext4``, ``none``.
+    """
     cache.mkdir(parents=True, exist_ok=True)
     template = cache / f"resource-{template_key(spec)}.img"
     if not template.exists():
@@ -100,27 +138,27 @@ def build_resource_disk(spec: Mapping[str, Any], dest: Path, cache: Path,
             fmt = spec.get("format", "ntfs")
             with open(disk, "wb") as fh:
                 fh.truncate(size)
-                if fmt != "none":
-                    fh.seek(0)
+                if fmt in ("ntfs", "ext4"):
                     fh.write(mbr(sectors, 0x07 if fmt == "ntfs" else 0x83))
-            if fmt != "none":
+            layout: list[tuple[str, int, int]] = []  # (file system, start, sectors)
+            if fmt in ("ntfs", "ext4"):
+                layout = [(fmt, PART_START, sectors - PART_START)]
+            elif fmt in ("gpt", "gpt_used_msr"):
+                (msr, msr_len), (data, data_len) = _gpt(disk, env)
+                if fmt == "gpt_used_msr":
+                    layout.append(("ext4", msr, msr_len))
+                layout.append(("ntfs", data, data_len))
+            for fs, start, count in layout:
                 part = tmpdir / "part.img"
                 with open(part, "wb") as fh:
-                    fh.truncate((sectors - PART_START) * SECTOR)
-                if fmt == "ntfs":
-                    _run(["mkntfs", "--quick", "--force", "--label", "Temporary Storage",
-                          "--partition-start", str(PART_START), "--sector-size", "512",
-                          "--heads", "255", "--sectors-per-track", "63", str(part)], env)
-                    for name in spec.get("files", []):
-                        src = tmpdir / "payload"
-                        text = DATALOSS_TEXT if name.lower().startswith("dataloss") else (
-                            f"user data in {name}\n")
-                        src.write_text(text)
-                        _run(["ntfscp", "--force", str(part), str(src), name], env)
+                    fh.truncate(count * SECTOR)
+                if fs == "ntfs":
+                    _ntfs(part, start, spec.get("files", []), tmpdir, env)
                 else:
                     _run(["mkfs.ext4", "-q", "-F", "-L", "AzureResource", str(part)], env)
                 with open(disk, "r+b") as fh:
-                    _copy_sparse(part, fh, PART_START * SECTOR)
+                    _copy_sparse(part, fh, start * SECTOR)
+                part.unlink()
             os.replace(disk, template)
     subprocess.run(["cp", "--sparse=always", str(template), str(dest)], check=True)
     return dest
@@ -131,7 +169,13 @@ def refresh_resource_disk(spec: Mapping[str, Any], device: str, cache: Path,
     """Overwrite ``device`` with a fresh copy of the template (a redeploy)."""
     fresh = build_resource_disk(spec, scratch, cache, env)
     with open(device, "r+b") as dev:
-        dev.write(b"\x00" * (1 << 20))  # drop stale partition signatures first
+        # A fresh disk reads as zeros: drop the old signatures at both ends
+        # (the GPT backup header lives in the last sectors) first.
+        end = dev.seek(0, os.SEEK_END)
+        for offset in (0, max(0, end - (1 << 20))):
+            dev.seek(offset)
+            dev.write(b"\x00" * (1 << 20))
+        dev.seek(0)
         _copy_sparse(fresh, dev, 0)
         dev.flush()
         os.fsync(dev.fileno())

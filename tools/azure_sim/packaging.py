@@ -2,17 +2,25 @@
 
 ``python tools/azure_sim/packaging.py deb``: copies the source tree (the files
 git knows plus new untracked ones, never ``.venv`` or ``.cache``) into
-``build/deb/src``, runs ``dpkg-buildpackage -b`` there (dh-python, pybuild,
-``debian/``) and copies ``python3-cloudinit-azure_<version>_all.deb`` to
-``dist/``. The work tree stays clean: dpkg-buildpackage writes to the copy
-and its parent only.
+``build/deb/src``, runs ``dpkg-buildpackage`` there (source and binary:
+dh-python, pybuild, ``debian/``) and copies
+``python3-cloudinit-azure_<version>_all.deb`` to ``dist/``. The work tree
+stays clean: dpkg-buildpackage writes to the copy and its parent only.
+
+``... lintian``: lintian at its default level on the build's .changes (the
+source package and the .deb); any tag is a failure.
+
+``... old-deb COMMIT``: builds the package of an older commit (``git
+archive``) into ``.cache/vm/old-debs/`` once, for the upgrade tests.
 
 ``... dist``: ``python -m build`` (sdist and wheel) into ``dist/``.
 
-``... install-purge DEB``: installs DEB with dpkg into a throw-away overlay of
-the cached VM base tree (``.cache/vm/tree``: Debian 12 with cloud-init),
-checks what it installed, purges it and compares the file tree with the one
-before the install. Runs in a private mount namespace: the overlay and its
+``... install-purge DEB [--old OLD]``: installs DEB with dpkg (over OLD, an
+upgrade, when given) into a throw-away overlay of the cached VM base tree
+(``.cache/vm/<release>/tree``: Debian with cloud-init), checks what it
+installed, removes it (cloud-init's configuration must no longer name the
+plug-in), purges it and compares the file tree with the one before. Runs in a
+private mount namespace: the overlay and its
 tmpfs vanish with it.
 """
 
@@ -29,7 +37,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "build"
@@ -47,8 +55,8 @@ def version() -> str:
     return cfg["metadata"]["version"]
 
 
-def debian_version() -> str:
-    first = (REPO / "debian/changelog").read_text().splitlines()[0]
+def debian_version(root: Path = REPO) -> str:
+    first = (root / "debian/changelog").read_text().splitlines()[0]
     match = re.match(r"\S+ \(([^)]+)\)", first)
     if not match:
         raise SystemExit("packaging: cannot read the version from debian/changelog")
@@ -63,35 +71,77 @@ def _source_files() -> list[str]:
             and not f.startswith(("build/", "dist/", ".cache/", ".venv/"))]
 
 
-def build_deb() -> Path:
-    ver = debian_version()
-    if ver.split("-")[0] != version():
+def build_deb(src_root: Path = REPO, out: Path = BUILD / "deb",
+              dest: Optional[Path] = DIST) -> Path:
+    """dpkg-buildpackage a copy of ``src_root``; the .deb lands in ``out`` (and ``dest``)."""
+    ver = debian_version(src_root)
+    if src_root == REPO and ver.split("-")[0] != version():
         raise SystemExit(f"packaging: debian/changelog says {ver}, setup.cfg says "
                          f"{version()}: add a changelog entry (dch -v {version()})")
     for tool, package in (("dpkg-buildpackage", "dpkg-dev"), ("dh", "debhelper"),
                           ("dh_python3", "dh-python")):
         if shutil.which(tool) is None:
             raise SystemExit(f"packaging: missing '{tool}' (Debian package {package})")
-    out = BUILD / "deb"
     shutil.rmtree(out, ignore_errors=True)
     src = out / "src"
-    for rel in _source_files():
-        dst = src / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, dst)
+    if src_root == REPO:
+        for rel in _source_files():
+            dst = src / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dst)
+    else:
+        shutil.copytree(src_root, src, symlinks=True)
     # Debian's own python3 and tools only: not the venv, not a pyenv shim.
     env = {k: v for k, v in os.environ.items()
            if k in ("HOME", "TERM", "DEB_BUILD_OPTIONS", "SOURCE_DATE_EPOCH")}
     env.update({"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"})
     env["SOURCE_DATE_EPOCH"] = env.get("SOURCE_DATE_EPOCH") or str(
-        int((REPO / "debian/changelog").stat().st_mtime))
-    subprocess.run(["dpkg-buildpackage", "-b", "-us", "-uc", "--no-pre-clean"],
+        int((src_root / "debian/changelog").stat().st_mtime))
+    subprocess.run(["dpkg-buildpackage", "--build=full", "-us", "-uc", "--no-pre-clean"],
                    cwd=src, check=True, env=env)
     name = f"{PACKAGE}_{ver}_all.deb"
-    DIST.mkdir(exist_ok=True)
-    shutil.copy2(out / name, DIST / name)
-    print(f"packaging: {DIST / name} ({(DIST / name).stat().st_size} bytes)")
-    return DIST / name
+    if dest is None:
+        return out / name
+    dest.mkdir(exist_ok=True)
+    shutil.copy2(out / name, dest / name)
+    print(f"packaging: {dest / name} ({(dest / name).stat().st_size} bytes)")
+    return dest / name
+
+
+def lintian(out: Path = BUILD / "deb") -> list[str]:
+    """lintian's tags (default level) for the last build's source and binary package."""
+    if shutil.which("lintian") is None:
+        raise SystemExit("packaging: missing 'lintian' (Debian package lintian)")
+    changes = sorted(out.glob("*.changes"))
+    if not changes:
+        raise SystemExit(f"packaging: no .changes in {out}: run 'make deb' first")
+    proc = subprocess.run(["lintian", "--allow-root", str(changes[-1])], capture_output=True,
+                          text=True, check=False)
+    return [line for line in proc.stdout.splitlines() if line[:2] in ("E:", "W:")]
+
+
+def old_deb(commit: str) -> Path:
+    """The package built from an older ``commit`` (cached by commit)."""
+    from azure_sim import deps
+
+    cache = deps.CACHE / "vm" / "old-debs" / commit
+    found = sorted(cache.glob(f"{PACKAGE}_*_all.deb"))
+    if found:
+        return found[-1]
+    work = BUILD / "old-deb"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "tree").mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=REPO,
+                             capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise SystemExit(f"packaging: cannot read commit {commit} from git: "
+                         f"{archive.stderr.decode().strip()} (a shallow clone?)")
+    subprocess.run(["tar", "-x", "-C", str(work / "tree")], input=archive.stdout, check=True)
+    deb = build_deb(work / "tree", work / "out", dest=None)
+    cache.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(deb, cache / deb.name)
+    shutil.rmtree(work, ignore_errors=True)
+    return cache / deb.name
 
 
 def build_dist() -> list[Path]:
@@ -155,45 +205,86 @@ def _chroot(root: Path, *cmd: str) -> subprocess.CompletedProcess:
                                             "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"})
 
 
-def _inside(tree: Path, deb: Path, merged: Path) -> dict[str, Any]:
-    """Runs in the private mount namespace with ``merged`` the overlay root."""
-    result: dict[str, Any] = {"problems": []}
+WIRING = "/etc/cloud/cloud.cfg.d/91_cloudinit_azure.cfg"
+WIRING_TARGET = "/usr/lib/cloudinit-azure/cloud.cfg.d/91_cloudinit_azure.cfg"
+# cloud-init's merged configuration as init-local reads it (files, /run, kernel command line)
+CLOUD_CFG_PROBE = ("from cloudinit import stages; import json; "
+                   "print(json.dumps(stages.fetch_base_config("
+                   "*(['/run/cloud-init'] if 'run_dir' in "
+                   "stages.fetch_base_config.__code__.co_varnames else []))"
+                   ".get('datasource_pkg_list')))")
+
+
+def _dpkg(merged: Path, problems: list[str], what: str, *args: str) -> str:
+    proc = _chroot(merged, "dpkg", *args)
+    if proc.returncode != 0:
+        problems.append(f"{what} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout + proc.stderr
+
+
+def _check_installed(merged: Path, result: dict[str, Any]) -> None:
     problems = result["problems"]
-    before = manifest(merged)
-    shutil.copy2(deb, merged / "tmp" / deb.name)
-    inst = _chroot(merged, "dpkg", "-i", f"/tmp/{deb.name}")
-    result["install_log"] = inst.stdout + inst.stderr
-    if inst.returncode != 0:
-        problems.append(f"dpkg -i failed ({inst.returncode}): {inst.stderr.strip()}")
-        return result
     listing = _chroot(merged, "dpkg", "-L", PACKAGE).stdout.split()
     conffiles = _chroot(merged, "dpkg-query", "-W", "-f=${Conffiles}", PACKAGE).stdout
     result["files"] = listing
     result["conffiles"] = conffiles.strip()
     want = ["/usr/lib/python3/dist-packages/cloudinit_azure/sources/DataSourceAzure.py",
             "/usr/lib/python3/dist-packages/cloudinit_azure/schemas/azure_resource_disk.json",
-            "/etc/cloud/cloud.cfg.d/91_cloudinit_azure.cfg"]
+            WIRING, WIRING_TARGET]
     want += [f"/usr/lib/python3/dist-packages/cc_azure_{m}.py"
              for m in ("ready", "resource_disk", "kernel", "network")]
-    for path in want:
-        if path not in listing:
-            problems.append(f"not installed: {path}")
-    if "/etc/cloud/cloud.cfg.d/91_cloudinit_azure.cfg" not in conffiles:
-        problems.append("91_cloudinit_azure.cfg is not a conffile")
+    problems += [f"not installed: {path}" for path in want if path not in listing]
+    link = merged / WIRING.lstrip("/")
+    target = os.readlink(link) if link.is_symlink() else ""
+    if not (target and (merged / target.lstrip("/") if target.startswith("/")
+                        else link.parent / target).is_file()):
+        problems.append(f"{WIRING} is not a working symlink ({target or 'not a link'})")
+    if conffiles.strip():
+        problems.append(f"conffiles (apt remove would keep them): {conffiles.strip()}")
+    leftovers = sorted(p.name for p in link.parent.glob("91_cloudinit_azure.cfg.dpkg-*"))
+    problems += [f"left over in cloud.cfg.d: {name}" for name in leftovers]
+    cfg = _chroot(merged, "python3", "-c", CLOUD_CFG_PROBE)
+    result["pkg_list_installed"] = cfg.stdout.strip()
+    if "cloudinit_azure.sources" not in cfg.stdout:
+        problems.append(f"installed, cloud-init's datasource_pkg_list is {cfg.stdout.strip()} "
+                        f"{cfg.stderr.strip()[-300:]}")
     imp = _chroot(merged, "python3", "-c",
                   "import cloudinit_azure.sources.DataSourceAzure as d, cc_azure_ready, "
                   "cc_azure_resource_disk, cc_azure_kernel, cc_azure_network; "
                   "print(d.get_datasource_list)")
     if imp.returncode != 0:
         problems.append(f"import in the installed system failed: {imp.stderr.strip()}")
-    pyc = [p for p in (merged / "usr/lib/python3/dist-packages/cloudinit_azure").rglob(
-        "*.pyc")]
-    result["pyc_after_install"] = len(pyc)
-    purge = _chroot(merged, "dpkg", "--purge", PACKAGE)
-    result["purge_log"] = purge.stdout + purge.stderr
-    if purge.returncode != 0:
-        problems.append(f"dpkg --purge failed ({purge.returncode}): {purge.stderr.strip()}")
-    (merged / "tmp" / deb.name).unlink()
+    result["pyc_after_install"] = len(list(
+        (merged / "usr/lib/python3/dist-packages/cloudinit_azure").rglob("*.pyc")))
+
+
+def _inside(tree: Path, deb: Path, merged: Path, old: Optional[Path] = None) -> dict[str, Any]:
+    """Runs in the private mount namespace with ``merged`` the overlay root.
+
+    (old ->) install -> checks -> remove -> cloud-init no longer names the
+    plug-in -> purge -> the tree is what it was before.
+    """
+    result: dict[str, Any] = {"problems": []}
+    problems = result["problems"]
+    before = manifest(merged)
+    for pkg in ([old] if old else []) + [deb]:
+        shutil.copy2(pkg, merged / "tmp" / pkg.name)
+        result.setdefault("install_log", "")
+        result["install_log"] += _dpkg(merged, problems, f"dpkg -i {pkg.name}", "-i",
+                                       f"/tmp/{pkg.name}")
+        (merged / "tmp" / pkg.name).unlink()
+        if problems:
+            return result
+    _check_installed(merged, result)
+    result["remove_log"] = _dpkg(merged, problems, "dpkg --remove", "--remove", PACKAGE)
+    cfg = _chroot(merged, "python3", "-c", CLOUD_CFG_PROBE)
+    result["pkg_list_removed"] = cfg.stdout.strip()
+    if cfg.returncode != 0 or "cloudinit_azure" in cfg.stdout:
+        problems.append(f"removed, cloud-init's datasource_pkg_list is {cfg.stdout.strip()} "
+                        f"{cfg.stderr.strip()[-300:]}")
+    if (merged / WIRING.lstrip("/")).exists() or (merged / WIRING.lstrip("/")).is_symlink():
+        problems.append(f"removed, {WIRING} is still there")
+    result["purge_log"] = _dpkg(merged, problems, "dpkg --purge", "--purge", PACKAGE)
     status = _chroot(merged, "dpkg-query", "-W", "-f=${db:Status-Abbrev}", PACKAGE)
     if status.returncode == 0 and status.stdout.strip() not in ("", "un"):
         problems.append(f"dpkg still knows the package: {status.stdout.strip()}")
@@ -204,8 +295,8 @@ def _inside(tree: Path, deb: Path, merged: Path) -> dict[str, Any]:
     return result
 
 
-def install_purge(deb: Path, tree: Path) -> dict[str, Any]:
-    """Install and purge ``deb`` in an overlay of ``tree``; return the findings."""
+def install_purge(deb: Path, tree: Path, old: Optional[Path] = None) -> dict[str, Any]:
+    """(Upgrade from ``old``,) install, remove and purge ``deb`` in an overlay of ``tree``."""
     if os.geteuid() != 0:
         raise SystemExit("packaging: the install/purge test needs root")
     if not (tree / "usr/bin/cloud-init").exists():
@@ -214,20 +305,21 @@ def install_purge(deb: Path, tree: Path) -> dict[str, Any]:
     scratch.mkdir(exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO / "tools")
-    proc = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", sys.executable, "-m",
-         "azure_sim.packaging", "_inside", str(deb.resolve()), str(tree), str(scratch)],
-        capture_output=True, text=True, env=env, check=False)
+    cmd = ["unshare", "--mount", "--propagation", "private", sys.executable, "-m",
+           "azure_sim.packaging", "_inside", str(deb.resolve()), str(tree), str(scratch)]
+    if old:
+        cmd += ["--old", str(old.resolve())]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"packaging: install/purge sandbox failed:\n{proc.stderr}")
     return json.loads(proc.stdout)
 
 
-def _inside_main(deb: str, tree: str, scratch: str) -> int:
+def _inside_main(deb: str, tree: str, scratch: str, old: Optional[str]) -> int:
     from azure_sim.vmimage import overlay
 
     merged = overlay(Path(tree), Path(scratch))
-    print(json.dumps(_inside(Path(tree), Path(deb), merged)))
+    print(json.dumps(_inside(Path(tree), Path(deb), merged, Path(old) if old else None)))
     return 0
 
 
@@ -237,25 +329,36 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("deb")
     sub.add_parser("dist")
+    sub.add_parser("lintian")
+    od = sub.add_parser("old-deb")
+    od.add_argument("commit")
     ip = sub.add_parser("install-purge")
     ip.add_argument("deb")
     ip.add_argument("--tree", default=None)
+    ip.add_argument("--old", default=None, help="install this older .deb first (upgrade)")
     inner = sub.add_parser("_inside")
     inner.add_argument("deb")
     inner.add_argument("tree")
     inner.add_argument("scratch")
+    inner.add_argument("--old", default=None)
     args = parser.parse_args(argv)
     if args.cmd == "deb":
         build_deb()
     elif args.cmd == "dist":
         build_dist()
+    elif args.cmd == "lintian":
+        tags = lintian()
+        print("\n".join(tags) or "packaging: lintian clean")
+        return 1 if tags else 0
+    elif args.cmd == "old-deb":
+        print(old_deb(args.commit))
     elif args.cmd == "_inside":
-        return _inside_main(args.deb, args.tree, args.scratch)
+        return _inside_main(args.deb, args.tree, args.scratch, args.old)
     else:
         from azure_sim import vmimage
 
         tree = Path(args.tree) if args.tree else vmimage.build_tree()
-        result = install_purge(Path(args.deb), tree)
+        result = install_purge(Path(args.deb), tree, Path(args.old) if args.old else None)
         for key in ("entries_before", "entries_after", "conffiles", "pyc_after_install"):
             print(f"{key}: {result.get(key)}")
         for problem in result["problems"]:

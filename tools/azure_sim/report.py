@@ -73,6 +73,34 @@ def _status(raw: dict[str, Any]) -> dict[str, Any]:
             "detail": data.get("detail")}
 
 
+def host_keys_changed(history: Optional[list], t_ready_abs: Optional[float]) -> Optional[bool]:
+    """Did the host keys a client could see at Ready change before the end of the boot?"""
+    if not history or t_ready_abs is None:
+        return None
+    at_ready = next((keys for t, keys in reversed(history) if t <= t_ready_abs), {})
+    return at_ready != history[-1][1]
+
+
+def kvp_diagnostics(records: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The plug-in's per-phase KVP records: ``<phase>: <outcome> in <s> s (<detail>)``."""
+    import re
+
+    out = []
+    for rec in records:
+        parts = rec["key"].split("|")
+        if parts[0] != "CLOUD_INIT_AZURE" or len(parts) < 2:
+            continue
+        try:
+            msg = json.loads(rec["value"]).get("msg", "")
+        except ValueError:
+            msg = rec["value"]
+        m = re.match(r"[^:]*: (\S+) in ([0-9.]+) s(?: \((.*)\))?$", msg, re.DOTALL)
+        out.append({"phase": parts[1], "outcome": m.group(1) if m else None,
+                    "seconds": float(m.group(2)) if m else None,
+                    "detail": (m.group(3) or "") if m else msg})
+    return out
+
+
 def build_report(*, scenario: dict[str, Any], raw: dict[str, Any],
                  journal: list[dict[str, Any]], leases: str, cloud_init: str,
                  datasource: str, wall_s: float) -> dict[str, Any]:
@@ -128,6 +156,10 @@ def build_report(*, scenario: dict[str, Any], raw: dict[str, Any],
         "time_to_login_s": t_login,
         "time_to_host_keys_s": t_hostkeys,
         "time_to_provisioned_s": t_prov,
+        "time_to_password_auth_s": _rel(watch.get("password_auth"), t0),
+        "host_keys_changed": host_keys_changed(
+            raw.get("host_key_history"), None if t_ready is None or t0 is None
+            else t0 + t_ready),
         "requests": [{"t": _rel(e["t"], t0), "endpoint": e["endpoint"],
                       "method": e["method"], "path": e["path"], "status": e["status"]}
                      for e in journal if "method" in e],
@@ -142,6 +174,7 @@ def build_report(*, scenario: dict[str, Any], raw: dict[str, Any],
                           "mountpoint": disk["mountpoint"] if disk else None},
         "fstab": raw.get("fstab"),
         "kvp": kvp,
+        "kvp_diagnostics": kvp_diagnostics(kvp),
         "dhcp_leases": parse_leases(leases),
         "cloud_init_status": status["status"],
         "cloud_init_errors": status["errors"],

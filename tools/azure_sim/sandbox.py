@@ -59,7 +59,9 @@ class Sandbox:
         self.t0: Optional[float] = None
         self.platform: Optional[subprocess.Popen] = None
         self.watch: dict[str, Optional[float]] = {"authorized_keys": None,
-                                                  "host_keys": None}
+                                                  "host_keys": None, "password_auth": None}
+        # (time, {host key file: fingerprint}) at every change of the host keys.
+        self.host_key_history: list[tuple[float, dict[str, str]]] = []
         self._stop = threading.Event()
 
     def event(self, what: str, **data: Any) -> None:
@@ -183,10 +185,11 @@ class Sandbox:
 
     # -- the boot ---------------------------------------------------------
     def watcher(self) -> None:
-        """Note when the user's key and the SSH host keys first exist."""
+        """Note when the user's key, password login and the SSH host keys first exist,
+        and every change of the host keys (a client pins the first one it sees)."""
         user = self.plan.get("expect_user")
         keys = self.root / "home" / user / ".ssh/authorized_keys" if user else None
-        ssh_dir = self.root / "etc/ssh"
+        password = bool(user and self.plan.get("password_file"))
         while not self._stop.is_set():
             now = time.time()
             if keys is not None and self.watch["authorized_keys"] is None:
@@ -195,10 +198,14 @@ class Sandbox:
                         self.watch["authorized_keys"] = now
                 except OSError:
                     pass
-            if self.watch["host_keys"] is None and any(ssh_dir.glob("ssh_host_*_key.pub")):
+            if password and self.watch["password_auth"] is None and \
+                    guest.password_login_allowed(user, self.root):
+                self.watch["password_auth"] = now
+            host_keys = guest.host_key_fingerprints(self.root)
+            if not self.host_key_history or self.host_key_history[-1][1] != host_keys:
+                self.host_key_history.append((now, host_keys))
+            if host_keys and self.watch["host_keys"] is None:
                 self.watch["host_keys"] = now
-            if all(self.watch.values()):
-                return
             time.sleep(0.002)
 
     def chroot_env(self) -> list[str]:
@@ -363,6 +370,7 @@ def main(argv: list[str]) -> int:
         raw["t0"] = box.t0
         raw["events"] = box.events
         raw["watch"] = box.watch
+        raw["host_key_history"] = box.host_key_history
         try:
             box.keep()
         except Exception as exc:

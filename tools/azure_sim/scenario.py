@@ -110,13 +110,19 @@ SCHEMA: dict[str, Any] = {
             {"const": False},
             {"type": "object", "additionalProperties": False, "properties": {
                 "size_mib": {"type": "integer", "minimum": 16},
-                "format": {"enum": ["ntfs", "none", "ext4"]},
+                "format": {"enum": ["ntfs", "gpt", "gpt_used_msr", "none", "ext4"]},
                 "files": {"type": "array", "items": _STR},
                 "redeploy_before_boot": {"type": "integer", "minimum": 2},
+                # The user wipes the disk's signatures and writes data to it
+                # as a raw block device (wipefs -a; data at 4 MiB).
+                "raw_use_before_boot": {"type": "integer", "minimum": 2},
             }},
         ]},
         "dhcp": {"type": "object", "additionalProperties": False, "properties": {
             "option_245": {"type": "boolean"},
+            # What option 245 names (default: the wireserver), e.g. "0.0.0.0".
+            "option_245_address": {"type": "string",
+                                   "pattern": "^[0-9]{1,3}(\\.[0-9]{1,3}){3}$"},
             "option_121": {"type": "boolean"},
         }},
         "dhcp_client": {"enum": ["dhclient", "dhcpcd", "udhcpc"]},
@@ -126,6 +132,7 @@ SCHEMA: dict[str, Any] = {
         "cloud_config": {"type": "object"},
         "image_files": {"type": "object", "additionalProperties": {"oneOf": [
             {"type": "string"},
+            {"type": "null"},  # the image does not have this file
             {"type": "object", "additionalProperties": False,
              "required": ["symlink"], "properties": {"symlink": _STR}},
         ]}},

@@ -1,10 +1,12 @@
-"""``azure-sim boot --vm``: the same scenario and platform, but a real Debian 12 VM.
+"""``azure-sim boot --vm``: the same scenario and platform, but a real Debian VM.
 
-The VM is the cached image of ``vmimage`` (Debian packages only, our .deb
-installed by dpkg) booted under QEMU with its root disk ``snapshot=on``, so
-every boot starts pristine. The platform is the sandbox boot's own
-(``fabric.py``: IMDS, wireserver, dnsmasq) and so is the report
-(``report.build_report``).
+The VM is the cached image of ``vmimage`` (Debian 12 for cloud-init 22.4.2,
+Debian 13 for 25.1.4; Debian packages only, our .deb installed by dpkg)
+booted under QEMU. Its root disk is a qcow2 overlay in the run's work
+directory over the cached image, so every run starts pristine and a
+scenario's later boots (``boots: N``) see what the earlier ones left. The
+platform is the sandbox boot's own (``fabric.py``: IMDS, wireserver,
+dnsmasq) and so is the report (``report.build_report``, via ``vmresult``).
 
 Layout of one run::
 
@@ -13,17 +15,24 @@ Layout of one run::
         python -m azure_sim.vm _inner     PID 1 of a fresh PID and network namespace
           ip tuntap add azplat0           the VM's NIC; the fabric's nics[].peer
           python -m azure_sim.fabric      169.254.169.254 and 168.63.129.16 on lo, dnsmasq
-          qemu-system-x86_64              -netdev tap,ifname=azplat0
+          qemu-system-x86_64              -netdev tap,ifname=azplat0   (once per boot)
+          ssh USER@VM true                every 0.5 s until it works (vmssh)
 
 The provisioning DVD is a virtio-scsi CD-ROM holding ``images.build_iso``'s
 image, the resource disk a virtio disk with serial ``AZURE-SIM-RESOURCE`` (a
 test-only udev rule in the image links it as /dev/disk/cloud/azure_resource),
 DMI comes from ``-smbios`` (vmId, Azure's chassis asset tag), so ds-identify
-finds Azure by itself. The first serial port is the console: the supervisor
-timestamps every line as it arrives. After cloud-final a test-only unit writes
-its report to the second serial port and powers off. A VM that does not finish
-in time is killed by its pid; the report then names the last stage seen on the
-console and the console log is kept.
+finds Azure by itself. The first serial port is the console (``vmconsole``).
+After cloud-final a test-only unit writes its report to the second serial port,
+runs the scenario's between-boot actions and powers off; the next boot is a new
+QEMU process on the same disks (a redeploy replaces the resource disk first).
+A VM that does not finish in time is killed by its pid; the report then names
+the last stage seen on the console and the console log is kept.
+
+``datasource="builtin"`` boots the same image with ``cc: datasource_pkg_list:
+[] end_cc`` on the kernel command line (cloud-init's highest-precedence
+configuration): the plug-in stays installed but cloud-init searches only its
+own ``cloudinit.sources``, so cloud-init's own Azure datasource provisions.
 
 Clean-up: QEMU is killed by its pid; the fabric and dnsmasq die with PID 1 of
 their PID namespace; the tap device and the platform addresses die with the
@@ -32,10 +41,8 @@ network namespace; the work directory is removed in a ``finally``.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -45,58 +52,27 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from azure_sim import deps, documents, images
-from azure_sim.boot import SimError, dmi_uuid
-from azure_sim.report import build_report
+from azure_sim import deps, documents, images, vmconsole, vmssh
+from azure_sim.boot import SimError, certificates_url, dmi_uuid, scenario_ovf
 from azure_sim.scenario import DEFAULT_VM_ID
 
 REPO = deps.REPO
 TOOLS = REPO / "tools"
 AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 QEMU = "qemu-system-x86_64"
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-BEGIN = "AZURE-SIM-REPORT-BEGIN"
-END = "AZURE-SIM-REPORT-END"
-
-# What the console shows, in boot order: (stage name, text that marks it).
-# systemd cuts unit names to the console width, so cloud-init's own lines
-# ("running 'init-local'") mark its stages. The stage only moves forward.
-STAGE_MARKERS = [
-    ("firmware", "SeaBIOS"),
-    ("kernel", "Linux version"),
-    ("initramfs", "Run /init"),
-    ("systemd", "Welcome to"),
-    ("init-local", "Starting cloud-init-local"),
-    ("init-local", "running 'init-local'"),
-    ("init", "running 'init'"),
-    ("modules-config", "running 'modules:config'"),
-    ("modules-final", "running 'modules:final'"),
-    ("cloud-final-done", "finished at"),
-    ("report", "azure-sim"),
-    ("poweroff", "reboot: Power down"),
-]
-STAGE_ORDER = list(dict.fromkeys(stage for stage, _ in STAGE_MARKERS))
-MILESTONES = {
-    "init_local_start": "running 'init-local'",
-    "cloud_final_done": "finished at",
-}
+BUILTIN_CMDLINE = "cc: datasource_pkg_list: [] end_cc"
+DATASOURCES = ("plugin", "builtin")
 
 
 def missing_requirement() -> Optional[str]:
     """Why this machine cannot boot the VM, or None."""
     if os.geteuid() != 0:
         return "azure-sim boot --vm needs root (network namespace, tap device)"
-    if shutil.which(QEMU) is None:
-        return f"missing '{QEMU}': install the Debian package qemu-system-x86 (make test-vm does)"
-    if shutil.which("debootstrap") is None:
-        from azure_sim import vmimage
-
-        if not (vmimage.VM_CACHE / "tree.done").exists():
-            return "missing 'debootstrap' to build the VM image: install the Debian package " \
-                   "debootstrap (make test-vm does)"
-    for tool, package in (("unshare", "util-linux"), ("ip", "iproute2")):
+    for tool, package in ((QEMU, "qemu-system-x86"), ("qemu-img", "qemu-utils"),
+                          ("ssh", "openssh-client"), ("ssh-keygen", "openssh-client"),
+                          ("unshare", "util-linux"), ("ip", "iproute2")):
         if shutil.which(tool) is None:
-            return f"missing '{tool}': install the Debian package {package}"
+            return f"missing '{tool}': install the Debian package {package} (make test-vm does)"
     if not Path("/dev/net/tun").exists():
         return "no /dev/net/tun: this machine cannot make tap devices"
     if not (deps.CACHE / "layer" / "usr/sbin/dnsmasq").exists():
@@ -115,23 +91,32 @@ def accel() -> str:
     return os.environ.get("AZURE_SIM_VM_ACCEL", "tcg")
 
 
-def qemu_command(plan: dict[str, Any]) -> list[str]:
-    """The QEMU command line for one boot (pure)."""
+def kernel_cmdline(datasource: str) -> str:
+    line = "root=LABEL=root rw console=ttyS0,115200 net.ifnames=0 panic=-1"
+    return f"{line} {BUILTIN_CMDLINE}" if datasource == "builtin" else line
+
+
+def qemu_command(plan: dict[str, Any], boot: int = 1) -> list[str]:
+    """The QEMU command line for one boot of the run (pure)."""
     work = Path(plan["workdir"])
     cmd = [QEMU, "-accel", plan["accel"], "-machine", "pc", "-m", str(plan["memory_mib"]),
            "-smp", str(plan["cpus"]), "-nodefaults", "-no-user-config", "-display", "none",
            "-no-reboot",
            "-kernel", plan["kernel"], "-initrd", plan["initrd"],
-           "-append", "root=LABEL=root rw console=ttyS0,115200 net.ifnames=0 panic=-1",
+           "-append", kernel_cmdline(plan.get("datasource", "plugin")),
            # the root disk first, so it is vda and the resource disk vdb
-           "-drive", f"file={plan['root_image']},if=none,id=root0,format=raw,snapshot=on",
+           "-drive", f"file={plan['root_disk']},if=none,id=root0,format=qcow2",
            "-device", "virtio-blk-pci,drive=root0,serial=AZURE-SIM-ROOT",
            "-smbios", f"type=1,manufacturer=Microsoft Corporation,product=Virtual Machine,"
                       f"uuid={plan['dmi_uuid']}",
            "-smbios", f"type=3,manufacturer=Microsoft Corporation,asset={AZURE_ASSET_TAG}",
-           "-chardev", f"file,id=con,path={work / 'console.raw'}", "-serial", "chardev:con",
-           "-chardev", f"file,id=rep,path={work / 'report.raw'}", "-serial", "chardev:rep",
+           "-chardev", f"file,id=con,path={work / f'console-{boot}.raw'}",
+           "-serial", "chardev:con",
+           "-chardev", f"file,id=rep,path={work / f'report-{boot}.raw'}",
+           "-serial", "chardev:rep",
            "-fw_cfg", f"name=opt/azure-sim/plan,file={work / 'guest-plan.json'}"]
+    for name, path in sorted((plan.get("fw_cfg_files") or {}).items()):
+        cmd += ["-fw_cfg", f"name=opt/azure-sim/{name},file={path}"]
     if plan.get("iso"):
         cmd += ["-device", "virtio-scsi-pci,id=scsi0",
                 "-drive", f"file={plan['iso']},if=none,id=cd0,media=cdrom,format=raw,"
@@ -148,58 +133,84 @@ def qemu_command(plan: dict[str, Any]) -> list[str]:
     return cmd
 
 
-def plan_vm(scenario: dict[str, Any], work: Path, deb: Path,
-            timeout: float) -> dict[str, Any]:
+def _private_write(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _login(scenario: dict[str, Any], work: Path) -> Optional[dict[str, Any]]:
+    """The SSH login to try (adds a fresh key to the scenario's keys), or None."""
+    if scenario.get("expect") != "ready" or "ovf_xml" in scenario:
+        return None
+    ovf = scenario["ovf"]
+    login: dict[str, Any] = {"user": ovf.get("username") or "azureuser",
+                             "ip": documents.nic_ip(0)}
+    if ovf.get("public_keys") or ovf.get("key_fingerprints"):
+        key, public = vmssh.make_key_pair(work)
+        ovf["public_keys"] = list(ovf.get("public_keys") or []) + [public]
+        login["key"] = str(key)
+    if ovf.get("password"):
+        login["askpass"] = str(vmssh.write_askpass(work, ovf["password"]))
+    return login if ("key" in login or "askpass" in login) else None
+
+
+def plan_vm(scenario: dict[str, Any], work: Path, deb: Path, timeout: float, *,
+            datasource: str = "plugin", release: str = "bookworm",
+            guest_actions: Optional[dict[str, list[str]]] = None,
+            base_image: Optional[Path] = None,
+            guest_files: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    """Images, platform config and guest plan of one run (writes them into ``work``)."""
     from azure_sim import vmimage
 
     if scenario["media"] == "seed":
         raise SimError("media: seed is not supported with --vm (the image stays Debian's)")
-    if scenario["boots"] != 1:
-        raise SimError("boots > 1 is not supported with --vm yet")
-    if "key_fingerprints" in (scenario.get("ovf") or {}) and \
-            scenario["ovf"]["key_fingerprints"]:
-        raise SimError("ovf.key_fingerprints is not supported with --vm yet")
     if not deb.exists():
         raise SimError(f"{deb} is missing: run 'make deb'")
     try:
-        root_image = vmimage.build_root_image(deb)
-        kernel, initrd = vmimage.kernel_files(vmimage.VM_CACHE / "tree")
+        root_image = base_image or vmimage.build_root_image(deb, release=release)
+        kernel, initrd = vmimage.kernel_files(vmimage.tree_dir(release))
     except vmimage.ImageError as exc:
         raise SimError(str(exc)) from exc
+    root_disk = work / "root.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                    str(root_image), str(root_disk)], check=True, capture_output=True)
     env = deps.tool_env()
+    login = _login(scenario, work)
     ovf_path = work / "ovf-env.xml"
-    if "ovf_xml" in scenario:
-        ovf_bytes = scenario["ovf_xml"].encode()
-    else:
-        ovf_bytes = documents.render_ovf(scenario["ovf"])
-    fd = os.open(ovf_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(ovf_bytes)
+    ovf_bytes, certificates = scenario_ovf(scenario, work)
+    _private_write(ovf_path, ovf_bytes)
     plan: dict[str, Any] = {
         "workdir": str(work), "accel": accel(), "memory_mib": 1024, "cpus": 2,
         "kernel": str(kernel), "initrd": str(initrd), "root_image": str(root_image),
+        "root_disk": str(root_disk), "datasource": datasource, "release": release,
         "dmi_uuid": dmi_uuid(DEFAULT_VM_ID, scenario["generation"]),
         "timeout": timeout, "python": sys.executable, "tools_dir": str(TOOLS),
         "tool_path": env["PATH"], "tool_ld_path": env.get("LD_LIBRARY_PATH", ""),
+        "boots": scenario["boots"], "before_boot": {}, "login": login,
+        "fw_cfg_files": dict(guest_files or {}),
     }
     if scenario["media"] == "iso":
         plan["iso"] = str(images.build_iso(work / "ovf.iso", {"ovf-env.xml": ovf_bytes}))
-    if scenario["resource_disk"]:
+    disk = scenario["resource_disk"]
+    if disk:
         plan["resource_disk"] = str(images.build_resource_disk(
-            scenario["resource_disk"], work / "resource.img", deps.CACHE / "sim", env))
+            disk, work / "resource.img", deps.CACHE / "sim", env))
+        if disk.get("redeploy_before_boot"):
+            plan["before_boot"][str(disk["redeploy_before_boot"])] = [
+                {"kind": "redeploy_disk", "spec": disk, "cache": str(deps.CACHE / "sim")}]
     ovf = scenario.get("ovf") or {}
     guest_plan: dict[str, Any] = {
         "expect_user": ovf.get("username") or documents.imds_document(scenario)[
             "compute"]["osProfile"]["adminUsername"],
         "expect_files": ["/var/tmp/custom-data-applied"],
+        "after_boot": guest_actions or {},
     }
     if ovf.get("password"):
         guest_plan["password"] = ovf["password"]
     if ovf.get("custom_data"):
         guest_plan["secret_texts"] = [ovf["custom_data"]]
-    fd = os.open(work / "guest-plan.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(guest_plan, fh)
+    _private_write(work / "guest-plan.json", json.dumps(guest_plan).encode())
     nics = [{"name": f"eth{i}", "peer": f"azplat{i}", "mac": documents.nic_mac(i),
              "ip": documents.nic_ip(i), "gateway": f"10.0.{i}.1"}
             for i in range(scenario["nics"])]
@@ -214,6 +225,10 @@ def plan_vm(scenario: dict[str, Any], work: Path, deb: Path,
                  "leases": str(plat / "dnsmasq.leases"), "pid": str(plat / "dnsmasq.pid")},
         "host_netns": os.readlink("/proc/self/ns/net"),
     }
+    if certificates:
+        plan["platform"]["certificates_pkcs12"] = str(work / "certificates.p12")
+        plan["platform"]["certificates_url"] = certificates_url()
+    plan["certificate_keys"] = {n: i["openssh"] for n, i in certificates.items()}
     (plat / "config.json").write_text(json.dumps(plan["platform"]))
     plan["qemu"] = qemu_command(plan)
     (work / "vm-plan.json").write_text(json.dumps(plan, indent=1))
@@ -222,74 +237,75 @@ def plan_vm(scenario: dict[str, Any], work: Path, deb: Path,
 
 # --- inside the namespaces -------------------------------------------------------
 
-class Console:
-    """Reads the console file as QEMU writes it; timestamps and classifies lines."""
-
-    def __init__(self, raw: Path, log: Path) -> None:
-        self.raw = raw
-        self.log = open(log, "w", encoding="utf-8")
-        self.pos = 0
-        self.partial = b""
-        self.stage = "qemu started"
-        self.stages: list[dict[str, Any]] = []
-        self.milestones: dict[str, float] = {}
-
-    def _later(self, stage: str) -> bool:
-        if self.stage not in STAGE_ORDER:
-            return True
-        return STAGE_ORDER.index(stage) > STAGE_ORDER.index(self.stage)
-
-    def poll(self) -> None:
-        try:
-            with open(self.raw, "rb") as fh:
-                fh.seek(self.pos)
-                data = fh.read()
-        except OSError:
-            return
-        if not data:
-            return
-        self.pos += len(data)
-        now = time.time()
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()
-        for raw_line in lines:
-            line = ANSI.sub("", raw_line.decode("utf-8", "replace").replace("\r", ""))
-            self.log.write(f"[{now:.3f}] {line}\n")
-            for stage, marker in STAGE_MARKERS:
-                if marker in line and self._later(stage):
-                    self.stage = stage
-                    self.stages.append({"t": now, "stage": stage})
-                    break
-            for name, marker in MILESTONES.items():
-                if marker in line and name not in self.milestones:
-                    self.milestones[name] = now
-        self.log.flush()
-
-    def close(self) -> None:
-        self.log.close()
-
-
-def _report(raw: Path) -> Optional[tuple[str, float]]:
-    """(base64 payload, guest time of the END line) once the report is complete."""
+def _one_boot(plan: dict[str, Any], boot: int, console: vmconsole.Console) -> dict[str, Any]:
+    """Run QEMU once (one boot of the VM) and watch it; return what was seen."""
+    work = Path(plan["workdir"])
+    res: dict[str, Any] = {"boot": boot, "timed_out": False}
+    prober = None
+    if boot == 1 and plan.get("login"):
+        prober = vmssh.Prober(plan["login"], work)
+    raw_report = work / f"report-{boot}.raw"
+    console.switch(work / f"console-{boot}.raw")
+    qemu_log = open(work / "qemu.log", "ab")
+    res["t_qemu_start"] = time.time()
+    qemu = subprocess.Popen(qemu_command(plan, boot), stdout=qemu_log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    res["qemu_pid"] = qemu.pid
+    if prober:
+        prober.start()
+    deadline = res["t_qemu_start"] + plan["timeout"]
+    report = None
     try:
-        text = raw.read_text(errors="replace").replace("\r", "")
-    except OSError:
-        return None
-    if BEGIN not in text:
-        return None
-    body = text.split(BEGIN, 1)[1]
-    if END not in body:
-        return None
-    payload, _, rest = body.partition(END)
-    stamp = rest.split("\n", 1)[0].strip()
-    return "".join(payload.split()), float(stamp or 0)
+        while True:
+            console.poll()
+            if report is None:
+                report = vmconsole.read_report(raw_report)
+                if report is not None:
+                    res["t_report"] = time.time()
+                    if prober:
+                        prober.stop.set()
+            if qemu.poll() is not None:
+                break
+            if time.time() > deadline:
+                res["timed_out"] = True
+                break
+            time.sleep(0.05)
+    finally:
+        if qemu.poll() is None:
+            os.kill(qemu.pid, signal.SIGKILL)
+            qemu.wait()
+        res["t_qemu_end"] = time.time()
+        res["qemu_rc"] = qemu.returncode
+        qemu_log.close()
+        if prober:
+            prober.stop.set()
+            prober.join(vmssh.ATTEMPT_TIMEOUT_S + 5)
+            res["ssh"] = prober.result
+    console.poll()
+    if report is None:
+        report = vmconsole.read_report(raw_report)
+        if report is not None:
+            res["t_report"] = time.time()
+    if report is not None:
+        res["report_b64"], res["report_guest_time"] = report
+    res["last_stage"] = console.stage
+    res["console_stages"] = console.take_stages()
+    res["milestones"] = console.take_milestones()
+    return res
+
+
+def _before_boot(plan: dict[str, Any], boot: int, env: dict[str, str]) -> None:
+    for hook in plan["before_boot"].get(str(boot), []):
+        if hook["kind"] == "redeploy_disk":
+            # A redeploy: the VM comes back on a new host with a fresh resource disk.
+            images.build_resource_disk(hook["spec"], Path(plan["resource_disk"]),
+                                       Path(hook["cache"]), env)
 
 
 def inner(plan_path: str) -> int:
-    """PID 1 of the run's PID and network namespace: tap, platform, QEMU."""
+    """PID 1 of the run's PID and network namespace: tap, platform, QEMU per boot."""
     plan = json.loads(Path(plan_path).read_text())
     work = Path(plan["workdir"])
-    result: dict[str, Any] = {"timed_out": False}
     if os.readlink("/proc/self/ns/net") == plan["platform"]["host_netns"]:
         raise SystemExit("azure-sim vm: refusing to run in the host's network namespace")
     env = dict(os.environ)
@@ -302,46 +318,22 @@ def inner(plan_path: str) -> int:
     fabric = subprocess.Popen(
         [plan["python"], "-m", "azure_sim.fabric", str(work / "platform" / "config.json")],
         env=env, stdout=fabric_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    ready = Path(plan["platform"]["ready_file"])
-    deadline = time.time() + 20
-    while not ready.exists():
-        if fabric.poll() is not None or time.time() > deadline:
-            raise SystemExit("azure-sim vm: the platform did not start; see fabric.log")
-        time.sleep(0.01)
-    console = Console(work / "console.raw", work / "console.log")
-    qemu_log = open(work / "qemu.log", "wb")
-    result["t_qemu_start"] = time.time()
-    qemu = subprocess.Popen(plan["qemu"], stdout=qemu_log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
-    result["qemu_pid"] = qemu.pid
-    deadline = result["t_qemu_start"] + plan["timeout"]
-    report = None
+    result: dict[str, Any] = {"boots": []}
+    console = vmconsole.Console(work / "console-1.raw", work / "console.log")
     try:
-        while True:
-            console.poll()
-            if report is None:
-                report = _report(work / "report.raw")
-                if report is not None:
-                    result["t_report"] = time.time()
-            if qemu.poll() is not None:
+        ready = Path(plan["platform"]["ready_file"])
+        deadline = time.time() + 20
+        while not ready.exists():
+            if fabric.poll() is not None or time.time() > deadline:
+                raise SystemExit("azure-sim vm: the platform did not start; see fabric.log")
+            time.sleep(0.01)
+        for boot in range(1, plan["boots"] + 1):
+            _before_boot(plan, boot, env)
+            res = _one_boot(plan, boot, console)
+            result["boots"].append(res)
+            if res["timed_out"] or not res.get("report_b64"):
                 break
-            if time.time() > deadline:
-                result["timed_out"] = True
-                os.kill(qemu.pid, signal.SIGKILL)
-                qemu.wait()
-                break
-            time.sleep(0.05)
-        console.poll()
-        if report is None:
-            report = _report(work / "report.raw")
-            if report is not None:
-                result["t_report"] = time.time()
     finally:
-        if qemu.poll() is None:
-            os.kill(qemu.pid, signal.SIGKILL)
-            qemu.wait()
-        result["t_qemu_end"] = time.time()
-        result["qemu_rc"] = qemu.returncode
         fabric.send_signal(signal.SIGTERM)
         try:
             fabric.wait(5)
@@ -349,18 +341,13 @@ def inner(plan_path: str) -> int:
             fabric.kill()
             fabric.wait()
         console.close()
-        result["last_stage"] = console.stage
-        result["console_stages"] = console.stages
-        result["milestones"] = console.milestones
-        if report is not None:
-            result["report_b64"], result["report_guest_time"] = report
         (work / "result.json").write_text(json.dumps(result))
     return 0
 
 
 # --- host side ----------------------------------------------------------------
 
-def _run_namespaced(work: Path, timeout: float) -> int:
+def _run_namespaced(work: Path, limit: float) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TOOLS), str(REPO)])
     log = open(work / "supervisor.log", "wb")
@@ -371,7 +358,7 @@ def _run_namespaced(work: Path, timeout: float) -> int:
         start_new_session=True)
     try:
         # The supervisor enforces the VM's limit; this one only catches a stuck supervisor.
-        return proc.wait(timeout + 60)
+        return proc.wait(limit + 90)
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         return proc.wait()
@@ -398,93 +385,61 @@ def _keep_logs(work: Path, dest: Path) -> None:
 
 def boot(scenario: dict[str, Any], *, deb: Optional[str] = None,
          timeout: Optional[float] = None, logs_to: Optional[str] = None,
-         cloud_init: str = "22.4.2") -> dict[str, Any]:
-    """Boot the scenario in a QEMU VM and return the report (as the sandbox's)."""
+         cloud_init: str = "22.4.2", datasource: str = "plugin",
+         guest_actions: Optional[dict[str, list[str]]] = None,
+         base_image: Optional[Path] = None,
+         guest_files: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    """Boot the scenario in a QEMU VM and return the report (as the sandbox's).
+
+    ``guest_actions`` maps a boot number to shell commands the guest runs
+    after its report of that boot (package lifecycle tests); ``base_image``
+    replaces the cached root image (an image with another build installed);
+    ``guest_files`` (name -> host path) reach the guest through fw_cfg as
+    /sys/firmware/qemu_fw_cfg/by_name/opt/azure-sim/<name>/raw.
+    """
+    from azure_sim import vmimage, vmresult
+
     reason = missing_requirement()
     if reason:
         raise SimError(reason)
-    if cloud_init != "22.4.2":
-        raise SimError("--vm boots Debian 12, whose cloud-init is 22.4.2")
+    if datasource not in DATASOURCES:
+        raise SimError(f"--vm: unknown datasource {datasource!r}")
+    try:
+        release = vmimage.release_for(cloud_init)
+    except vmimage.ImageError as exc:
+        raise SimError(str(exc)) from exc
+    scenario = json.loads(json.dumps(scenario))  # the key pair is added to a copy
     limit = float(timeout or max(scenario["timeout_s"], 300))
     started = time.time()
     work = Path(tempfile.mkdtemp(prefix="azure-sim-vm-"))
     os.chmod(work, 0o700)
     try:
-        plan = plan_vm(scenario, work, Path(deb) if deb else default_deb(), limit)
+        plan = plan_vm(scenario, work, Path(deb) if deb else default_deb(), limit,
+                       datasource=datasource, release=release,
+                       guest_actions=guest_actions, base_image=base_image,
+                       guest_files=guest_files)
         t_boot = time.time()
-        rc = _run_namespaced(work, limit)
+        rc = _run_namespaced(work, limit * scenario["boots"])
         res_path = work / "result.json"
-        if not res_path.exists():
+        if not res_path.exists() or not json.loads(res_path.read_text())["boots"]:
             tail = (work / "supervisor.log").read_text(errors="replace")[-2000:]
             raise SimError(f"the VM supervisor died (exit {rc}):\n{tail}")
         res = json.loads(res_path.read_text())
-        raw: dict[str, Any] = {}
-        if res.get("report_b64"):
-            raw = json.loads(base64.b64decode(res["report_b64"]))
-            # Guest clock -> host clock: the END line left the guest at its
-            # stamp and reached us (polled every 50 ms) at t_report.
-            offset = res["t_report"] - res["report_guest_time"] if res.get(
-                "report_guest_time") else 0.0
-            for stage in raw.get("stages") or []:
-                stage["start"] += offset
-                stage["end"] += offset
-            if raw.get("t0") is not None:
-                raw["t0"] += offset
-            for key, value in list((raw.get("watch") or {}).items()):
-                if value is not None:
-                    raw["watch"][key] = value + offset
-        else:
-            offset = None
-        if raw.get("t0") is None:
-            raw["t0"] = res.get("milestones", {}).get("init_local_start") or res[
-                "t_qemu_start"]
-        kept = None
-        if res["timed_out"] or not res.get("report_b64"):
-            what = (f"timed out after {limit:.0f} s" if res["timed_out"]
-                    else f"QEMU exited (rc {res.get('qemu_rc')}) without a report")
-            raw["error"] = f"{what}; last stage on the serial console: {res['last_stage']}"
-            kept = Path(logs_to) if logs_to else (
-                deps.CACHE / "vm" / "logs" / f"{scenario.get('name')}-{int(started)}")
         journal = []
         jpath = Path(plan["platform"]["journal"])
         if jpath.exists():
             journal = [json.loads(line) for line in jpath.read_text().splitlines() if line]
         leases = Path(plan["platform"]["dhcp"]["leases"])
-        report = build_report(scenario=scenario, raw=raw, journal=journal,
-                              leases=leases.read_text() if leases.exists() else "",
-                              cloud_init=cloud_init, datasource="plugin",
-                              wall_s=time.time() - started)
-        t_q = res["t_qemu_start"]
-        ready = next((e["t"] for e in journal if e.get("endpoint") == "health"
-                      and (e.get("health") or {}).get("state") == "Ready"), None)
-        fail = next((e["t"] for e in journal if e.get("endpoint") == "health"
-                     and (e.get("health") or {}).get("state") not in (None, "Ready")), None)
-        ms = res.get("milestones") or {}
-
-        def since(t: Optional[float]) -> Optional[float]:
-            return round(t - t_q, 2) if t is not None else None
-
-        report["vm"] = {
-            "accel": plan["accel"], "kernel": raw.get("kernel"),
-            "root_image": Path(plan["root_image"]).name,
-            "prepare_s": round(t_boot - started, 2),
-            "boot_to_init_local_s": since(ms.get("init_local_start")),
-            "boot_to_ready_s": since(ready), "boot_to_failure_report_s": since(fail),
-            "boot_to_cloud_final_s": since(ms.get("cloud_final_done")),
-            "boot_to_report_s": since(res.get("t_report")),
-            "boot_to_poweroff_s": round(res["t_qemu_end"] - t_q, 2),
-            "timed_out": res["timed_out"], "last_stage": res["last_stage"],
-            "console_stages": [{"t": since(s["t"]), "stage": s["stage"]}
-                               for s in res.get("console_stages") or []],
-            "clock_offset_s": round(offset, 3) if offset is not None else None,
-            "resource_disk_link": raw.get("resource_disk_link"),
-            "failed_units": raw.get("failed_units"),
-            "datasource_list_cfg": raw.get("datasource_list_cfg"),
-            "ds_identify_cfg": raw.get("cloud_cfg_ds"),
-            "serial_log": str(kept / "console.log") if kept else None,
-        }
-        if raw.get("observe_error"):
-            report["vm"]["observe_error"] = raw["observe_error"]
+        failed = any(b["timed_out"] or not b.get("report_b64") for b in res["boots"])
+        kept = None
+        if failed:
+            kept = Path(logs_to) if logs_to else (
+                deps.CACHE / "vm" / "logs" / f"{scenario.get('name')}-{int(started)}")
+        report = vmresult.assemble(
+            scenario=scenario, plan=plan, result=res, journal=journal,
+            leases=leases.read_text() if leases.exists() else "", cloud_init=cloud_init,
+            datasource=datasource, limit=limit, started=started, t_boot=t_boot,
+            serial_log=str(kept / "console.log") if kept else None)
         if kept:
             _keep_logs(work, kept)
         elif logs_to:

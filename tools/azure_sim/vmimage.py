@@ -1,8 +1,10 @@
-"""The Debian 12 VM image ``azure-sim boot --vm`` boots, built from Debian packages.
+"""The Debian VM images ``azure-sim boot --vm`` boots, built from Debian packages.
 
-Two cached layers under ``.cache/vm/`` (``AZURE_SIM_CACHE`` moves ``.cache``):
+One image per release: Debian 12 (bookworm, cloud-init 22.4.2) and Debian 13
+(trixie, cloud-init 25.1.4). Two cached layers under ``.cache/vm/<release>/``
+(``AZURE_SIM_CACHE`` moves ``.cache``):
 
-* ``tree/``: ``debootstrap --variant=minbase bookworm`` with a cloud image's
+* ``tree/``: ``debootstrap --variant=minbase <release>`` with a cloud image's
   packages (kernel, systemd, udev, cloud-init, sshd, DHCP client, disk
   tools) and the plug-in's own dependencies, so that our ``.deb`` installs
   with plain ``dpkg -i``. Built once (about a minute and 90 MB of .debs,
@@ -33,23 +35,63 @@ from typing import Optional
 from azure_sim import deps
 
 VM_CACHE = deps.CACHE / "vm"
-SUITE = "bookworm"
+# cloud-init version -> the Debian release that ships it
+RELEASES = {"22.4.2": "bookworm", "25.1.4": "trixie"}
+DEFAULT_RELEASE = "bookworm"
 
-PACKAGES = [
-    # a cloud image (DESIGN 6); ifupdown renders cloud-init's network config as
-    # Debian 12's cloud images do (without it eth0 stays down after init-local)
+COMMON_PACKAGES = [
+    # a cloud image (DESIGN 6)
     "linux-image-cloud-amd64", "systemd-sysv", "udev", "dbus", "cloud-init",
-    "openssh-server", "isc-dhcp-client", "sudo", "eject", "iproute2", "netbase",
-    "ca-certificates", "e2fsprogs", "ifupdown", "util-linux", "fdisk", "gdisk", "parted",
-    "ntfs-3g",
+    "openssh-server", "sudo", "eject", "iproute2", "netbase",
+    "ca-certificates", "e2fsprogs", "util-linux", "fdisk", "gdisk", "parted", "ntfs-3g",
     # debootstrap does not resolve this virtual dependency of python3-cryptography
     "python3-cffi-backend",
     # what python3-cloudinit-azure depends on, so dpkg -i needs no apt
     "python3-requests", "python3-yaml", "python3-jsonschema", "python3-defusedxml",
     "python3-cryptography", "python3-pycdlib", "openssl",
 ]
+# The network stack of each release's image:
+# - bookworm: dhclient, and ifupdown renders cloud-init's network config
+#   (without a renderer's tools eth0 stays down after init-local);
+# - trixie: as Debian 13's cloud images, netplan rendering for systemd-networkd
+#   (with systemd-resolved, and Debian's own /etc/netplan/90-default.yaml), and
+#   dhcpcd-base, the first DHCP client cloud-init 25.1's package depends on
+#   (isc-dhcp-client is deprecated in Debian 13).
+NETWORK_PACKAGES = {
+    "bookworm": ["isc-dhcp-client", "ifupdown"],
+    "trixie": ["dhcpcd-base", "netplan.io", "systemd-resolved"],
+}
+ENABLE_UNITS = {"bookworm": [], "trixie": ["systemd-networkd.service",
+                                            "systemd-resolved.service"]}
+# Debian's cloud images: DHCP on every Ethernet NIC until cloud-init renders its own.
+DEBIAN_NETPLAN = "network:\n    version: 2\n    ethernets:\n" + "".join(
+    f"        all-{prefix}:\n            match:\n                name: {prefix}*\n"
+    + "".join(f"            dhcp{v}: true\n            dhcp{v}-overrides:\n"
+              "                use-domains: true\n" for v in (4, 6))
+    for prefix in ("en", "eth"))
+
+
+def packages(release: str) -> list[str]:
+    return COMMON_PACKAGES + NETWORK_PACKAGES[release]
+
+
+def release_for(cloud_init: str) -> str:
+    """The Debian release whose cloud-init is ``cloud_init``."""
+    if cloud_init not in RELEASES:
+        raise ImageError(f"no VM image ships cloud-init {cloud_init} "
+                         f"(known: {', '.join(sorted(RELEASES))})")
+    return RELEASES[cloud_init]
+
+
+def cache_dir(release: str = DEFAULT_RELEASE) -> Path:
+    return VM_CACHE / release
+
+
+def tree_dir(release: str = DEFAULT_RELEASE) -> Path:
+    return cache_dir(release) / "tree"
 
 RESOURCE_SERIAL = "AZURE-SIM-RESOURCE"
+KEEP_IMAGES = 4  # root images kept per release
 
 UDEV_RULE = f"""\
 # azure-sim (test only): the resource disk is a virtio disk here, not a
@@ -71,7 +113,7 @@ Type=oneshot
 ExecStart=/usr/bin/python3 /usr/lib/azure-sim/vmreport.py /dev/ttyS1
 ExecStopPost=/bin/systemctl --no-block poweroff
 StandardOutput=journal+console
-TimeoutStartSec=120
+TimeoutStartSec=600
 
 [Install]
 WantedBy=multi-user.target
@@ -89,8 +131,22 @@ class ImageError(RuntimeError):
     """The image cannot be built here (says what is missing)."""
 
 
-def mirror_uri() -> str:
-    """The Debian mirror of this machine's own apt sources (deb822 or one-line)."""
+def mirror_uri(suite: str = DEFAULT_RELEASE) -> str:
+    """The Debian mirror of this machine's own apt sources (deb822 or one-line).
+
+    The source for ``suite`` if there is one, else the mirror of the machine's
+    own Debian release (one archive serves every release).
+    """
+    found = _mirrors()
+    for wanted in (suite, *RELEASES.values()):
+        if wanted in found:
+            return found[wanted]
+    raise ImageError(f"no Debian '{suite}' mirror in this machine's apt sources")
+
+
+def _mirrors() -> dict[str, str]:
+    """suite -> URI of every 'main' source in this machine's apt configuration."""
+    out: dict[str, str] = {}
     srcdir = Path("/etc/apt/sources.list.d")
     candidates = sorted(srcdir.glob("*.sources")) + sorted(srcdir.glob("*.list"))
     candidates.append(Path("/etc/apt/sources.list"))
@@ -106,16 +162,16 @@ def mirror_uri() -> str:
                     key, _, value = line.partition(":")
                     if value and not line.startswith((" ", "#")):
                         fields[key.strip()] = value.strip()
-                if SUITE in fields.get("Suites", "").split() and \
-                        "main" in fields.get("Components", "").split():
-                    return fields["URIs"].split()[0]
+                if "main" in fields.get("Components", "").split() and fields.get("URIs"):
+                    for suite in fields.get("Suites", "").split():
+                        out.setdefault(suite, fields["URIs"].split()[0])
         else:
             for line in text.splitlines():
                 words = line.split("#", 1)[0].split()
                 words = [w for w in words if not w.startswith("[")]
-                if len(words) >= 4 and words[0] == "deb" and words[2] == SUITE:
-                    return words[1]
-    raise ImageError(f"no Debian '{SUITE}' mirror in this machine's apt sources")
+                if len(words) >= 4 and words[0] == "deb" and "main" in words[3:]:
+                    out.setdefault(words[2], words[1])
+    return out
 
 
 def missing_tools() -> Optional[str]:
@@ -129,8 +185,9 @@ def missing_tools() -> Optional[str]:
     return None
 
 
-def _stamp_text() -> str:
-    return f"{SUITE} minbase\n" + " ".join(PACKAGES) + "\n"
+def _stamp_text(release: str) -> str:
+    return (f"{release} minbase\n" + " ".join(packages(release)) + "\n"
+            + " ".join(ENABLE_UNITS[release]) + "\n")
 
 
 def _under(path: Path) -> list[str]:
@@ -148,24 +205,25 @@ def _umount_all(path: Path) -> None:
         subprocess.run(["umount", "-l", target], check=False, capture_output=True)
 
 
-def build_tree(log=sys.stderr) -> Path:
-    """debootstrap the base tree once; return it."""
-    tree = VM_CACHE / "tree"
-    stamp = VM_CACHE / "tree.done"
-    if stamp.exists() and stamp.read_text() == _stamp_text() and tree.is_dir():
+def build_tree(log=sys.stderr, release: str = DEFAULT_RELEASE) -> Path:
+    """debootstrap the release's base tree once; return it."""
+    cache = cache_dir(release)
+    tree = cache / "tree"
+    stamp = cache / "tree.done"
+    if stamp.exists() and stamp.read_text() == _stamp_text(release) and tree.is_dir():
         return tree
     reason = missing_tools()
     if reason:
         raise ImageError(reason)
-    uri = mirror_uri()
-    debs = VM_CACHE / "debs"
+    uri = mirror_uri(release)
+    debs = cache / "debs"
     debs.mkdir(parents=True, exist_ok=True)
-    work = VM_CACHE / "tree.new"
+    work = cache / "tree.new"
     _umount_all(work)
     shutil.rmtree(work, ignore_errors=True)
     started = time.time()
-    cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-           f"--cache-dir={debs}", "--merged-usr", SUITE, str(work), uri]
+    cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(packages(release))}",
+           f"--cache-dir={debs}", "--merged-usr", release, str(work), uri]
     print("vm-image: " + " ".join(cmd), file=log)
     try:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -174,21 +232,28 @@ def build_tree(log=sys.stderr) -> Path:
         # debootstrap mounts proc and sys in the target; never leave them.
         _umount_all(work)
     if proc.returncode != 0:
-        (VM_CACHE / "debootstrap.log").write_text(proc.stdout)
-        raise ImageError(f"debootstrap failed (exit {proc.returncode}); see "
-                         f"{VM_CACHE / 'debootstrap.log'}:\n{proc.stdout[-1500:]}")
+        (cache / "debootstrap.log").write_text(proc.stdout)
+        raise ImageError(f"debootstrap {release} failed (exit {proc.returncode}); see "
+                         f"{cache / 'debootstrap.log'}:\n{proc.stdout[-1500:]}")
     # A pristine image: no machine identity, no host keys from the build.
     (work / "etc/machine-id").write_text("")
     for key in (work / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     (work / "etc/hostname").write_text("localhost\n")
+    if "netplan.io" in packages(release):
+        (work / "etc/netplan").mkdir(parents=True, exist_ok=True)
+        (work / "etc/netplan/90-default.yaml").write_text(DEBIAN_NETPLAN)
+        os.chmod(work / "etc/netplan/90-default.yaml", 0o600)
+    for unit in ENABLE_UNITS[release]:
+        subprocess.run(["chroot", str(work), "systemctl", "enable", unit], check=True,
+                       capture_output=True)
     shutil.rmtree(work / "var/cache/apt/archives", ignore_errors=True)
     (work / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
     if tree.exists():
         shutil.rmtree(tree)
     os.replace(work, tree)
-    stamp.write_text(_stamp_text())
-    print(f"vm-image: base tree built in {time.time() - started:.0f} s", file=log)
+    stamp.write_text(_stamp_text(release))
+    print(f"vm-image: {release} base tree built in {time.time() - started:.0f} s", file=log)
     return tree
 
 
@@ -217,8 +282,8 @@ def _guest_files() -> dict[str, tuple[bytes, int]]:
     }
 
 
-def image_key(deb: Path) -> str:
-    h = hashlib.sha256(_stamp_text().encode())
+def image_key(deb: Path, release: str = DEFAULT_RELEASE) -> str:
+    h = hashlib.sha256(_stamp_text(release).encode())
     h.update(hashlib.sha256(deb.read_bytes()).digest())
     for name, (data, mode) in sorted(_guest_files().items()):
         h.update(name.encode() + data + str(mode).encode())
@@ -256,7 +321,7 @@ def overlay(tree: Path, scratch: Path) -> Path:
 
 def _make_root_inside(tree: Path, deb: Path, dest: Path, size: str) -> None:
     """In a private mount namespace: overlay, dpkg -i, guest files, mkfs.ext4 -d."""
-    root = overlay(tree, VM_CACHE / "ovl")
+    root = overlay(tree, tree.parent / "ovl")
     _install_deb(root, deb)
     for name, (data, mode) in _guest_files().items():
         path = root / name
@@ -274,30 +339,34 @@ def _make_root_inside(tree: Path, deb: Path, dest: Path, size: str) -> None:
         raise ImageError(f"mkfs.ext4 -d failed: {proc.stderr.strip()}")
 
 
-def build_root_image(deb: Path, log=sys.stderr, size: str = "3G") -> Path:
+def build_root_image(deb: Path, log=sys.stderr, size: str = "3G",
+                     release: str = DEFAULT_RELEASE) -> Path:
     """The bootable root image with ``deb`` installed; cached by content.
 
     The base tree stays pristine (the install/purge test uses it): the .deb
     goes into an overlay in a private mount namespace that vanishes after.
     """
-    build_tree(log)
-    key = image_key(deb)
-    img = VM_CACHE / f"root-{key}.img"
+    tree = build_tree(log, release)
+    cache = cache_dir(release)
+    key = image_key(deb, release)
+    img = cache / f"root-{key}.img"
     if img.exists():
         return img
     started = time.time()
-    tmp = VM_CACHE / f"root-{key}.img.new"
+    tmp = cache / f"root-{key}.img.new"
     tmp.unlink(missing_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     proc = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", sys.executable, "-m",
-         "azure_sim.vmimage", "_make-root", str(deb.resolve()), str(tmp), size],
+         "azure_sim.vmimage", "_make-root", str(tree), str(deb.resolve()), str(tmp), size],
         capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0 or not tmp.exists():
         tmp.unlink(missing_ok=True)
         raise ImageError(f"making the root image failed:\n{proc.stderr[-3000:]}")
-    for old in VM_CACHE.glob("root-*.img"):
+    # Keep the few newest (a bench or an upgrade test may still boot one); drop the rest.
+    images = sorted(cache.glob("root-*.img"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in images[KEEP_IMAGES - 1:]:
         old.unlink()
     os.replace(tmp, img)
     print(f"vm-image: root image {img.name} made in {time.time() - started:.1f} s",
@@ -310,16 +379,19 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     parser = argparse.ArgumentParser(prog="azure-sim-vm-image", description=__doc__)
     parser.add_argument("--deb", help="also make the root image with this .deb installed")
+    parser.add_argument("--release", action="append", choices=sorted(set(RELEASES.values())),
+                        help="the Debian release(s) to build (default: all)")
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["_make-root"]:
-        _make_root_inside(VM_CACHE / "tree", Path(argv[1]), Path(argv[2]), argv[3])
+        _make_root_inside(Path(argv[1]), Path(argv[2]), Path(argv[3]), argv[4])
         return 0
     args = parser.parse_args(argv)
     try:
-        build_tree()
-        if args.deb:
-            print(build_root_image(Path(args.deb)))
+        for release in args.release or sorted(set(RELEASES.values())):
+            build_tree(release=release)
+            if args.deb:
+                print(build_root_image(Path(args.deb), release=release))
     except ImageError as exc:
         print(f"vm-image: {exc}", file=sys.stderr)
         return 2

@@ -146,8 +146,53 @@ def collect():
         errors="replace")[-1500:] if Path("/run/cloud-init/ds-identify.log").exists() else ""
     raw["cloud_cfg_ds"] = Path("/run/cloud-init/cloud.cfg").read_text(errors="replace") \
         if Path("/run/cloud-init/cloud.cfg").exists() else ""
+    raw["host_keys_pub"] = host_keys()
+    raw["datasource_module"] = datasource_module()
     raw["report_realtime"] = time.time()
     return raw
+
+
+def host_keys():
+    """The public host keys sshd offers now ('type base64'), to compare with first contact."""
+    out = []
+    for path in sorted(Path("/etc/ssh").glob("ssh_host_*_key.pub")):
+        try:
+            out.append(" ".join(path.read_text().split()[:2]))
+        except OSError:
+            pass
+    return out
+
+
+def datasource_module():
+    """Which DataSourceAzure cloud-init pickled: the plug-in's or its own."""
+    try:
+        data = Path("/var/lib/cloud/instance/obj.pkl").read_bytes()
+    except OSError:
+        return None
+    for name in (b"cloudinit_azure.sources.DataSourceAzure", b"cloudinit.sources.DataSourceAzure"):
+        if name in data:
+            return name.decode()
+    return "other"
+
+
+def actions(p):
+    """Run this boot's between-boot actions (package lifecycle tests); return their output."""
+    count = Path("/var/lib/azure-sim/boot-count")
+    count.parent.mkdir(parents=True, exist_ok=True)
+    boot = int(count.read_text() or 0) + 1 if count.exists() else 1
+    count.write_text(str(boot))
+    out = []
+    for cmd in (p.get("after_boot") or {}).get(str(boot), []):
+        try:
+            proc = subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True,
+                                  timeout=300, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                                                    "DEBIAN_FRONTEND": "noninteractive",
+                                                    "LC_ALL": "C"})
+            out.append({"cmd": cmd, "rc": proc.returncode,
+                        "output": (proc.stdout + proc.stderr)[-3000:]})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            out.append({"cmd": cmd, "rc": None, "output": str(exc)})
+    return boot, out
 
 
 def main(argv):
@@ -156,6 +201,10 @@ def main(argv):
         raw = collect()
     except Exception:
         raw = {"error": "guest report failed: " + traceback.format_exc()}
+    try:
+        raw["boot"], raw["actions"] = actions(plan())
+    except Exception:
+        raw["actions"] = [{"cmd": None, "rc": None, "output": traceback.format_exc()}]
     raw["report_realtime"] = time.time()
     data = base64.b64encode(json.dumps(raw).encode()).decode()
     with open(port, "w") as fh:

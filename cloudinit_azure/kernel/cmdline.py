@@ -38,26 +38,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
+from cloudinit_azure.kernel.shell import (
+    _SAFE_ARG,
+    UnsafeGrubFile,
+    _assignments,
+    _statements,
+)
+
 LOG = logging.getLogger(__name__)
 
+
+
 VAR = "GRUB_CMDLINE_LINUX"
+
+
 DEFAULT_VAR = "GRUB_CMDLINE_LINUX_DEFAULT"
+
+
 GRUB_DEFAULT = "etc/default/grub"
+
+
 GRUB_D = "etc/default/grub.d"
+
+
 DROP_IN = "etc/default/grub.d/50-cloudinit-azure.cfg"
+
+
 DROP_IN_HEADER = (
     "# Managed by cloudinit-azure (azure_kernel): kernel arguments for Azure.\n"
     "# Local changes to the arguments it added are kept; removals are re-added.\n"
 )
-
-# Characters an argument we add may use: nothing the shell or the kernel's
-# own quoting would reinterpret inside a double-quoted value.
-_SAFE_ARG = re.compile(r"^[A-Za-z0-9_.,:=/+@%~^-]+$")
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-
-
-class UnsafeGrubFile(ValueError):
-    """The file uses shell syntax this editor will not rewrite."""
 
 
 @dataclass(frozen=True)
@@ -67,203 +77,6 @@ class EditResult:
     text: str
     changed: bool
     added: tuple[str, ...] = ()
-
-
-# --------------------------------------------------------------------------
-# Scanning: split shell text into statements, honouring quotes and escapes.
-
-
-@dataclass(frozen=True)
-class _Statement:
-    start: int  # offset of the first character
-    end: int  # offset just past the last character (before the newline)
-    multiline: bool
-
-
-def _statements(text: str) -> list[_Statement]:
-    """Split ``text`` into top-level statements (one per logical line).
-
-    A statement ends at a newline outside quotes, ``$(...)`` and backticks;
-    a backslash-newline continues it. Comments end at the newline.
-    """
-    out: list[_Statement] = []
-    stack: list[str] = []  # '"', "'", '`', '$(' or '('
-    start = 0
-    multiline = False
-    i = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        top = stack[-1] if stack else ""
-        if top == "'":
-            if c == "'":
-                stack.pop()
-            elif c == "\n":
-                multiline = True
-            i += 1
-            continue
-        if c == "\\":
-            if i + 1 < n and text[i + 1] == "\n":
-                multiline = True
-            i += 2
-            continue
-        if c == "\n":
-            if stack:
-                multiline = True
-            else:
-                out.append(_Statement(start, i, multiline))
-                start, multiline = i + 1, False
-            i += 1
-            continue
-        if top == '"':
-            if c == '"':
-                stack.pop()
-            elif c == "`":
-                stack.append("`")
-            elif text.startswith("$(", i):
-                stack.append("$(")
-                i += 1
-            i += 1
-            continue
-        # top level, inside $( ), ( ) or backticks
-        if c == "#" and (i == start or text[i - 1] in " \t;") and top in ("", "$(", "("):
-            nl = text.find("\n", i)
-            i = n if nl < 0 else nl
-            continue
-        if top == "`" and c == "`":
-            stack.pop()
-        elif c in "'\"`":
-            stack.append(c)
-        elif text.startswith("$(", i):
-            stack.append("$(")
-            i += 1
-        elif c == "(" and top in ("$(", "("):
-            stack.append("(")
-        elif c == ")" and top in ("$(", "("):
-            stack.pop()
-        elif not stack and text.startswith("<<", i):
-            raise UnsafeGrubFile(f"here-document at line {text.count(chr(10), 0, i) + 1}")
-        i += 1
-    if stack:
-        raise UnsafeGrubFile(f"unbalanced quoting (open {stack[-1]!r} at end of file)")
-    if start < n:
-        out.append(_Statement(start, n, multiline))
-    return out
-
-
-# --------------------------------------------------------------------------
-# One assignment's value.
-
-
-@dataclass(frozen=True)
-class _Value:
-    """The value token of ``VAR=...``: where it is and what it means."""
-
-    start: int  # offset of the token in the text
-    end: int
-    pieces: tuple[tuple[str, str], ...]  # ("lit", text) or ("var", name)
-    last_quote: str  # '"', "'" or "" (unquoted or empty)
-    raw: str
-
-
-def _parse_value(text: str, pos: int, end: int, line_no: int) -> _Value:
-    """Parse the word starting at ``pos``; refuse substitutions and trailers."""
-    pieces: list[tuple[str, str]] = []
-    lit: list[str] = []
-    i = pos
-    last_quote = ""
-
-    def flush() -> None:
-        if lit:
-            pieces.append(("lit", "".join(lit)))
-            lit.clear()
-
-    def dollar(j: int) -> int:
-        """Handle ``$`` at ``j``; return the next offset."""
-        if text.startswith("$(", j) or text.startswith("$((", j):
-            raise UnsafeGrubFile(f"command substitution at line {line_no}")
-        m = re.match(r"\$(?:\{(" + _NAME + r")\}|(" + _NAME + r"))", text[j:end])
-        if m:
-            flush()
-            pieces.append(("var", m.group(1) or m.group(2)))
-            return j + m.end()
-        lit.append("$")
-        return j + 1
-
-    while i < end and text[i] not in " \t;":
-        c = text[i]
-        if c == "`":
-            raise UnsafeGrubFile(f"backtick substitution at line {line_no}")
-        if c == '"':
-            last_quote = '"'
-            i += 1
-            while True:
-                if i >= end:
-                    raise UnsafeGrubFile(f"unbalanced quotes at line {line_no}")
-                c = text[i]
-                if c == '"':
-                    i += 1
-                    break
-                if c == "`":
-                    raise UnsafeGrubFile(f"backtick substitution at line {line_no}")
-                if c == "\\" and i + 1 < end and text[i + 1] in '"\\$`':
-                    lit.append(text[i + 1])
-                    i += 2
-                elif c == "$":
-                    i = dollar(i)
-                else:
-                    lit.append(c)
-                    i += 1
-        elif c == "'":
-            last_quote = "'"
-            close = text.find("'", i + 1, end)
-            if close < 0:
-                raise UnsafeGrubFile(f"unbalanced quotes at line {line_no}")
-            lit.append(text[i + 1:close])
-            i = close + 1
-        elif c == "\\":
-            raise UnsafeGrubFile(f"backslash escape in an unquoted value at line {line_no}")
-        elif c == "$":
-            last_quote = ""
-            i = dollar(i)
-        else:
-            last_quote = ""
-            lit.append(c)
-            i += 1
-    flush()
-    rest = text[i:end].strip()
-    if rest and not rest.startswith("#"):
-        raise UnsafeGrubFile(f"more than one command at line {line_no}")
-    return _Value(pos, i, tuple(pieces), last_quote, text[pos:i])
-
-
-@dataclass(frozen=True)
-class _Assignment:
-    value: _Value
-
-
-def _assignments(text: str, var: str) -> list[_Assignment]:
-    """Every assignment of ``var`` in order; raise if one is not simple."""
-    simple = re.compile(r"[ \t]*(?:export[ \t]+)?" + re.escape(var) + "=")
-    mention = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(var) + r"\+?=")
-    found = []
-    for st in _statements(text):
-        body = text[st.start:st.end]
-        line_no = text.count("\n", 0, st.start) + 1
-        if body.lstrip().startswith("#"):
-            continue
-        m = simple.match(body)
-        if m:
-            if st.multiline:
-                raise UnsafeGrubFile(f"{var} spans several lines at line {line_no}")
-            found.append(_Assignment(_parse_value(text, st.start + m.end(), st.end, line_no)))
-        elif mention.search(body.split(" #", 1)[0]):
-            raise UnsafeGrubFile(f"{var} is set inside a compound statement at line {line_no}")
-    return found
-
-
-# --------------------------------------------------------------------------
-# Kernel argument words.
 
 
 def split_args(value: str) -> list[str]:
@@ -347,26 +160,42 @@ def add_args(text: str, var: str, args: Sequence[str],
         return EditResult(text, False)
     extra = " ".join(added)
     if not assignments:
+        statements = _statements(text)
+        if statements and statements[-1].open_end:
+            raise UnsafeGrubFile("the file ends in a line continuation: a line appended "
+                                 "would join the last command")
         sep = "" if not text or text.endswith("\n") else "\n"
         return EditResult(f'{text}{sep}{var}="{extra}"\n', True, tuple(added))
     value = assignments[-1].value
     raw = value.raw
     if value.last_quote:
-        # Insert just before the closing quote; a separating space unless the
-        # value so far is empty or already ends in blank.
+        # The value ends in a quoted part: insert just before its closing
+        # quote (our arguments need no quoting); a separating space unless
+        # the value so far is empty or already ends in blank.
         body = raw[:-1]
         empty = not body.replace('"', "").replace("'", "")
         space = "" if empty or body[-1] in " \t" else " "
         new = f"{body}{space}{extra}{value.last_quote}"
     elif raw:
-        new = f'"{raw} {extra}"'
+        # It ends unquoted (``quiet``, ``'a b'c``, ``"x;y"ro``): wrapping the
+        # raw text in quotes would turn its quoted parts inside out (``;``
+        # becomes a command separator), so the value is written anew, double
+        # quoted, from what it means.
+        new = f'"{_render(value.pieces)} {extra}"'
     else:
         new = f'"{extra}"'
     return EditResult(text[:value.start] + new + text[value.end:], True, tuple(added))
 
 
-# --------------------------------------------------------------------------
-# Files under a root.
+def _render(pieces: Sequence[tuple[str, str]]) -> str:
+    """A value's pieces as the inside of a double-quoted shell word."""
+    out = []
+    for kind, piece in pieces:
+        if kind == "var":
+            out.append("${" + piece + "}")
+        else:
+            out.append(re.sub(r'([\\"$`])', r"\\\1", piece))
+    return "".join(out)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,60 @@
+"""The Machine seam against the cloud-init in the venv: the user config it applies."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("cloudinit.distros")
+
+from cloudinit_azure.provision import Provisioning  # noqa: E402
+from cloudinit_azure.sources import machine  # noqa: E402
+
+# What cloud-init hands a datasource: its config without system_info (the
+# image's default user lives in the distro).
+SYS_CFG = {"users": ["default"]}
+IMAGE_USER = {"name": "debian", "lock_passwd": True, "gecos": "Debian",
+              "groups": ["adm", "sudo"], "sudo": ["ALL=(ALL) NOPASSWD:ALL"],
+              "shell": "/bin/bash"}
+PLAN = Provisioning(
+    instance_id="i", vm_id="i", hostname="h", username="azureuser",
+    public_keys=("ssh-ed25519 AAAA k",),
+    config={"system_info": {"default_user": {"name": "azureuser", "lock_passwd": False,
+                                             "hashed_passwd": "$6$salt$hash"}}})
+
+
+class Distro:
+    name = "debian"
+
+    def __init__(self):
+        self.created = []
+
+    def get_default_user(self):
+        return dict(IMAGE_USER)
+
+    def create_user(self, name, **kw):
+        self.created.append((name, kw))
+
+
+def test_the_user_is_created_with_the_config_the_init_stage_would_apply():
+    distro = Distro()
+    machine.CloudInitMachine(distro, SYS_CFG, None).create_user(PLAN)
+    [(name, kw)] = distro.created
+    assert name == "azureuser"
+    assert kw["hashed_passwd"] == "$6$salt$hash" and kw["lock_passwd"] is False
+    assert kw["groups"] in ("adm,sudo", ["adm", "sudo"])  # the image's groups, kept
+    assert kw["sudo"] == ["ALL=(ALL) NOPASSWD:ALL"] and kw["shell"] == "/bin/bash"
+    assert kw["gecos"] == "Debian"
+    assert kw["ssh_authorized_keys"] == ["ssh-ed25519 AAAA k"]
+    assert "default" not in kw
+
+
+def test_a_default_user_other_than_the_plans_is_refused():
+    cfg = {"users": [{"name": "bob"}]}  # no default user at all
+    with pytest.raises(RuntimeError, match="not 'azureuser'"):
+        machine.CloudInitMachine(Distro(), cfg, None).create_user(PLAN)
+
+
+def test_host_key_files_are_named_as_cc_ssh_names_them():
+    from cloudinit.config import cc_ssh
+
+    assert machine.KEY_FILE_TPL == cc_ssh.KEY_FILE_TPL
