@@ -23,9 +23,9 @@ from __future__ import annotations
 import logging
 import struct
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
-from cloudinit_azure.ovf import OvfEnvironment, parse_ovf
+from cloudinit_azure.ovf import OvfEnvironment, parse_ovf, redact_ovf
 from cloudinit_azure.report import OvfError, ProvisioningError
 
 LOG = logging.getLogger(__name__)
@@ -124,6 +124,47 @@ def customer_document(data: bytes) -> OvfEnvironment:
     return ovf
 
 
+def pool_of(ovf: Optional[OvfEnvironment], imds: Any,
+            marker: Callable[[], Optional[str]]) -> Optional[Pool]:
+    """:func:`classify` from the flow's documents (``imds``: InstanceMetadata or None).
+
+    ``marker`` is read only for a pool VM: an ordinary boot touches nothing.
+    """
+    args = (bool(ovf and ovf.preprovisioned_vm), ovf.preprovisioned_vm_type if ovf else None,
+            getattr(imds, "pps_type", None))
+    if classify(*args, marker=None) is None:
+        return None
+    return classify(*args, marker=marker())
+
+
+def step_pool(flow: Any, pool: Pool,
+              imds_step: Callable[[OvfEnvironment], Any]) -> tuple[OvfEnvironment, Any]:
+    """The provisioning flow's step between IMDS and the plan, for a pool VM.
+
+    The pool's Ready, the wait, the customer's ovf-env.xml (checked, and
+    cached redacted in place of the placeholder's), the customer's IMDS
+    document. The flow then plans and provisions the customer exactly as a
+    normal VM; the placeholder's document is never planned. ``flow`` is the
+    flow's run (its ``platform`` seam, ``phase``, ``clock``, ``state``).
+    """
+    started = flow.clock()
+    reuse = flow.platform.reuse(flow.state.wireserver)
+    try:
+        data = wait_for_customer(pool, reuse, clock=flow.clock)
+        ovf = customer_document(data)
+    except ProvisioningError as exc:
+        flow.phase("pool", "failed", started, exc.reason)
+        raise
+    reuse.forget_pool()
+    flow.platform.cache_ovf(redact_ovf(data))
+    flow.phase("pool", "ok", started, f"{pool.kind}: customer assigned")
+    imds = imds_step(ovf)
+    if imds is not None and getattr(imds, "pps_type", None) not in NO_TYPE:
+        raise ProvisioningError("IMDS still says preprovisioned after the assignment",
+                                pps_type=imds.pps_type)
+    return ovf, imds
+
+
 # --- the wait ---------------------------------------------------------------------
 
 
@@ -137,6 +178,7 @@ class Reuse(Protocol):
     def fetch(self) -> tuple[Optional[int], bytes]: ...  # reprovisiondata; None: no answer
     def report_pool_ready(self) -> None: ...  # ProvisioningError
     def remember_pool(self, kind: str) -> None: ...
+    def forget_pool(self) -> None: ...
     def sleep(self, seconds: float) -> None: ...
 
 
