@@ -40,6 +40,7 @@ class LivePlatform:
         self.runner = runner
         self.outbox = outbox or health.Outbox()
         self._dhcp: Any = None  # the flow's ephemeral lease (renewed by preprovisioning)
+        self._dhcp_ifindex: Optional[str] = None
 
     def truncate_stale_kvp(self) -> None:
         """Records of an earlier boot would be read as this boot's: once per boot."""
@@ -84,6 +85,7 @@ class LivePlatform:
         mac = (sys_net / nic / "address").read_text().strip()
         driver = sys_net / nic / "device/driver"
         self._dhcp = ephemeral.EphemeralDhcp(nic, fallback=self.dhcp_fallback, log=LOG)
+        self._dhcp_ifindex = _ifindex(sys_net, nic)
         with self._dhcp as lease:
             yield Link(mac, driver.resolve().name if driver.exists() else None,
                        lease.wireserver if lease else None)
@@ -148,13 +150,33 @@ class LivePlatform:
         """A new lease inside the flow's: after a vnet switch, or on a hot-plugged NIC."""
         from cloudinit_azure import ephemeral
 
+        sys_net = self.root / "sys/class/net"
         dhcp = self._dhcp
+        gone = _ifindex(sys_net, dhcp.nic) != self._dhcp_ifindex
+        eph_log = dhcp.log  # the lease's own logger
+        level = eph_log.level
+        if gone:  # its addresses and routes went with it: their removal fails, as expected
+            LOG.info("%s was unplugged: its old lease is dropped without clean-up", dhcp.nic)
+            eph_log.setLevel(logging.ERROR)
+        failed: Optional[Exception] = None
         try:
             dhcp.__exit__(None, None, None)
-        except Exception as exc:  # the old NIC may be gone with its lease
-            LOG.info("old ephemeral lease not released (%s)", exc)
-        nic = ephemeral.primary_nic(self.root / "sys/class/net")
+        except Exception as exc:
+            failed = exc
+        finally:
+            eph_log.setLevel(level)
+        if failed is not None:
+            LOG.info("old ephemeral lease not released (%s)", failed)
+        nic = ephemeral.primary_nic(sys_net)
         if nic is None:
             raise DhcpError("no network interface found")
         dhcp.nic = nic
+        self._dhcp_ifindex = _ifindex(sys_net, nic)
         dhcp.__enter__()
+
+
+def _ifindex(sys_net: Path, nic: str) -> Optional[str]:
+    try:
+        return (sys_net / nic / "ifindex").read_text().strip()
+    except OSError:
+        return None
