@@ -54,8 +54,14 @@ pps: {type: running, assign_after_s: 1, ovf_xml: "<Environment><bad"}
 expect: failure
 """
 
+NOT_OVF = """\
+name: pps-not-ovf
+pps: {type: savable, assign_after_s: 1, ovf_xml: '{"error": "Not found"}'}
+expect: failure
+"""
+
 INLINE = {"unknown": UNKNOWN, "reboot": REBOOT, "faults": FAULTS, "late-nic": LATE_NIC,
-          "bad-customer": BAD_CUSTOMER}
+          "bad-customer": BAD_CUSTOMER, "not-ovf": NOT_OVF}
 _REPORTS: dict[tuple[str, str, str], dict] = {}
 # 25.1.4 logs every failed reprovisiondata poll as a WARNING: status "degraded done".
 DEGRADED = ["cloud-init status is degraded done"]
@@ -186,3 +192,36 @@ def test_builtin_bad_customer_document(run_boot, cloud_init):
     assert report["ready_count"] == 1  # the pool's only
     assert report["failure"]["substatus"] == "ProvisioningFailed"
     assert report["placeholder_user_exists"] is False
+
+
+# --- the plug-in -----------------------------------------------------------------------
+
+FLOWS = [("running", "alice", "customer-vm-01"), ("savable", "bob", "customer-vm-02"),
+         ("os-disk", "carol", "customer-vm-03"), ("unknown", "dave", "customer-vm-04"),
+         ("reboot", "erin", "customer-vm-05"), ("faults", "frank", "customer-vm-06"),
+         ("late-nic", "grace", "customer-vm-07")]
+
+
+@pytest.mark.parametrize("name,user,hostname", FLOWS, ids=[f[0] for f in FLOWS])
+def test_plugin_flow(run_boot, cloud_init, name, user, hostname):
+    report = _boot(run_boot, name, cloud_init, "plugin")
+    # The plug-in logs its wait at INFO: "done" on both versions, faults included.
+    _customer_provisioned(report, user, hostname)
+    assert report["cloud_init_status"] == "done"
+    pps = report["pps"]
+    # The customer's Ready only once the customer's account, key and host keys exist.
+    assert report["time_to_login_s"] <= pps["customer_ready_t"]
+    assert report["time_to_host_keys_s"] <= pps["customer_ready_t"]
+
+
+@pytest.mark.parametrize("name", ["bad-customer", "not-ovf"])
+def test_plugin_bad_customer_document_is_a_provisioning_failure(run_boot, cloud_init, name):
+    report = _boot(run_boot, name, cloud_init, "plugin")
+    assert report["verdict"]["ok"], report["verdict"]
+    assert report["ready_count"] == 1  # the pool's only
+    failure = report["failure"]
+    assert failure["substatus"] == "ProvisioningFailed"
+    assert failure["decoded"]["reason"].startswith("reprovisiondata: ")
+    # Neither the placeholder nor a half-provisioned customer.
+    assert report["placeholder_user_exists"] is False
+    assert report["user"]["exists"] is False
