@@ -26,7 +26,7 @@ import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from cloudinit_azure import identity, keypairs, provision
+from cloudinit_azure import identity, keypairs, pps, provision
 from cloudinit_azure.flowstate import (
     READY_FROM_MODULE,
     ApplyError,
@@ -363,6 +363,9 @@ def provision_instance(flow: Run, media: Optional[Media], ovf: Optional[OvfEnvir
                        previous: Optional[str], system_uuid: str,
                        prior: Optional[Outcome]) -> FlowState:
     imds = step_imds(flow, ovf)
+    pool = pps.pool_of(ovf, imds, lambda: flow.platform.pool_marker())
+    if pool is not None:  # preprovisioned: the pool's Ready, the wait, the customer's documents
+        ovf, imds = pps.step_pool(flow, pool, lambda customer: step_imds(flow, customer))
     keys = step_certificates(flow, ovf, imds)
     started = flow.clock()
     try:

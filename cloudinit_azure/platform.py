@@ -39,6 +39,8 @@ class LivePlatform:
         self.dhcp_fallback = dhcp_fallback
         self.runner = runner
         self.outbox = outbox or health.Outbox()
+        self._dhcp: Any = None  # the flow's ephemeral lease (renewed by preprovisioning)
+        self._dhcp_ifindex: Optional[str] = None
 
     def truncate_stale_kvp(self) -> None:
         """Records of an earlier boot would be read as this boot's: once per boot."""
@@ -82,7 +84,9 @@ class LivePlatform:
             raise DhcpError("no network interface found")
         mac = (sys_net / nic / "address").read_text().strip()
         driver = sys_net / nic / "device/driver"
-        with ephemeral.EphemeralDhcp(nic, fallback=self.dhcp_fallback, log=LOG) as lease:
+        self._dhcp = ephemeral.EphemeralDhcp(nic, fallback=self.dhcp_fallback, log=LOG)
+        self._dhcp_ifindex = _ifindex(sys_net, nic)
+        with self._dhcp as lease:
             yield Link(mac, driver.resolve().name if driver.exists() else None,
                        lease.wireserver if lease else None)
 
@@ -126,3 +130,53 @@ class LivePlatform:
 
     def eject(self, device: str) -> None:
         media.eject(device, self.runner)
+
+    # -- preprovisioning (cloudinit_azure.pps) ----------------------------------
+    def pool_marker(self) -> Optional[str]:
+        from cloudinit_azure.reuse import marker_path, read_marker
+
+        return read_marker(marker_path(self.settings["data_dir"], self.root))
+
+    def reuse(self, wireserver: str) -> Any:
+        from cloudinit_azure.reuse import LiveReuse, marker_path
+
+        budget = float(self.settings["failure_report_budget_s"])
+        return LiveReuse(root=self.root, imds_url=self.settings["imds_url"],
+                         marker=marker_path(self.settings["data_dir"], self.root),
+                         report_ready=lambda: health.send(wireserver, None, budget),
+                         renew=self._renew_lease)
+
+    def _renew_lease(self) -> None:
+        """A new lease inside the flow's: after a vnet switch, or on a hot-plugged NIC."""
+        from cloudinit_azure import ephemeral
+
+        sys_net = self.root / "sys/class/net"
+        dhcp = self._dhcp
+        gone = _ifindex(sys_net, dhcp.nic) != self._dhcp_ifindex
+        eph_log = dhcp.log  # the lease's own logger
+        level = eph_log.level
+        if gone:  # its addresses and routes went with it: their removal fails, as expected
+            LOG.info("%s was unplugged: its old lease is dropped without clean-up", dhcp.nic)
+            eph_log.setLevel(logging.ERROR)
+        failed: Optional[Exception] = None
+        try:
+            dhcp.__exit__(None, None, None)
+        except Exception as exc:
+            failed = exc
+        finally:
+            eph_log.setLevel(level)
+        if failed is not None:
+            LOG.info("old ephemeral lease not released (%s)", failed)
+        nic = ephemeral.primary_nic(sys_net)
+        if nic is None:
+            raise DhcpError("no network interface found")
+        dhcp.nic = nic
+        self._dhcp_ifindex = _ifindex(sys_net, nic)
+        dhcp.__enter__()
+
+
+def _ifindex(sys_net: Path, nic: str) -> Optional[str]:
+    try:
+        return (sys_net / nic / "ifindex").read_text().strip()
+    except OSError:
+        return None

@@ -46,6 +46,8 @@ COLUMNS = (
     ("cpu_s", "cpu s", "{:.2f}"),
     ("peak_rss_mb", "peak MB", "{:.1f}"),
     ("requests", "requests", "{:g}"),
+    ("pps_ready_s", "assign->ready s", "{:.3f}"),  # pool VMs (--scenario with pps)
+    ("pps_login_s", "assign->login s", "{:.3f}"),
 )
 
 Combo = tuple[str, str, str]  # (cloud_init, dhcp_client, datasource)
@@ -152,6 +154,8 @@ def row_from_report(report: dict[str, Any], *, run: int, combo: Combo) -> dict[s
         "init_local_s": stage_seconds(report, "init-local"),
         "os_network_s": stage_seconds(report, "os-network"),
         "requests": len(report.get("requests") or []),
+        "pps_assign_to_ready_s": (report.get("pps") or {}).get("assignment_to_ready_s"),
+        "pps_assign_to_login_s": (report.get("pps") or {}).get("assignment_to_login_s"),
         "request_log": [f"{r.get('method')} {r.get('path')} -> {r.get('status')}"
                         for r in report.get("requests") or []],
         "stages": report.get("stages") or [],
@@ -214,6 +218,8 @@ def aggregate(rows: Sequence[dict[str, Any]],
             "os_network_s": median(r.get("os_network_s") for r in good),
             "peak_rss_mb": median(r["peak_rss_mb"] for r in good),
             "requests": median(r["requests"] for r in good),
+            "pps_ready_s": median(r.get("pps_assign_to_ready_s") for r in good),
+            "pps_login_s": median(r.get("pps_assign_to_login_s") for r in good),
         })
     return out
 
@@ -265,6 +271,11 @@ def ratios(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             # both; this is the part the datasource controls.
             checks.append(("plugin init-local / builtin init-local", "init_local_s",
                            "init_local_s", GOAL_DHCPCD))
+        if any((s or {}).get("pps_ready_s") is not None for s in (plugin, builtin)):
+            checks += [("plugin assign->ready / builtin assign->ready", "pps_ready_s",
+                        "pps_ready_s", GOAL_VS_BUILTIN_LOGIN),
+                       ("plugin assign->ready / builtin assign->login", "pps_ready_s",
+                        "pps_login_s", GOAL_VS_BUILTIN_LOGIN)]
         for name, num_key, den_key, goal in checks:
             value, why = _ratio(plugin, num_key, builtin, den_key)
             out.append({"cloud_init": version, "dhcp_client": client, "ratio": name,
@@ -402,7 +413,8 @@ def main(args: Any) -> int:
              f"+1 warm-up boot; {timeout:g} s limit per boot")
     started = time.monotonic()
     try:
-        rows = run_bench(combos, runs, boot_fn=boot, scenario_fn=load_scenario,
+        text = Path(args.scenario).read_text() if getattr(args, "scenario", None) else None
+        rows = run_bench(combos, runs, boot_fn=boot, scenario_fn=lambda: load_scenario(text),
                          timeout=timeout, progress=progress,
                          error_types=(SimError, OSError, ValueError, RuntimeError))
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from azure_sim import deps, documents, images
+from azure_sim import deps, documents, images, pps
 from azure_sim.report import build_report
 from azure_sim.scenario import DEFAULT_VM_ID
 
@@ -261,6 +261,9 @@ def plan_boot(scenario: dict[str, Any], work: Path, loops: Loops, *,
     plan["host_netns"] = plan["platform"]["host_netns"]
     if "power_cut" in scenario:
         _plan_power_cut(plan, scenario, plat_dir)
+    if scenario.get("pps"):
+        pps.plan(scenario, work, plan, lambda path, ovf: _majmin(loops.attach(
+            images.build_iso(path, {"ovf-env.xml": ovf}), read_only=True)))
     (work / "plan.json").write_text(json.dumps(plan, indent=1))
     return plan
 

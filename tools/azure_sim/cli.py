@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--dhcp-client", action="append",
                    choices=["dhclient", "dhcpcd", "udhcpc"])
     n.add_argument("--json", help="write raw results here")
+    n.add_argument("--scenario", help="boot this scenario instead of the default (e.g. "
+                   "scenarios/pps-running.yaml: adds the assignment-to-Ready ratio)")
     n.add_argument("--timeout", type=float, default=None,
                    help="seconds before one boot is killed (default 60; --vm: 400)")
     n.add_argument("--deb", help="with --vm: the .deb every boot installs (default: dist/'s)")

@@ -38,6 +38,11 @@ def nic_ip(index: int) -> str:
     return f"10.0.{index}.4"
 
 
+def customer_nic_mac() -> str:
+    """MAC of the NIC a Savable pool VM gets on assignment (a new NIC, a new MAC)."""
+    return "00:0d:3a:5a:0b:01"
+
+
 def role_instance_id(vm_id: str = DEFAULT_VM_ID) -> str:
     return f"{vm_id}.sim-vm-01"
 
@@ -169,6 +174,29 @@ def default_imds(scenario: Mapping[str, Any]) -> dict[str, Any]:
 
 def imds_document(scenario: Mapping[str, Any]) -> dict[str, Any]:
     return deep_merge(default_imds(scenario), scenario.get("imds") or {})
+
+
+def pps_documents(scenario: Mapping[str, Any]) -> dict[str, Any]:
+    """What the platform serves a pool VM before and after its assignment.
+
+    Before: the placeholder's IMDS document with ``ppsType`` set and a 404
+    from reprovisiondata. After: the customer's ovf-env.xml (reprovisiondata,
+    and the DVD of an OS-disk pool VM's next boot) and IMDS document, whose
+    ``ppsType`` is "None" again; a Savable VM's new NIC has a new MAC.
+    """
+    pps = scenario["pps"]
+    pool = imds_document(scenario)
+    pool["extended"]["compute"]["ppsType"] = pps["ovf_type"]
+    customer_ovf = (pps["ovf_xml"].encode() if "ovf_xml" in pps
+                    else render_ovf(pps["ovf"]))
+    customer = imds_document({**scenario, "ovf": pps["ovf"]})
+    customer["extended"]["compute"]["ppsType"] = "None"
+    mac = nic_mac(0)
+    if pps["kind"] == "savable":
+        mac = customer_nic_mac()
+        customer["network"]["interface"][0]["macAddress"] = _mac_plain(mac)
+    return {"pool_imds": pool, "customer_imds": customer, "customer_ovf": customer_ovf,
+            "customer_mac": mac}
 
 
 def imds_body(doc: Mapping[str, Any], api_version: str) -> bytes:

@@ -21,12 +21,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from defusedxml import ElementTree
 
-from azure_sim import documents
+from azure_sim import documents, pps
 from azure_sim.faults import FaultScript
 
 IMDS_ADDR = "169.254.169.254"
@@ -77,6 +77,11 @@ class Platform:
             self.pkcs12 = Path(cfg["certificates_pkcs12"]).read_bytes()
         else:
             self.pkcs12 = None
+        self.pps: Optional[pps.PoolController] = None
+        if cfg.get("pps"):
+            self.pps = pps.PoolController(cfg["pps"], self,
+                                          restart_dhcp=lambda mac: self.restart_dhcp(mac))
+        self.restart_dhcp: Callable[..., None] = lambda forget_mac=None: None
 
     def journal(self, entry: dict[str, Any]) -> None:
         line = json.dumps(entry, sort_keys=True) + "\n"
@@ -207,8 +212,11 @@ class Handler(BaseHTTPRequestHandler):
                 "newest-versions": sorted(IMDS_VERSIONS)[-3:]}).encode())
             return
         if endpoint == "reprovisiondata":
-            self._record(endpoint, 200, body, t0)
-            self._send(200, self.platform.ovf, "text/xml; charset=utf-8")
+            status, payload, ctype = 200, self.platform.ovf, "text/xml; charset=utf-8"
+            if self.platform.pps:
+                status, payload, ctype = self.platform.pps.reprovision_answer()
+            self._record(endpoint, status, body, t0)
+            self._send(status, payload, ctype)
             return
         if self.platform.imds_raw is not None:
             payload = self.platform.imds_raw.encode()
@@ -250,6 +258,8 @@ class Handler(BaseHTTPRequestHandler):
                 return
             self._record("health", 200, body, t0, {"health": parsed})
             self._send(200, b"", "text/xml")
+            if self.platform.pps and parsed.get("state") == "Ready":
+                self.platform.pps.on_ready()
             return
         if path.rstrip("/") == "/machine" and comp == "roleProperties":
             self._record("roleproperties", 200, body, t0)
@@ -349,27 +359,54 @@ def serve(cfg: dict[str, Any]) -> int:
         srv.daemon_threads = True
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         servers.append(srv)
-    env = dict(os.environ)
-    dns = subprocess.Popen(dnsmasq_command(cfg), env=env, stdin=subprocess.DEVNULL)
-    # dnsmasq writes its pid file once it listens.
-    deadline = time.time() + 10
-    while not Path(cfg["dhcp"]["pid"]).exists():
-        if dns.poll() is not None or time.time() > deadline:
-            raise SystemExit(f"azure-sim platform: dnsmasq failed (exit {dns.poll()})")
-        time.sleep(0.005)
+    try:
+        dns = [start_dnsmasq(cfg)]
+    except RuntimeError as exc:
+        raise SystemExit(f"azure-sim platform: {exc}") from exc
+
+    def restart_dhcp(forget_mac: Optional[str] = None) -> None:
+        # A hot-plugged NIC is a new interface with a new MAC: serve it afresh,
+        # its address no longer leased to the NIC that went away.
+        stop_dnsmasq(dns[0])
+        leases = Path(cfg["dhcp"]["leases"])
+        if forget_mac and leases.exists():
+            kept = [ln for ln in leases.read_text().splitlines(keepends=True)
+                    if forget_mac.lower() not in ln.lower()]
+            leases.write_text("".join(kept))
+        dns[0] = start_dnsmasq(cfg)
+
+    plat.restart_dhcp = restart_dhcp
     Path(cfg["ready_file"]).write_text(str(os.getpid()))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
+    stop_dnsmasq(dns[0])
+    for srv in servers:
+        srv.shutdown()
+    return 0
+
+
+def start_dnsmasq(cfg: dict[str, Any]) -> subprocess.Popen:
+    pid_file = Path(cfg["dhcp"]["pid"])
+    pid_file.unlink(missing_ok=True)
+    dns = subprocess.Popen(dnsmasq_command(cfg), env=dict(os.environ),
+                           stdin=subprocess.DEVNULL)
+    # dnsmasq writes its pid file once it listens.
+    deadline = time.time() + 10
+    while not pid_file.exists():
+        if dns.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"dnsmasq failed (exit {dns.poll()})")
+        time.sleep(0.005)
+    return dns
+
+
+def stop_dnsmasq(dns: subprocess.Popen) -> None:
     dns.terminate()
     try:
         dns.wait(5)
     except subprocess.TimeoutExpired:
         dns.kill()
-    for srv in servers:
-        srv.shutdown()
-    return 0
 
 
 def main(argv: list[str]) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
+from azure_sim import pps
+
 
 def parse_leases(text: str) -> list[dict[str, str]]:
     """dnsmasq lease lines: ``expiry mac ip hostname client-id``."""
@@ -160,11 +162,14 @@ def build_report(*, scenario: dict[str, Any], raw: dict[str, Any],
             else t0 + t_ready),
         "requests": [{"t": _rel(e["t"], t0), "endpoint": e["endpoint"],
                       "method": e["method"], "path": e["path"], "status": e["status"]}
-                     for e in journal],
+                     for e in journal if "method" in e],
         "user": raw.get("user") or {},
         "hostname": raw.get("hostname"),
         "etc_hostname": raw.get("etc_hostname"),
         "custom_data_applied": files.get("/var/tmp/custom-data-applied") is not None,
+        "pps": pps.report_block(scenario, journal, t0, watch.get("authorized_keys")),
+        "placeholder_user_exists": raw.get("placeholder_user_exists"),
+        "placeholder_custom_data_applied": files.get(pps.PLACEHOLDER_FILE) is not None,
         "resource_disk": {"fstype": disk["fstype"] if disk else None,
                           "mountpoint": disk["mountpoint"] if disk else None},
         "fstab": raw.get("fstab"),
@@ -208,12 +213,15 @@ def verdict(report: dict[str, Any], expect: str) -> dict[str, Any]:
         problems.append(f"secrets readable by others in: {', '.join(report['secret_leaks'])}")
     if report.get("sim_error"):
         problems.append(f"simulator: {report['sim_error']}")
+    pool = report.get("pps")
+    if pool:
+        problems += pps.problems(report, expect)
     if expect == "ready":
         if not report["ready"]:
             problems.append("no Ready health report")
         if report["failure"]:
             problems.append("a failure was reported")
-        if report["ready_count"] > 1:
+        if report["ready_count"] > (2 if pool else 1):
             problems.append(f"Ready reported {report['ready_count']} times")
         if report["cloud_init_status"] != "done":
             problems.append(f"cloud-init status is {report['cloud_init_status']}")
@@ -226,7 +234,7 @@ def verdict(report: dict[str, Any], expect: str) -> dict[str, Any]:
     else:
         if not report["failure"]:
             problems.append("no failure was reported")
-        if report["ready"]:
+        if report["ready"] and not pool:
             problems.append("Ready was reported")
     cut = report.get("power_cut")
     if cut:
@@ -255,6 +263,9 @@ def summary(report: dict[str, Any]) -> str:
         events.append((h["t"], text))
     if report["time_to_login_s"] is not None:
         events.append((report["time_to_login_s"], "  user's SSH key in place"))
+    events += [(s["t"], f"  platform (pool flow): {s['event']}"
+                + (f" FAILED: {s['error']}" if s["error"] else ""))
+               for s in (report.get("pps") or {}).get("steps", [])]
     lines.append("timeline (seconds from boot start):")
     for t, text in sorted(events, key=lambda e: (e[0] is None, e[0] or 0)):
         lines.append(f"  {t if t is not None else '?':>7} {text}")

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from azure_sim import guest, powercut, recovery
+from azure_sim import guest, power, powercut, pps, recovery
 
 STAGES = [
     ("init-local", ["init", "--local"]),
@@ -141,14 +141,17 @@ class Sandbox:
     def start_platform(self) -> None:
         self.progress("platform")
         cfg_path = self.work / "platform.json"
-        cfg_path.write_text(json.dumps(self.plan["platform"]))
+        # The platform hot-plugs NICs (pps) into the VM's netns through this.
+        netns_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+        cfg_path.write_text(json.dumps({**self.plan["platform"], "vm_netns_fd": netns_fd}))
         env = dict(os.environ)
         env.update(self.plan["tool_env"])
         self.platform_log = self.work / "platform" / "platform.log"
         self.platform = subprocess.Popen(
             ["unshare", "--net", sys.executable, "-m", "azure_sim.fabric",
-             str(cfg_path)], env=env, stdin=subprocess.DEVNULL,
+             str(cfg_path)], env=env, stdin=subprocess.DEVNULL, pass_fds=(netns_fd,),
             stdout=open(self.platform_log, "ab"), stderr=subprocess.STDOUT)
+        os.close(netns_fd)
         pid = str(self.platform.pid)
         # `ip link ... netns PID` means the namespace PID is in *now*: wait
         # until unshare has moved the platform out of ours (our own procfs:
@@ -168,8 +171,10 @@ class Sandbox:
         sh("ip", "link", "set", "lo", "up")
         for nic in self.plan["platform"]["nics"]:
             # Created straight into both namespaces: never in the host's.
-            sh("ip", "link", "add", nic["name"], "address", nic["mac"], "type", "veth",
-               "peer", "name", nic["peer"], "netns", pid)
+            # One ifindex on both ends: a lost carrier reads DOWN (see pps.py).
+            index = ["index", str(nic["index"])] if nic.get("index") else []
+            sh("ip", "link", "add", nic["name"], *index, "address", nic["mac"], "type",
+               "veth", "peer", "name", nic["peer"], *index, "netns", pid)
         ready = Path(self.plan["platform"]["ready_file"])
         deadline = time.time() + 20
         while not ready.exists():
@@ -225,6 +230,13 @@ class Sandbox:
         return {"start": start, "end": end, "rc": proc.returncode,
                 "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}
 
+    def kill_vm(self, spare: tuple[int, ...] = ()) -> None:
+        """SIGKILL every VM process at once (all but us, the platform and the monitor)."""
+        monitor = getattr(self, "monitor", None)
+        keep = set(spare) | ({monitor.pid} if monitor else set())
+        powercut.kill_all(self.root / "proc", self.platform.pid if self.platform else -1,
+                          keep=keep)
+
     def reboot(self, boot: int) -> None:
         """Between boots: end the VM's processes, fresh /run, NICs down."""
         self.progress(f"reboot {boot}")
@@ -244,12 +256,6 @@ class Sandbox:
         for hook in self.plan.get("before_boot", {}).get(str(boot), []):
             guest.before_boot(hook, self.plan, self.root)
 
-    def kill_vm(self) -> None:
-        """SIGKILL every VM process at once (all but us, the platform and the monitor)."""
-        monitor = getattr(self, "monitor", None)
-        powercut.kill_all(self.root / "proc", self.platform.pid if self.platform else -1,
-                          keep={monitor.pid} if monitor else set())
-
     def boot(self) -> dict[str, Any]:
         (self.work / "logs").mkdir(exist_ok=True)
         socket.sethostname("localhost")
@@ -260,10 +266,15 @@ class Sandbox:
                                         stdout=open(self.work / "logs" / "link-monitor.log",
                                                     "wb"),
                                         stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        # The platform may power a pool VM off, on, or restart it.
+        watch = power.PowerWatch.for_plan(self.plan, self.root,
+                                          lambda: self.kill_vm(spare=(self.monitor.pid,)))
         self.t0 = time.time()
         watcher.start()
         cut = self.plan.get("power_cut")
-        for boot in range(1, self.plan["boots"] + 1):
+        boots, boot = self.plan["boots"], 0
+        while boot < boots:
+            boot += 1
             if boot > 1:
                 self.reboot(boot)
             cutting = bool(cut) and cut["boot"] == boot
@@ -275,6 +286,9 @@ class Sandbox:
                     [self.plan["python"], "/usr/bin/cloud-init", *args], "cloud-init-stages")
                 stages.append({"boot": boot, "stage": name, **result})
                 if cutting and self.cutter.stage_ended(name):
+                    break
+                if watch and watch.stage_was_cut():
+                    boots += 1
                     break
                 if name == "init-local":
                     # The OS brings up its network between init-local and init
@@ -291,7 +305,7 @@ class Sandbox:
         self._stop.set()
         self.monitor.terminate()
         self.monitor.wait()
-        return {"stages": stages}
+        return {"stages": stages, **(watch.stop() if watch else {})}
 
     def collect(self) -> dict[str, Any]:
         self.progress("collect")
@@ -305,6 +319,7 @@ class Sandbox:
             if src.exists():
                 shutil.copy2(src, self.work / "logs" / name)
         observed["resource_disk_device"] = self.plan.get("resource_disk_device")
+        observed.update(pps.observe(self.plan, self.root))
         observed["certificate_keys"] = self.plan.get("certificate_keys") or {}
         observed["routes"] = sh("ip", "-4", "route", "show", "table", "all",
                                 capture_output=True, text=True, check=False).stdout.splitlines()

@@ -62,33 +62,53 @@ _FAULT = {
     },
 }
 
+_OVF = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "hostname": _STR,
+        "username": _STR,
+        "password": {"type": ["string", "null"]},
+        "disable_ssh_password_auth": {"type": ["boolean", "null"]},
+        "public_keys": {"type": "array", "items": _STR},
+        "key_fingerprints": {"type": "array", "items": _STR},
+        "key_pairs": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["fingerprint", "path"],
+            "properties": {"fingerprint": _STR, "path": _STR}}},
+        "custom_data": {"type": ["string", "null"]},
+        "custom_data_raw": _STR,
+        "preprovisioned_vm": _BOOL,
+        "preprovisioned_vm_type": _STR,
+        "namespace_prefix": _STR,
+    },
+}
+
+# Preprovisioning: the top-level ovf is the pool's placeholder document, this
+# block says what the customer who is assigned the VM asked for.
+_PPS = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "minLength": 1},
+        "assign_after_s": {"type": "number", "minimum": 0, "maximum": 600},
+        "detach_after_s": {"type": "number", "minimum": 0, "maximum": 60},
+        "nic_attach_after_s": {"type": "number", "minimum": 0, "maximum": 600},
+        "shutdown_after_s": {"type": "number", "minimum": 0, "maximum": 60},
+        "reboot_after_s": {"type": "number", "minimum": 0, "maximum": 600},
+        "ovf": _OVF,
+        "ovf_xml": _STR,
+    },
+}
+
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
         "name": _STR,
         "description": _STR,
-        "ovf": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "hostname": _STR,
-                "username": _STR,
-                "password": {"type": ["string", "null"]},
-                "disable_ssh_password_auth": {"type": ["boolean", "null"]},
-                "public_keys": {"type": "array", "items": _STR},
-                "key_fingerprints": {"type": "array", "items": _STR},
-                "key_pairs": {"type": "array", "items": {
-                    "type": "object", "additionalProperties": False,
-                    "required": ["fingerprint", "path"],
-                    "properties": {"fingerprint": _STR, "path": _STR}}},
-                "custom_data": {"type": ["string", "null"]},
-                "custom_data_raw": _STR,
-                "preprovisioned_vm": _BOOL,
-                "preprovisioned_vm_type": _STR,
-                "namespace_prefix": _STR,
-            },
-        },
+        "ovf": _OVF,
         "ovf_xml": _STR,
         "media": {"enum": ["iso", "seed", "none"]},
         "mount_shim": _BOOL,
@@ -132,6 +152,7 @@ SCHEMA: dict[str, Any] = {
                           "at": {"type": "string", "pattern": POWER_CUT_PATTERN}}},
         "expect": {"enum": ["ready", "failure", "silence"]},
         "timeout_s": {"type": "number", "minimum": 5, "maximum": 3600},
+        "pps": _PPS,
     },
 }
 
@@ -167,6 +188,33 @@ OVF_DEFAULTS: dict[str, Any] = {
 }
 
 
+PLACEHOLDER_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAmMvpcIu58EoFCe89JC8g47phBueGulgBm0PaxO71MY "
+    "placeholder@pps-pool"
+)
+# The pool VM's own identity: nothing of it may survive the assignment.
+PLACEHOLDER_OVF: dict[str, Any] = {
+    "hostname": "pps-pool-vm",
+    "username": "ppsplaceholder",
+    "public_keys": [PLACEHOLDER_KEY],
+    "custom_data": ("#cloud-config\nwrite_files:\n"
+                    "  - path: /var/tmp/placeholder-custom-data-applied\n"
+                    "    content: \"the placeholder's customData ran\\n\"\n"),
+    "preprovisioned_vm": True,
+}
+# Scenario type -> PreprovisionedVMType; any other string is sent verbatim
+# (an unknown type, which the platform plays like Running).
+PPS_OVF_TYPES = {"running": "Running", "savable": "Savable",
+                 "os_disk": "PreprovisionedOSDisk"}
+PPS_DEFAULTS: dict[str, Any] = {
+    "assign_after_s": 2.0,
+    "detach_after_s": 0.2,
+    "nic_attach_after_s": 0.0,
+    "shutdown_after_s": 0.2,
+    "reboot_after_s": None,
+}
+
+
 class ScenarioError(ValueError):
     """The scenario file is not valid; the message names the key."""
 
@@ -192,6 +240,8 @@ def validate(data: Any) -> None:
     if not errors:
         if "ovf" in data and "ovf_xml" in data:
             raise ScenarioError("scenario: give either 'ovf' or 'ovf_xml', not both")
+        if "pps" in data:
+            _validate_pps(data)
         return
     err = errors[0]
     if err.validator in ("oneOf", "anyOf") and err.context:
@@ -204,6 +254,41 @@ def validate(data: Any) -> None:
         where = f"{path}." if err.absolute_path else ""
         raise ScenarioError(f"scenario: unknown key '{where}{extra[0]}'")
     raise ScenarioError(f"scenario: bad value for '{path}': {err.message}")
+
+
+def _validate_pps(data: Mapping[str, Any]) -> None:
+    """What the pool flows cannot combine with (a pool VM has one NIC and a DVD)."""
+    pps = {**PPS_DEFAULTS, **data["pps"]}
+    if "ovf" in pps and "ovf_xml" in pps:
+        raise ScenarioError("scenario: give either 'pps.ovf' or 'pps.ovf_xml', not both")
+    if data.get("nics", 1) != 1:
+        raise ScenarioError("scenario: bad value for 'nics': a pool VM has one NIC")
+    if data.get("media", "iso") != "iso":
+        raise ScenarioError("scenario: bad value for 'media': a pool VM boots with a DVD (iso)")
+    if data.get("boots", 1) != 1:
+        raise ScenarioError("scenario: bad value for 'boots': the pool flow plays its own "
+                            "power cycles (pps.reboot_after_s)")
+    if pps["reboot_after_s"] is not None and pps["reboot_after_s"] >= pps["assign_after_s"]:
+        raise ScenarioError("scenario: bad value for 'pps.reboot_after_s': must be before "
+                            "pps.assign_after_s")
+    if pps["type"] == "os_disk" and pps["shutdown_after_s"] >= pps["assign_after_s"]:
+        raise ScenarioError("scenario: bad value for 'pps.shutdown_after_s': must be before "
+                            "pps.assign_after_s")
+
+
+def _complete_pps(raw: Mapping[str, Any], base_ovf: Mapping[str, Any],
+                  out: dict[str, Any]) -> None:
+    """The customer's document from ``pps.ovf``; the top-level one becomes the pool's."""
+    pps = deep_merge(PPS_DEFAULTS, raw["pps"])
+    pps["ovf_type"] = PPS_OVF_TYPES.get(pps["type"], pps["type"])
+    pps["kind"] = pps["type"] if pps["type"] in PPS_OVF_TYPES else "unknown"
+    # With ``pps.ovf_xml`` (a literal customer document) the default customer
+    # still names the IMDS identity and what the report expects.
+    pps["ovf"] = deep_merge(OVF_DEFAULTS, deep_merge(base_ovf, pps.get("ovf", {})))
+    if "ovf_xml" not in raw:
+        placeholder = dict(PLACEHOLDER_OVF, preprovisioned_vm_type=pps["ovf_type"])
+        out["ovf"] = deep_merge(OVF_DEFAULTS, deep_merge(placeholder, raw.get("ovf", {})))
+    out["pps"] = pps
 
 
 def load_scenario(text: Optional[str] = None) -> dict[str, Any]:
@@ -223,6 +308,8 @@ def load_scenario(text: Optional[str] = None) -> dict[str, Any]:
     out = deep_merge(DEFAULTS, deep_merge(base, raw))
     if "ovf_xml" not in raw:
         out["ovf"] = deep_merge(OVF_DEFAULTS, out.get("ovf", {}))
+    if "pps" in raw:
+        _complete_pps(raw, yaml.safe_load(DEFAULT_SCENARIO_YAML)["ovf"], out)
     if raw.get("resource_disk") is not None and raw["resource_disk"] is not False:
         out["resource_disk"] = deep_merge(DEFAULTS["resource_disk"], raw["resource_disk"])
     for fault in out["faults"]:
