@@ -9,8 +9,10 @@ Two steps go through ``openssl`` (via the injected runner) because the
 ``cryptography`` package cannot do them:
 
 * CMS decryption of DES-EDE3-CBC content (the cipher the wireserver is asked
-  for): ``pkcs7_decrypt_der`` only decrypts AES-CBC. It is tried first, so an
-  AES envelope needs no subprocess.
+  for): ``pkcs7_decrypt_der`` only decrypts AES-CBC. Where it exists
+  (cryptography 44+) it is tried first, so an AES envelope needs no
+  subprocess; Debian's python3-cryptography (38 in Debian 12, 43 in Debian 13)
+  has none, so there every envelope goes to ``openssl cms -decrypt``.
 * Every private key in a bundle: ``load_pkcs12`` returns one key only, while
   ``openssl pkcs12 -nodes`` prints them all. Public keys need no subprocess.
 
@@ -141,13 +143,15 @@ def _openssl_failed(what: str, result: Result) -> CertificateError:
 def decrypt_pkcs7(data: bytes, pair: TransportPair, runner: Runner = run,
                   tmp_dir: Optional[str] = None) -> bytes:
     """Decrypt the CMS envelope to ``pair``; returns the PKCS#12 bytes."""
-    try:
-        return pkcs7.pkcs7_decrypt_der(data, pair.certificate, pair.private_key, [])
-    except UnsupportedAlgorithm:
-        LOG.debug("cryptography cannot decrypt this envelope; using openssl cms")
-    except ValueError as exc:
-        raise CertificateError(detail="cannot decrypt certificates envelope",
-                               exception=str(exc)[:200]) from None
+    decrypt_der = getattr(pkcs7, "pkcs7_decrypt_der", None)  # absent before 44
+    if decrypt_der is not None:
+        try:
+            return decrypt_der(data, pair.certificate, pair.private_key, [])
+        except UnsupportedAlgorithm:
+            LOG.debug("cryptography cannot decrypt this envelope; using openssl cms")
+        except ValueError as exc:
+            raise CertificateError(detail="cannot decrypt certificates envelope",
+                                   exception=str(exc)[:200]) from None
     with _PrivateDir(tmp_dir) as tmp:
         key = tmp.write("transport.key", pair.key_pem)
         cert = tmp.write("transport.crt", pair.cert_pem)

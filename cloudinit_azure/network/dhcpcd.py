@@ -19,7 +19,10 @@ from cloudinit_azure.network.clients import (
 )
 from cloudinit_azure.network.leases import (
     DHCPCD_WIRESERVER,
+    Lease,
+    parse_dhcpcd_dump,
 )
+from cloudinit_azure.report import DhcpError
 from cloudinit_azure.runner import Runner
 
 LOG = logging.getLogger(__name__)
@@ -101,6 +104,60 @@ def dhcpcd_command(nic: str, config_file: str, script: str,
     """
     return [timeout_prog, "-k", str(DHCPCD_KILL_AFTER), str(max(1, int(timeout))),
             *prog, "-f", config_file, "-c", script, "-B", "-1", "-4", "--noconfigure", nic]
+
+
+def dhcpcd_dumplease_command(nic: str, config_file: str,
+                             prog: Sequence[str] = ("dhcpcd",)) -> list[str]:
+    """``dhcpcd --dumplease`` of the NIC's lease file, as cloud-init 25.1 reads it.
+
+    ``-f`` gives it our ``define 245``, so option 245 is printed by name.
+    """
+    return [*prog, "-f", config_file, "--dumplease", "-4", nic]
+
+
+def parse_dhcpcd_dumplease(text: str, nic: str) -> Lease:
+    """``dhcpcd --dumplease`` output -> :class:`Lease`.
+
+    The same variables as the script gets, without the ``new_`` prefix, each
+    value in single quotes (10.1; 9.4 prints them bare): so the lease carries
+    the same address, routes and option 245 as the script's dump.
+    """
+    lines = []
+    for line in text.splitlines():
+        key, sep, val = line.partition("=")
+        val = val.strip()
+        if len(val) > 1 and val[0] == val[-1] == "'":
+            val = val[1:-1]
+        if sep and key.strip():
+            lines.append(f"new_{key.strip()}={val}")
+    return parse_dhcpcd_dump("\n".join(lines), nic)
+
+
+def read_dhcpcd_lease(dump: Path, nic: str, config_file: str, prog: Sequence[str],
+                      runner: Runner) -> Lease:
+    """The lease our script recorded (dhcpcd 9.4), else ``dhcpcd --dumplease`` (10.x).
+
+    dhcpcd 10 runs the script privilege-separated as the ``dhcpcd`` user and
+    refuses ours (``script_runreason: Permission denied``, Debian 13's 10.1,
+    also for a 0755 script in a 0755 directory), though it took the lease.
+    ``--dumplease`` reads dhcpcd's lease file, so this must run before
+    :class:`_DhcpcdFiles` puts the old one back.
+    """
+    try:
+        return parse_dhcpcd_dump(dump.read_text(encoding="utf-8"), nic)
+    except OSError:
+        pass
+    cmd = dhcpcd_dumplease_command(nic, config_file, prog)
+    try:
+        result = runner(cmd, check=False, timeout=10)
+    except (OSError, subprocess.SubprocessError) as err:
+        LOG.warning("dhcpcd --dumplease failed: %s", err)
+        result = None
+    if result is None or result.returncode != 0:
+        stderr = (result.stderr or "").strip()[-200:] if result is not None else ""
+        raise DhcpError(detail="dhcpcd wrote no lease", client="dhcpcd", nic=nic,
+                        stderr=stderr)
+    return parse_dhcpcd_dumplease(result.stdout, nic)
 
 
 def dhcpcd_version(text: str) -> Optional[tuple[int, int]]:

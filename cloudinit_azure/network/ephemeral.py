@@ -56,12 +56,12 @@ from cloudinit_azure.network.dhcpcd import (
     dhcpcd_config,
     dhcpcd_refusal,
     dhcpcd_script,
+    read_dhcpcd_lease,
 )
 from cloudinit_azure.network.leases import (
     Lease,
     lease_from_dict,
     parse_dhclient_lease,
-    parse_dhcpcd_dump,
     parse_udhcpc_dump,
 )
 from cloudinit_azure.network.nics import (
@@ -270,15 +270,11 @@ class EphemeralDhcp:
             # timeout(1) exits 124 after its SIGTERM, 137 after its SIGKILL.
             self._run_client(cmd, "dhcpcd", margin=DHCPCD_KILL_AFTER + 5,
                              timed_out=(124, 137))
+            # before the restore: --dumplease (dhcpcd 10) reads its lease file
+            return read_dhcpcd_lease(dump, self.nic, str(conf), client.argv, self.runner)
         finally:
             self._await_dhcpcd_exit()
             self._restore_dhcpcd_files()
-        try:
-            text = dump.read_text(encoding="utf-8")
-        except OSError:
-            raise DhcpError(detail="dhcpcd wrote no lease", client="dhcpcd",
-                            nic=self.nic) from None
-        return parse_dhcpcd_dump(text, self.nic)
 
     def _await_dhcpcd_exit(self) -> None:
         if self._dhcpcd_files is not None:

@@ -178,6 +178,29 @@ def test_aes_envelope_decrypts_without_a_subprocess(material, pair):
 
 
 @needs_openssl
+@pytest.mark.parametrize("cipher", ["des3", "aes"])
+def test_without_pkcs7_decrypt_der_every_envelope_goes_to_openssl(material, pair, tmp_path,
+                                                                   monkeypatch, cipher):
+    # Debian's python3-cryptography (38 in Debian 12, 43 in Debian 13) has no
+    # pkcs7_decrypt_der: the real boots crashed with AttributeError there.
+    if cipher == "des3":
+        env = envelope_des3(material["pfx"], pair, tmp_path)
+    else:
+        env = (pkcs7.PKCS7EnvelopeBuilder().set_data(material["pfx"])
+               .add_recipient(pair.certificate)
+               .encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary]))
+    monkeypatch.delattr(pkcs7, "pkcs7_decrypt_der", raising=False)
+    calls = []
+
+    def recording_runner(cmd, **kwargs):
+        calls.append(list(map(str, cmd)))
+        return run(cmd, **kwargs)
+
+    assert decrypt_pkcs7(env, pair, recording_runner, tmp_dir=str(tmp_path)) == material["pfx"]
+    assert [c[:3] for c in calls] == [["openssl", "cms", "-decrypt"]]
+
+
+@needs_openssl
 def test_envelope_for_another_recipient_fails_cleanly(material, pair, tmp_path):
     stranger = make_transport_pair()
     env = envelope_des3(material["pfx"], stranger, tmp_path)

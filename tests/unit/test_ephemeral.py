@@ -102,8 +102,12 @@ class FakeRunner:
                  fail: Optional[dict[str, tuple[int, str]]] = None,
                  dhcpcd_env: Optional[dict[str, str]] = None,
                  dhcpcd_version: str = DHCPCD_VERSION,
-                 dhcpcd_leaves: tuple[str, ...] = ()) -> None:
+                 dhcpcd_leaves: tuple[str, ...] = (),
+                 dhcpcd_privsep: bool = False) -> None:
         self.root = root
+        # dhcpcd 10.1 (Debian 13): takes the lease but refuses to run our
+        # script; --dumplease prints the lease file it wrote.
+        self.dhcpcd_privsep = dhcpcd_privsep
         self.lease = lease
         self.udhcpc_env = UDHCPC_ENV if udhcpc_env is None else udhcpc_env
         self.dhcpcd_env = DHCPCD_ENV if dhcpcd_env is None else dhcpcd_env
@@ -133,6 +137,8 @@ class FakeRunner:
             return Result(0, self.dhcpcd_version, "")
         if name == "timeout" and os.path.basename(cmd[4]) == "dhcpcd":
             return self._dhcpcd(cmd)
+        if name == "dhcpcd" and "--dumplease" in cmd:
+            return self._dumplease(cmd)
         for needle, (rc, err) in self.fail.items():
             if needle in " ".join(cmd):
                 return Result(rc, "", err)
@@ -177,11 +183,21 @@ class FakeRunner:
             subprocess.run([script], env={**env, "interface": NIC, "reason": reason}, check=True)
         if self.dhcpcd_env:
             lease.write_bytes(b"\x02\x01\x06 new lease")
-            subprocess.run([script], env={**env, **self.dhcpcd_env}, check=True)
+            if not self.dhcpcd_privsep:
+                subprocess.run([script], env={**env, **self.dhcpcd_env}, check=True)
         for name in ("eth0-4.pid", "eth0-4.sock", "eth0-4.unpriv.sock"):
             if name not in self.dhcpcd_leaves:
                 (run_dir / name).unlink()
         return Result(0, "", "eth0: leased 10.0.0.4 for 3600 seconds\nexiting due to oneshot\n")
+
+    def _dumplease(self, cmd: list[str]) -> Result:
+        """dhcpcd 10.1 --dumplease: the lease file's variables, no new_ prefix, quoted."""
+        self.dhcpcd_saw["dump_config"] = Path(cmd[cmd.index("-f") + 1]).read_text()
+        if not (self.root / "var/lib/dhcpcd/eth0.lease").exists():
+            return Result(1, "", "dhcpcd: eth0: no lease to dump\n")
+        return Result(0, "".join(f"{k.removeprefix('new_')}='{v}'\n"
+                                 for k, v in self.dhcpcd_env.items()
+                                 if k.startswith("new_")), "")
 
     def ip_calls(self) -> list[list[str]]:
         return [c for c in self.calls if c[0] == "ip"]
@@ -974,6 +990,40 @@ def test_dhcpcd_end_to_end(tmp_path: Path) -> None:
     _mirror_check(runner, n_up=4)
     assert kills.calls == []  # dhcpcd exited by itself (-1, -B)
     assert list((tmp_path / "run/cloudinit-azure").iterdir()) == []
+
+
+def test_dhcpcd_10_privsep_lease_read_with_dumplease(tmp_path: Path) -> None:
+    # Debian 13's dhcpcd 10.1 leases but runs no script of ours ("script_runreason:
+    # Permission denied"): the same lease comes from --dumplease, read before
+    # dhcpcd's lease file is put back as it was.
+    prog, _ = _dhcpcd_root(tmp_path, up=False)
+    old = tmp_path / "var/lib/dhcpcd/eth0.lease"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"\x02old lease")
+    runner = FakeRunner(tmp_path, dhcpcd_privsep=True, dhcpcd_version="dhcpcd 10.1.0\n")
+    dhcp, _ = _dhcp(tmp_path, runner, timeout=6)
+    with dhcp as lease:
+        assert (lease.address, lease.prefix, lease.router, lease.wireserver, lease.dns) == (
+            "10.0.0.4", 24, "10.0.0.1", "168.63.129.16", ("168.63.129.16",))
+        dump = next(c for c in runner.calls if "--dumplease" in c)
+        assert dump[0] == str(prog) and dump[-3:] == ["--dumplease", "-4", "eth0"]
+        assert runner.dhcpcd_saw["dump_config"] == eph.dhcpcd_config()
+        assert old.read_bytes() == b"\x02old lease"
+    routes = [c for c in runner.ip_calls() if c[:3] == ["ip", "-4", "route"]]
+    assert ["168.63.129.16/32", "169.254.169.254/32"] == [c[4] for c in routes][:2]
+
+
+@pytest.mark.parametrize("text", [
+    "ip_address='10.0.0.4'\nsubnet_cidr='24'\nrouters='10.0.0.1'\n"
+    "azure_wireserver='168.63.129.16'\n",
+    "ip_address=10.0.0.4\nsubnet_cidr=24\nrouters=10.0.0.1\nazure_wireserver=168.63.129.16\n",
+])
+def test_parse_dhcpcd_dumplease(text: str) -> None:
+    from cloudinit_azure.network.dhcpcd import parse_dhcpcd_dumplease
+
+    lease = parse_dhcpcd_dumplease(text, NIC)
+    assert (lease.address, lease.prefix, lease.router, lease.wireserver) == (
+        "10.0.0.4", 24, "10.0.0.1", "168.63.129.16")
 
 
 def test_dhcpcd_script_and_config_are_private(tmp_path: Path) -> None:

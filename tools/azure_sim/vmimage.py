@@ -279,6 +279,8 @@ def _guest_files() -> dict[str, tuple[bytes, int]]:
         # the sandbox's own collector, so both boots read the VM the same way
         "usr/lib/azure-sim/azure_sim/__init__.py": (b"", 0o644),
         "usr/lib/azure-sim/azure_sim/guest.py": ((here / "guest.py").read_bytes(), 0o644),
+        # guest.observe imports it (azure-sim diff's collection in the VM)
+        "usr/lib/azure-sim/azure_sim/collect.py": ((here / "collect.py").read_bytes(), 0o644),
     }
 
 
