@@ -63,7 +63,9 @@ class PowerWatch:
                     self.kill()
                 elif what == "on":
                     self.on.set()
-            seen = len(lines)
+            # An append-only log: a read that races a rewrite (an empty or
+            # shorter file) must not make old requests count again.
+            seen = max(seen, len(lines))
             time.sleep(0.01)
 
     def stage_was_cut(self, timeout: float = 600) -> bool:
