@@ -20,6 +20,7 @@ from cloudinit_azure.network.clients import (
 from cloudinit_azure.network.leases import (
     DHCPCD_WIRESERVER,
     Lease,
+    dhcp_packet_option,
     parse_dhcpcd_dump,
 )
 from cloudinit_azure.report import DhcpError
@@ -106,58 +107,59 @@ def dhcpcd_command(nic: str, config_file: str, script: str,
             *prog, "-f", config_file, "-c", script, "-B", "-1", "-4", "--noconfigure", nic]
 
 
-def dhcpcd_dumplease_command(nic: str, config_file: str,
-                             prog: Sequence[str] = ("dhcpcd",)) -> list[str]:
-    """``dhcpcd --dumplease`` of the NIC's lease file, as cloud-init 25.1 reads it.
+def _ipv4s(data: Optional[bytes]) -> str:
+    data = data or b""
+    return " ".join(".".join(map(str, data[i:i + 4])) for i in range(0, len(data) - 3, 4))
 
-    ``-f`` gives it our ``define 245``, so option 245 is printed by name.
+
+def parse_dhcpcd_lease_file(data: bytes, nic: str) -> Lease:
+    """dhcpcd's binary lease file (the server's DHCPACK as received) -> :class:`Lease`.
+
+    The same fields as the script's dump: ``yiaddr``, options 1, 3, 6, 28,
+    121 (RFC 3442, as ``dst/len gw`` pairs) and 245.
     """
-    return [*prog, "-f", config_file, "--dumplease", "-4", nic]
+    fields = {}
+    if len(data) >= 240 and data[236:240] == b"\x63\x82\x53\x63":
+        fields["new_ip_address"] = _ipv4s(data[16:20])
+    for code, name in ((1, "subnet_mask"), (3, "routers"), (6, "domain_name_servers"),
+                       (28, "broadcast_address"), (245, DHCPCD_WIRESERVER)):
+        if (value := dhcp_packet_option(data, code)) is not None:
+            fields[f"new_{name}"] = _ipv4s(value)
+    routes, raw = [], dhcp_packet_option(data, 121) or b""
+    i = 0
+    while i < len(raw) and raw[i] <= 32:
+        width, octets = raw[i], (raw[i] + 7) // 8
+        dst = bytes(raw[i + 1:i + 1 + octets]).ljust(4, b"\0")
+        gateway = raw[i + 1 + octets:i + 5 + octets]
+        if len(gateway) < 4:
+            break
+        routes.append(f"{_ipv4s(dst)}/{width} {_ipv4s(gateway)}")
+        i += 5 + octets
+    if routes:
+        fields["new_classless_static_routes"] = " ".join(routes)
+    return parse_dhcpcd_dump("".join(f"{k}={v}\n" for k, v in fields.items()), nic)
 
 
-def parse_dhcpcd_dumplease(text: str, nic: str) -> Lease:
-    """``dhcpcd --dumplease`` output -> :class:`Lease`.
-
-    The same variables as the script gets, without the ``new_`` prefix, each
-    value in single quotes (10.1; 9.4 prints them bare): so the lease carries
-    the same address, routes and option 245 as the script's dump.
-    """
-    lines = []
-    for line in text.splitlines():
-        key, sep, val = line.partition("=")
-        val = val.strip()
-        if len(val) > 1 and val[0] == val[-1] == "'":
-            val = val[1:-1]
-        if sep and key.strip():
-            lines.append(f"new_{key.strip()}={val}")
-    return parse_dhcpcd_dump("\n".join(lines), nic)
-
-
-def read_dhcpcd_lease(dump: Path, nic: str, config_file: str, prog: Sequence[str],
-                      runner: Runner) -> Lease:
-    """The lease our script recorded (dhcpcd 9.4), else ``dhcpcd --dumplease`` (10.x).
+def read_dhcpcd_lease(dump: Path, root: Path, nic: str) -> Lease:
+    """The lease our script recorded (dhcpcd 9.4), else dhcpcd's own lease file (10.x).
 
     dhcpcd 10 runs the script privilege-separated as the ``dhcpcd`` user and
     refuses ours (``script_runreason: Permission denied``, Debian 13's 10.1,
-    also for a 0755 script in a 0755 directory), though it took the lease.
-    ``--dumplease`` reads dhcpcd's lease file, so this must run before
+    also for a 0755 script in a 0755 directory), though it took the lease;
+    its ``--dumplease`` then only asks a running dhcpcd ("dhcpcd is not
+    running", measured). So the lease file it wrote is read before
     :class:`_DhcpcdFiles` puts the old one back.
     """
     try:
         return parse_dhcpcd_dump(dump.read_text(encoding="utf-8"), nic)
     except OSError:
         pass
-    cmd = dhcpcd_dumplease_command(nic, config_file, prog)
-    try:
-        result = runner(cmd, check=False, timeout=10)
-    except (OSError, subprocess.SubprocessError) as err:
-        LOG.warning("dhcpcd --dumplease failed: %s", err)
-        result = None
-    if result is None or result.returncode != 0:
-        stderr = (result.stderr or "").strip()[-200:] if result is not None else ""
-        raise DhcpError(detail="dhcpcd wrote no lease", client="dhcpcd", nic=nic,
-                        stderr=stderr)
-    return parse_dhcpcd_dumplease(result.stdout, nic)
+    for path in dhcpcd_lease_files(root, nic):
+        try:
+            return parse_dhcpcd_lease_file(path.read_bytes(), nic)
+        except OSError:
+            continue
+    raise DhcpError(detail="dhcpcd wrote no lease", client="dhcpcd", nic=nic)
 
 
 def dhcpcd_version(text: str) -> Optional[tuple[int, int]]:

@@ -270,8 +270,8 @@ class EphemeralDhcp:
             # timeout(1) exits 124 after its SIGTERM, 137 after its SIGKILL.
             self._run_client(cmd, "dhcpcd", margin=DHCPCD_KILL_AFTER + 5,
                              timed_out=(124, 137))
-            # before the restore: --dumplease (dhcpcd 10) reads its lease file
-            return read_dhcpcd_lease(dump, self.nic, str(conf), client.argv, self.runner)
+            # before the restore: dhcpcd 10 leaves the lease only in its own file
+            return read_dhcpcd_lease(dump, self.root, self.nic)
         finally:
             self._await_dhcpcd_exit()
             self._restore_dhcpcd_files()

@@ -74,6 +74,19 @@ DHCPCD_ENV = {
     "new_dhcp_rebinding_time": "3150", "new_dhcp_server_identifier": "10.0.0.1",
     "new_domain_name_servers": "168.63.129.16",
 }
+def _ack() -> bytes:
+    """The DHCPACK behind DHCPCD_ENV, as dhcpcd stores it in /var/lib/dhcpcd/eth0.lease."""
+    def opt(code: int, *octets: int) -> bytes:
+        return bytes([code, len(octets), *octets])
+
+    header = bytes([2, 1, 6, 0]) + bytes(12) + bytes([10, 0, 0, 4]) + bytes(216)
+    return (header + b"\x63\x82\x53\x63" + opt(53, 5) + opt(1, 255, 255, 255, 0)
+            + opt(3, 10, 0, 0, 1) + opt(6, 168, 63, 129, 16) + opt(28, 10, 0, 0, 255)
+            + opt(121, 32, 168, 63, 129, 16, 10, 0, 0, 1, 32, 169, 254, 169, 254, 10, 0, 0, 1)
+            + opt(245, 168, 63, 129, 16) + b"\xff")
+
+
+DHCPCD_ACK = _ack()
 DHCPCD_VERSION = "dhcpcd 9.4.1\nCopyright (c) 2006-2021 Roy Marples\n"
 
 
@@ -105,8 +118,8 @@ class FakeRunner:
                  dhcpcd_leaves: tuple[str, ...] = (),
                  dhcpcd_privsep: bool = False) -> None:
         self.root = root
-        # dhcpcd 10.1 (Debian 13): takes the lease but refuses to run our
-        # script; --dumplease prints the lease file it wrote.
+        # dhcpcd 10.1 (Debian 13): takes the lease (writes its lease file)
+        # but refuses to run our script.
         self.dhcpcd_privsep = dhcpcd_privsep
         self.lease = lease
         self.udhcpc_env = UDHCPC_ENV if udhcpc_env is None else udhcpc_env
@@ -137,8 +150,6 @@ class FakeRunner:
             return Result(0, self.dhcpcd_version, "")
         if name == "timeout" and os.path.basename(cmd[4]) == "dhcpcd":
             return self._dhcpcd(cmd)
-        if name == "dhcpcd" and "--dumplease" in cmd:
-            return self._dumplease(cmd)
         for needle, (rc, err) in self.fail.items():
             if needle in " ".join(cmd):
                 return Result(rc, "", err)
@@ -182,22 +193,13 @@ class FakeRunner:
         for reason in ("PREINIT", "CARRIER"):
             subprocess.run([script], env={**env, "interface": NIC, "reason": reason}, check=True)
         if self.dhcpcd_env:
-            lease.write_bytes(b"\x02\x01\x06 new lease")
+            lease.write_bytes(DHCPCD_ACK if self.dhcpcd_privsep else b"\x02\x01\x06 new lease")
             if not self.dhcpcd_privsep:
                 subprocess.run([script], env={**env, **self.dhcpcd_env}, check=True)
         for name in ("eth0-4.pid", "eth0-4.sock", "eth0-4.unpriv.sock"):
             if name not in self.dhcpcd_leaves:
                 (run_dir / name).unlink()
         return Result(0, "", "eth0: leased 10.0.0.4 for 3600 seconds\nexiting due to oneshot\n")
-
-    def _dumplease(self, cmd: list[str]) -> Result:
-        """dhcpcd 10.1 --dumplease: the lease file's variables, no new_ prefix, quoted."""
-        self.dhcpcd_saw["dump_config"] = Path(cmd[cmd.index("-f") + 1]).read_text()
-        if not (self.root / "var/lib/dhcpcd/eth0.lease").exists():
-            return Result(1, "", "dhcpcd: eth0: no lease to dump\n")
-        return Result(0, "".join(f"{k.removeprefix('new_')}='{v}'\n"
-                                 for k, v in self.dhcpcd_env.items()
-                                 if k.startswith("new_")), "")
 
     def ip_calls(self) -> list[list[str]]:
         return [c for c in self.calls if c[0] == "ip"]
@@ -992,11 +994,11 @@ def test_dhcpcd_end_to_end(tmp_path: Path) -> None:
     assert list((tmp_path / "run/cloudinit-azure").iterdir()) == []
 
 
-def test_dhcpcd_10_privsep_lease_read_with_dumplease(tmp_path: Path) -> None:
+def test_dhcpcd_10_privsep_lease_read_from_its_lease_file(tmp_path: Path) -> None:
     # Debian 13's dhcpcd 10.1 leases but runs no script of ours ("script_runreason:
-    # Permission denied"): the same lease comes from --dumplease, read before
-    # dhcpcd's lease file is put back as it was.
-    prog, _ = _dhcpcd_root(tmp_path, up=False)
+    # Permission denied"): the same lease comes from the file dhcpcd wrote,
+    # read before its old lease file is put back as it was.
+    _dhcpcd_root(tmp_path, up=False)
     old = tmp_path / "var/lib/dhcpcd/eth0.lease"
     old.parent.mkdir(parents=True)
     old.write_bytes(b"\x02old lease")
@@ -1005,25 +1007,26 @@ def test_dhcpcd_10_privsep_lease_read_with_dumplease(tmp_path: Path) -> None:
     with dhcp as lease:
         assert (lease.address, lease.prefix, lease.router, lease.wireserver, lease.dns) == (
             "10.0.0.4", 24, "10.0.0.1", "168.63.129.16", ("168.63.129.16",))
-        dump = next(c for c in runner.calls if "--dumplease" in c)
-        assert dump[0] == str(prog) and dump[-3:] == ["--dumplease", "-4", "eth0"]
-        assert runner.dhcpcd_saw["dump_config"] == eph.dhcpcd_config()
         assert old.read_bytes() == b"\x02old lease"
-    routes = [c for c in runner.ip_calls() if c[:3] == ["ip", "-4", "route"]]
-    assert ["168.63.129.16/32", "169.254.169.254/32"] == [c[4] for c in routes][:2]
+    routes = [c[4] for c in runner.ip_calls() if c[:3] == ["ip", "-4", "route"]]
+    assert routes[:2] == ["168.63.129.16/32", "169.254.169.254/32"]
 
 
-@pytest.mark.parametrize("text", [
-    "ip_address='10.0.0.4'\nsubnet_cidr='24'\nrouters='10.0.0.1'\n"
-    "azure_wireserver='168.63.129.16'\n",
-    "ip_address=10.0.0.4\nsubnet_cidr=24\nrouters=10.0.0.1\nazure_wireserver=168.63.129.16\n",
-])
-def test_parse_dhcpcd_dumplease(text: str) -> None:
-    from cloudinit_azure.network.dhcpcd import parse_dhcpcd_dumplease
+def test_parse_dhcpcd_lease_file_matches_the_script_dump() -> None:
+    from cloudinit_azure.network.dhcpcd import parse_dhcpcd_lease_file
 
-    lease = parse_dhcpcd_dumplease(text, NIC)
-    assert (lease.address, lease.prefix, lease.router, lease.wireserver) == (
-        "10.0.0.4", 24, "10.0.0.1", "168.63.129.16")
+    from_file = parse_dhcpcd_lease_file(DHCPCD_ACK, NIC)
+    from_script = eph.parse_dhcpcd_dump(
+        "".join(f"{k}={v}\n" for k, v in DHCPCD_ENV.items()), NIC)
+    for field in ("address", "prefix", "router", "wireserver", "dns", "routes"):
+        assert getattr(from_file, field) == getattr(from_script, field), field
+
+
+def test_parse_dhcpcd_lease_file_without_an_address_is_error() -> None:
+    from cloudinit_azure.network.dhcpcd import parse_dhcpcd_lease_file
+
+    with pytest.raises(DhcpError):
+        parse_dhcpcd_lease_file(b"\x02\x01\x06 not a lease", NIC)
 
 
 def test_dhcpcd_script_and_config_are_private(tmp_path: Path) -> None:
