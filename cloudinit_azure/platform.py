@@ -149,10 +149,14 @@ class LivePlatform:
     def _renew_lease(self) -> None:
         """A new lease inside the flow's: after a vnet switch, or on a hot-plugged NIC."""
         from cloudinit_azure import ephemeral
+        from cloudinit_azure.reuse import renew_in_place
 
         sys_net = self.root / "sys/class/net"
         dhcp = self._dhcp
         gone = _ifindex(sys_net, dhcp.nic) != self._dhcp_ifindex
+        if not gone and ephemeral.primary_nic(sys_net) == dhcp.nic:
+            renew_in_place(dhcp)  # a vnet switch: the NIC kept its configuration
+            return
         eph_log = dhcp.log  # the lease's own logger
         level = eph_log.level
         if gone:  # its addresses and routes went with it: their removal fails, as expected

@@ -14,8 +14,9 @@ import os
 import select
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from cloudinit_azure import pps
 from cloudinit_azure.http import HttpClient
@@ -29,6 +30,44 @@ MARKER = "azure_pps_pool"
 # connection is retried for at most 2 s here, then the wait renews the lease.
 FETCH_POLICY = dataclasses.replace(IMDS_POLICY, deadline_s=2.0, retry_statuses=frozenset())
 ALL_ERRORS = range(400, 600)
+
+
+def renew_in_place(dhcp: Any) -> Any:
+    """A new lease on the NIC that kept its old one (a vnet switch), the old applied meanwhile.
+
+    ``dhcp``: the flow's :class:`cloudinit_azure.network.ephemeral.EphemeralDhcp`.
+    The client runs while the old address and routes stay; a lease needing
+    the same ``ip`` commands keeps them as they are (the old lease's clean-up
+    and the new one's set-up, ~8 ``ip`` runs, are what the built-in pays
+    here), any other replaces them. The fallback (cloud-init's DHCP) or no
+    lease yet: a teardown and a new lease, as before.
+    """
+    from cloudinit_azure.network.clients import find_client
+    from cloudinit_azure.network.nics import link_is_up
+    from cloudinit_azure.network.routes import lease_steps, link_steps
+
+    old, client = dhcp.lease, find_client(dhcp.root)
+    if old is None or dhcp._work is None or client is None or dhcp._unusable(client):
+        dhcp.__exit__(None, None, None)
+        return dhcp.__enter__()
+    start = dhcp.clock()
+    try:
+        dhcp._wait_for_carrier()
+        lease = dhcp._obtain(client)
+        kept = lease_steps(lease, dhcp.nic) == lease_steps(old, dhcp.nic)
+        if not kept:
+            dhcp._undo_all()
+            up = link_is_up(dhcp.root / "sys/class/net", dhcp.nic)
+            for step in link_steps(dhcp.nic, up) + lease_steps(lease, dhcp.nic):
+                dhcp._apply(step, client.name)
+    except BaseException:
+        dhcp._cleanup()
+        raise
+    dhcp.lease = replace(lease, seconds=dhcp.clock() - start)
+    LOG.info("ephemeral DHCP on %s renewed: %s/%s in %.3f s (%s)", dhcp.nic, lease.address,
+             lease.prefix, dhcp.lease.seconds,
+             "the same lease: its configuration kept" if kept else "the new lease applied")
+    return dhcp.lease
 
 
 def marker_path(data_dir: str, root: Path = Path("/")) -> Path:

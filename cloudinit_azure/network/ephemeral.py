@@ -179,15 +179,18 @@ class EphemeralDhcp:
         for step in link_steps(self.nic, link_is_up(self.root / "sys/class/net", self.nic)):
             self._apply(step, client.name)
         self._wait_for_carrier()
-        if client.name == "dhclient":
-            lease = self._run_dhclient(client)
-        elif client.name == "dhcpcd":
-            lease = self._run_dhcpcd(client)
-        else:
-            lease = self._run_udhcpc(client)
+        lease = self._obtain(client)
         for step in lease_steps(lease, self.nic):
             self._apply(step, client.name)
         return lease
+
+    def _obtain(self, client: ClientProgram) -> Lease:
+        """One run of the client: the lease, nothing applied (preprovisioning renews with it)."""
+        if client.name == "dhclient":
+            return self._run_dhclient(client)
+        if client.name == "dhcpcd":
+            return self._run_dhcpcd(client)
+        return self._run_udhcpc(client)
 
     def _wait_for_carrier(self, limit: float = 5.0) -> None:
         """Poll the NIC's carrier (1 ms steps) so the client can skip its own wait.
@@ -344,6 +347,18 @@ class EphemeralDhcp:
 
     def _cleanup(self) -> None:
         """Undo in reverse, stop the daemon, remove the private dir; never raises."""
+        self._undo_all()
+        try:
+            self._stop_dhclient()
+        except Exception as err:
+            self.log.warning("stopping dhclient failed: %s", err)
+        self._restore_dhcpcd_files()
+        if self._work is not None:
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._work = None
+
+    def _undo_all(self) -> None:
+        """Every change applied so far, undone in reverse; never raises."""
         while self._undo:
             cmd = self._undo.pop()
             try:
@@ -353,14 +368,6 @@ class EphemeralDhcp:
                                      _tail(result.stderr))
             except Exception as err:
                 self.log.warning("%s failed: %s", " ".join(cmd), err)
-        try:
-            self._stop_dhclient()
-        except Exception as err:
-            self.log.warning("stopping dhclient failed: %s", err)
-        self._restore_dhcpcd_files()
-        if self._work is not None:
-            shutil.rmtree(self._work, ignore_errors=True)
-            self._work = None
 
     # -- fallback ---------------------------------------------------------
 
