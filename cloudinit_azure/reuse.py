@@ -12,7 +12,9 @@ import dataclasses
 import logging
 import os
 import select
+import shutil
 import socket
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -51,6 +53,9 @@ def renew_in_place(dhcp: Any) -> Any:
         dhcp.__exit__(None, None, None)
         return dhcp.__enter__()
     start = dhcp.clock()
+    # A fresh private directory: the first run's pid file names a dhclient long gone.
+    shutil.rmtree(dhcp._work, ignore_errors=True)
+    dhcp._work = Path(tempfile.mkdtemp(prefix=f"dhcp-{dhcp.nic}.", dir=dhcp.tmp_parent))
     try:
         dhcp._wait_for_carrier()
         lease = dhcp._obtain(client)

@@ -7,6 +7,7 @@ test_ephemeral plays dhclient and ip(8); nothing touches the host network.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from cloudinit_azure.reuse import renew_in_place
@@ -26,18 +27,22 @@ def _leased(tmp_path: Path):
     _exe(tmp_path / "usr/sbin/dhclient")
     _nic(tmp_path, up=False)
     runner = FakeRunner(tmp_path)
-    dhcp, _kills = _dhcp(tmp_path, runner, clock=FakeClock(0.25))
+    dhcp, kills = _dhcp(tmp_path, runner, clock=FakeClock(0.25))
     dhcp.__enter__()
     runner.calls.clear()
-    return dhcp, runner
+    runner.pid = 4343  # the renewal's dhclient
+    return dhcp, runner, kills
 
 
 def test_the_same_lease_keeps_the_configuration(tmp_path: Path) -> None:
-    dhcp, runner = _leased(tmp_path)
+    dhcp, runner, kills = _leased(tmp_path)
     old = dhcp.lease
     lease = renew_in_place(dhcp)
     # One client run, not a single ip(8) command: nothing removed, nothing added.
     assert [c[0] for c in runner.calls] == [str(tmp_path / "usr/sbin/dhclient")]
+    # The new dhclient is the one stopped, not the first run's (its pid file is gone).
+    assert kills.calls == [(4242, signal.SIGTERM), (4343, signal.SIGTERM)]
+    assert len(list((tmp_path / "run/cloudinit-azure").iterdir())) == 1
     assert lease.address == old.address and dhcp.lease is lease
     # The teardown still undoes exactly what the first set-up added.
     runner.calls.clear()
@@ -47,7 +52,7 @@ def test_the_same_lease_keeps_the_configuration(tmp_path: Path) -> None:
 
 
 def test_a_new_address_replaces_the_old_configuration(tmp_path: Path) -> None:
-    dhcp, runner = _leased(tmp_path)
+    dhcp, runner, _kills = _leased(tmp_path)
     runner.lease = DHCLIENT_LEASE.replace("10.0.0.4", "10.1.0.9").replace(
         "10.0.0.1", "10.1.0.1")
     lease = renew_in_place(dhcp)
@@ -77,7 +82,7 @@ def test_no_lease_yet_is_a_fresh_lease(tmp_path: Path) -> None:
 
 
 def test_a_failed_client_run_cleans_up(tmp_path: Path) -> None:
-    dhcp, runner = _leased(tmp_path)
+    dhcp, runner, _kills = _leased(tmp_path)
     runner.client_rc = 2
     try:
         renew_in_place(dhcp)
