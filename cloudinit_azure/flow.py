@@ -364,8 +364,16 @@ def provision_instance(flow: Run, media: Optional[Media], ovf: Optional[OvfEnvir
                        prior: Optional[Outcome]) -> FlowState:
     imds = step_imds(flow, ovf)
     pool = pps.pool_of(ovf, imds, lambda: flow.platform.pool_marker())
+    iid = flow.state.instance_id
+    premade: list[str] = []  # the instance whose host keys the pool's wait made
     if pool is not None:  # preprovisioned: the pool's Ready, the wait, the customer's documents
-        ovf, imds = pps.step_pool(flow, pool, lambda customer: step_imds(flow, customer))
+        def host_keys() -> None:  # the customer's host keys do not depend on the customer
+            if iid is not None:
+                flow.update(host_keys=flow.machine.generate_host_keys(
+                    previous != iid and prior is None))
+                premade.append(iid)
+        ovf, imds = pps.step_pool(flow, pool, lambda customer: step_imds(flow, customer),
+                                  prepare=host_keys)
     keys = step_certificates(flow, ovf, imds)
     started = flow.clock()
     try:
@@ -378,7 +386,8 @@ def provision_instance(flow: Run, media: Optional[Media], ovf: Optional[OvfEnvir
         return flow.update()
     # An outcome in our outbox means this instance was provisioned here before,
     # even if a power cut lost cloud-init's instance-id file: keep its host keys.
-    step_host(flow, plan, new_instance=previous != plan.instance_id and prior is None)
+    step_host(flow, plan, new_instance=previous != plan.instance_id and prior is None
+              and plan.instance_id not in premade)
     state = step_ready(flow, prior)
     if flow.config.eject_media and media is not None and media.kind == "device":
         flow.platform.eject(media.path)

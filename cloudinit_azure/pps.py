@@ -57,6 +57,7 @@ class Plan:
     remember: bool              # mark "pool Ready sent" so a reboot resumes the wait
     waits: tuple[str, ...]      # "vnet_switch", "nic_detach", "nic_attach", "shutdown"
     poll: bool
+    prepare: bool = True        # the customer's boot is this one: prepare it while waiting
 
 
 def classify(preprovisioned_vm: bool, ovf_type: Optional[str], imds_type: Optional[str],
@@ -88,7 +89,7 @@ def classify(preprovisioned_vm: bool, ovf_type: Optional[str], imds_type: Option
 def plan(pool: Pool) -> Plan:
     if pool.kind == OS_DISK:
         # Ready, then the host shuts us down; the customer's boot starts afresh.
-        return Plan(True, False, False, ("shutdown",), False)
+        return Plan(True, False, False, ("shutdown",), False, prepare=False)
     if pool.resumed:
         return Plan(False, False, False, (), True)
     if pool.kind == SAVABLE:
@@ -137,20 +138,22 @@ def pool_of(ovf: Optional[OvfEnvironment], imds: Any,
     return classify(*args, marker=marker())
 
 
-def step_pool(flow: Any, pool: Pool,
-              imds_step: Callable[[OvfEnvironment], Any]) -> tuple[OvfEnvironment, Any]:
+def step_pool(flow: Any, pool: Pool, imds_step: Callable[[OvfEnvironment], Any],
+              prepare: Optional[Callable[[], None]] = None) -> tuple[OvfEnvironment, Any]:
     """The provisioning flow's step between IMDS and the plan, for a pool VM.
 
     The pool's Ready, the wait, the customer's ovf-env.xml (checked, and
     cached redacted in place of the placeholder's), the customer's IMDS
     document. The flow then plans and provisions the customer exactly as a
     normal VM; the placeholder's document is never planned. ``flow`` is the
-    flow's run (its ``platform`` seam, ``phase``, ``clock``, ``state``).
+    flow's run (its ``platform`` seam, ``phase``, ``clock``, ``state``);
+    ``prepare``: work that does not depend on the customer, done during the
+    wait (see :func:`wait_for_customer`).
     """
     started = flow.clock()
     reuse = flow.platform.reuse(flow.state.wireserver)
     try:
-        data = wait_for_customer(pool, reuse, clock=flow.clock)
+        data = wait_for_customer(pool, reuse, clock=flow.clock, prepare=prepare)
         ovf = customer_document(data)
     except ProvisioningError as exc:
         flow.phase("pool", "failed", started, exc.reason)
@@ -183,12 +186,17 @@ class Reuse(Protocol):
 
 
 def wait_for_customer(pool: Pool, reuse: Reuse, *, log: logging.Logger = LOG,
-                      clock: Callable[[], float] = lambda: 0.0) -> bytes:
+                      clock: Callable[[], float] = lambda: 0.0,
+                      prepare: Optional[Callable[[], None]] = None) -> bytes:
     """Report the pool's Ready, wait for the customer, return the customer's ovf-env.xml.
 
     An OS-disk pool VM never returns (the host powers it off). Transient
     faults are retried for ever, as the platform expects: it abandons a pool
-    VM it no longer wants.
+    VM it no longer wants. ``prepare`` runs once, after the pool's Ready and
+    before the wait (also when a reboot resumes it), never for an OS disk
+    (its customer boots afresh): what it does then is off the path from the
+    assignment to the customer's Ready. Its failure is logged; the flow does
+    that work again after the assignment.
     """
     steps = plan(pool)
     if pool.fallback:
@@ -207,6 +215,11 @@ def wait_for_customer(pool: Pool, reuse: Reuse, *, log: logging.Logger = LOG,
             log.info("reported Ready for the %s pool: waiting for a customer", pool.kind)
             if steps.remember:
                 reuse.remember_pool(pool.kind)
+        if prepare is not None and steps.prepare:
+            try:
+                prepare()
+            except Exception as exc:  # done again after the assignment
+                log.info("could not prepare while waiting (%s): after the assignment", exc)
         for what in steps.waits:
             if what == "shutdown":
                 _wait_for_shutdown(reuse, log)

@@ -204,6 +204,48 @@ def test_resumed_wait_skips_the_pool_ready_and_polls():
         "fetch 404", "fetch 404", "fetch 200"]
 
 
+def test_prepare_runs_once_after_the_pool_ready_and_before_the_wait():
+    reuse = FakeReuse(links={"vnet_switch": 2}, answers=[(404, b""), (404, b""), (200, b"d")])
+    pps.wait_for_customer(pps.Pool(pps.RUNNING), reuse,
+                          prepare=lambda: reuse.calls.append("prepare"))
+    assert reuse.calls[:5] == ["open_watch", "pool ready", "remember running", "prepare",
+                               "wait vnet_switch"]
+    assert reuse.calls.count("prepare") == 1
+
+
+def test_prepare_runs_on_a_resumed_wait_before_polling():
+    reuse = FakeReuse(answers=[(200, b"doc")])
+    pps.wait_for_customer(pps.Pool(pps.SAVABLE, resumed=True), reuse,
+                          prepare=lambda: reuse.calls.append("prepare"))
+    assert reuse.calls.index("prepare") < reuse.calls.index("fetch 200")
+
+
+def test_a_failed_prepare_is_logged_and_the_wait_goes_on(caplog):
+    def broken():
+        raise OSError("ssh-keygen broke")
+
+    reuse = FakeReuse(answers=[(200, b"doc")])
+    with caplog.at_level(logging.INFO, logger="cloudinit_azure.pps"):
+        assert pps.wait_for_customer(pps.Pool(pps.RUNNING), reuse, prepare=broken) == b"doc"
+    assert "could not prepare while waiting (ssh-keygen broke)" in caplog.text
+
+
+def test_an_os_disk_pool_vm_prepares_nothing():
+    # Its customer boots afresh from the customer's DVD: nothing made here is kept.
+    class Shutdown(Exception):
+        pass
+
+    def sleep(seconds):
+        raise Shutdown
+
+    reuse = FakeReuse()
+    reuse.sleep = sleep
+    with pytest.raises(Shutdown):
+        pps.wait_for_customer(pps.Pool(pps.OS_DISK), reuse,
+                              prepare=lambda: reuse.calls.append("prepare"))
+    assert "prepare" not in reuse.calls
+
+
 def test_poll_renews_the_lease_after_an_error_answer():
     reuse = FakeReuse(answers=[(500, b""), (None, b""), (410, b""), (200, b"doc")])
     assert pps.poll(reuse) == b"doc"

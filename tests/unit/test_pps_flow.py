@@ -176,3 +176,54 @@ def test_an_instance_already_reported_is_not_reported_again_after_the_wait():
     state = boot(p, FakeMachine())
     assert not [e for e in p.events if e[0] == "health"]
     assert state.failure is None
+
+
+class SharedTimeline(FakeMachine):
+    """The machine's steps on the platform's timeline, to see them against the wait."""
+
+    def __init__(self, platform, **kw):
+        super().__init__(**kw)
+        self.platform = platform
+
+    def _step(self, name, *args):
+        self.platform.events.append(("machine", name, *args))
+        super()._step(name, *args)
+
+
+def test_host_keys_are_made_while_waiting_and_kept_after_the_assignment():
+    p = PoolPlatform(answers=[(404, b""), (200, CUSTOMER)])
+    m = SharedTimeline(p)
+    state = boot(p, m)
+    assert state.provisioned and state.host_keys == ("/etc/ssh/ssh_host_ed25519_key",)
+    names = [e[0] if e[0] != "machine" else e[1] for e in p.events]
+    # Made (as for a new instance) after the pool's Ready, before the customer is known ...
+    assert names.index("pool-ready") < names.index("host_keys") < names.index("reprovisiondata")
+    assert ("machine", "host_keys", True) in p.events
+    # ... and after the assignment only checked (kept), before the customer's Ready.
+    assert [e for e in m.events if e[0] == "host_keys"] == [("host_keys", True),
+                                                            ("host_keys", False)]
+    last_keys = max(i for i, n in enumerate(names) if n == "host_keys")
+    ready = next(i for i, e in enumerate(p.events) if e[0] == "health" and e[2] == "Ready")
+    assert names.index("create_user") < last_keys < ready
+
+
+def test_host_keys_that_failed_during_the_wait_are_made_after_the_assignment():
+    class FailsOnce(SharedTimeline):
+        def generate_host_keys(self, new_instance):
+            if not [e for e in self.events if e[0] == "host_keys"]:
+                self.events.append(("host_keys", new_instance))
+                raise OSError("no entropy yet")
+            return super().generate_host_keys(new_instance)
+
+    p = PoolPlatform(answers=[(200, CUSTOMER)])
+    m = FailsOnce(p)
+    assert boot(p, m).provisioned
+    # The second attempt is the flow's own, for a new instance: stale keys replaced.
+    assert [e for e in m.events if e[0] == "host_keys"] == [("host_keys", True),
+                                                            ("host_keys", True)]
+
+
+def test_an_ordinary_vm_makes_its_host_keys_once():
+    p, m = FakePlatform(), FakeMachine()
+    assert boot(p, m).provisioned
+    assert [e for e in m.events if e[0] == "host_keys"] == [("host_keys", True)]
