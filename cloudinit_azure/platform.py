@@ -149,7 +149,7 @@ class LivePlatform:
     def _renew_lease(self) -> None:
         """A new lease inside the flow's: after a vnet switch, or on a hot-plugged NIC."""
         from cloudinit_azure import ephemeral
-        from cloudinit_azure.reuse import renew_in_place
+        from cloudinit_azure.reuse import forget_unplugged, renew_in_place
 
         sys_net = self.root / "sys/class/net"
         dhcp = self._dhcp
@@ -159,9 +159,10 @@ class LivePlatform:
             return
         eph_log = dhcp.log  # the lease's own logger
         level = eph_log.level
-        if gone:  # its addresses and routes went with it: their removal fails, as expected
+        if gone:  # its addresses and routes went with it: nothing to remove
             LOG.info("%s was unplugged: its old lease is dropped without clean-up", dhcp.nic)
-            eph_log.setLevel(logging.ERROR)
+            forget_unplugged(dhcp)
+            eph_log.setLevel(logging.ERROR)  # the fallback's own teardown fails, as expected
         failed: Optional[Exception] = None
         try:
             dhcp.__exit__(None, None, None)

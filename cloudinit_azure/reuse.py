@@ -75,6 +75,16 @@ def renew_in_place(dhcp: Any) -> Any:
     return dhcp.lease
 
 
+def forget_unplugged(dhcp: Any) -> None:
+    """A lease whose NIC was unplugged: its address and routes went with the NIC.
+
+    Nothing is undone (every ``ip`` run would fail, ~4 of them, on the way to
+    the new NIC's lease); the client and the private files are still cleaned
+    up by the lease's own teardown.
+    """
+    dhcp._undo.clear()
+
+
 def marker_path(data_dir: str, root: Path = Path("/")) -> Path:
     return root / data_dir.lstrip("/") / MARKER
 

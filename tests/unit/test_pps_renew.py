@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from cloudinit_azure.reuse import renew_in_place
+from cloudinit_azure.reuse import forget_unplugged, renew_in_place
 from tests.unit.test_ephemeral import (
     DHCLIENT_LEASE,
     FakeClock,
@@ -92,4 +92,14 @@ def test_a_failed_client_run_cleans_up(tmp_path: Path) -> None:
         raise AssertionError("a failed renewal must raise")
     # Everything the first lease added is undone; no private directory left.
     assert ["ip", "-4", "addr", "del", "10.0.0.4/24", "dev", "eth0"] in runner.ip_calls()
+    assert not list((tmp_path / "run/cloudinit-azure").iterdir())
+
+
+def test_an_unplugged_nics_lease_is_dropped_without_ip_runs(tmp_path: Path) -> None:
+    dhcp, runner, kills = _leased(tmp_path)
+    forget_unplugged(dhcp)
+    dhcp.__exit__(None, None, None)
+    # Its address, routes and link state went with the NIC: no ip(8) run at all,
+    # and the private directory is still removed.
+    assert runner.ip_calls() == []
     assert not list((tmp_path / "run/cloudinit-azure").iterdir())
