@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from cloudinit_azure import atomic
+from cloudinit_azure.host import RUN_DIR, STATE_DIR
 
 if TYPE_CHECKING:
     from cloudinit_azure.wireserver import WireserverClient
 
 LOG = logging.getLogger(__name__)
-STATE_DIR = "/var/lib/cloudinit-azure"
-RUN_DIR = "/run/cloudinit-azure"
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from cloudinit_azure import atomic
+from cloudinit_azure.host import STATE_DIR
 from cloudinit_azure.report import UserConfigError
 
 if TYPE_CHECKING:
     from cloudinit_azure.certificates import CertificateKeys
 
 LOG = logging.getLogger(__name__)
-STAGING_DIR = Path("/var/lib/cloudinit-azure/keypairs")
+STAGING_DIR = Path(STATE_DIR, "keypairs")
 _FINGERPRINT = re.compile(r"[0-9A-Fa-f]{40}")
 
 

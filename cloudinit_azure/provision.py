@@ -18,7 +18,7 @@ from cloudinit_azure.imds import InstanceMetadata
 from cloudinit_azure.metadata import instance_metadata
 from cloudinit_azure.ovf import OvfEnvironment
 from cloudinit_azure.report import ProvisioningError, UserConfigError
-from cloudinit_azure.runner import Runner, run
+from cloudinit_azure.runner import Runner
 
 # Where our config modules go in cloud_init_modules, relative to the
 # distro's own entries (names normalised: '-' == '_').
@@ -88,7 +88,7 @@ def plan(ovf: Optional[OvfEnvironment], imds: Optional[InstanceMetadata], *,
          system_uuid: str, previous_instance_id: Optional[str] = None,
          cert_keys: Optional[Mapping[str, str]] = None,
          existing_users: Optional[Mapping[str, int]] = None,
-         runner: Runner = run, sudo: Optional[str] = "auto") -> Provisioning:
+         runner: Runner, sudo: Optional[str] = "auto") -> Provisioning:
     """Decide the instance from the platform's documents (raises ProvisioningError).
 
     ``sudo`` is the ``datasource: Azure: sudo:`` policy (:func:`account.sudo_rule`).

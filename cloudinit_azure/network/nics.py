@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from cloudinit_azure.host import STATE_DIR
+
 LOG = logging.getLogger(__name__)
 
 
@@ -185,7 +187,7 @@ def mask_persistent_net_rules(root: Path, log: logging.Logger = LOG) -> bool:
 PERSISTENT_NET_RULES = "etc/udev/rules.d/70-persistent-net.rules"
 
 
-STALE_RULES_DIR = "var/lib/cloudinit-azure"
+STALE_RULES_DIR = STATE_DIR.lstrip("/")
 
 
 def remove_stale_net_rules(root: Path, log: logging.Logger = LOG) -> Optional[Path]:

@@ -91,5 +91,6 @@ from cloudinit_azure.resource_disk.probe import (  # noqa: F401
 from cloudinit_azure.resource_disk.settings import (  # noqa: F401
     NAMESPACE,
     DiskSettings,
+    from_settings,
     load_settings,
 )

@@ -28,6 +28,7 @@ from cloudinit import subp, util
 from cloudinit.distros import ug_util
 
 from cloudinit_azure import account, early, keypairs
+from cloudinit_azure.host import Host
 from cloudinit_azure.provision import Provisioning
 
 LOG = logging.getLogger(__name__)
@@ -91,10 +92,12 @@ def host_key_whole(keyfile: str) -> bool:
 
 
 class CloudInitMachine:
-    def __init__(self, distro: Any, sys_cfg: Mapping[str, Any], paths: Any) -> None:
+    def __init__(self, distro: Any, sys_cfg: Mapping[str, Any], paths: Any,
+                 host: Host) -> None:
         self.distro = distro
         self.sys_cfg = sys_cfg
         self.paths = paths
+        self.runner = host.runner
 
     def existing_users(self) -> Mapping[str, int]:
         return account.read_passwd("/etc/passwd")

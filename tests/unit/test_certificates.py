@@ -294,7 +294,7 @@ def test_fetch_certificate_keys_end_to_end(material, pair, tmp_path):
     gs = GoalState("1", "c", "i", "http://168.63.129.16:80/machine/c?comp=certificates")
     with ScriptedServer([Reply(200, certificates_xml(env))]) as srv:
         client = WireserverClient(srv.url, clock=clock, sleep=clock.sleep)
-        got = fetch_certificate_keys(client, gs, pair=pair, private=True,
+        got = fetch_certificate_keys(client, gs, pair=pair, private=True, runner=run,
                                      tmp_dir=str(tmp_path))
     assert srv.seen[0].headers["x-ms-guest-agent-public-x509-cert"] == \
         transport_cert_header(pair)

@@ -28,6 +28,7 @@ from cloudinit_azure.network import (
 )
 from cloudinit_azure.report import ConfigError
 from cloudinit_azure.runner import Result
+from tests.fakes import FakeRunner
 
 LOG = logging.getLogger("test")
 
@@ -44,24 +45,6 @@ def _publish(*args, **kwargs):
 
 def _configure(*args, **kwargs):
     return network.configure(*args, kill=_no_kill, **kwargs)
-
-
-class FakeRunner:
-    """Records command lines; answers from a {argv[0:n] tuple: Result} table."""
-
-    def __init__(self, answers=None, missing=()):
-        self.calls = []
-        self.answers = answers or {}
-        self.missing = set(missing)
-
-    def __call__(self, cmd, *, input=None, check=True, timeout=None):
-        self.calls.append(list(cmd))
-        if cmd[0] in self.missing:
-            raise FileNotFoundError(2, "No such file or directory", cmd[0])
-        for n in range(len(cmd), 0, -1):
-            if tuple(cmd[:n]) in self.answers:
-                return self.answers[tuple(cmd[:n])]
-        return Result(0, "", "")
 
 
 def make_nic(net: Path, name, mac, driver=None, master=None, ifindex=None):

@@ -6,6 +6,7 @@ import subprocess
 
 from cloudinit_azure import kvp, settings
 from cloudinit_azure.platform import LivePlatform
+from tests.fakes import fake_host
 
 
 def cfg(tmp_path, **over):
@@ -29,7 +30,7 @@ def test_a_seed_is_read_without_probing_block_devices(tmp_path):
     (tmp_path / "seed").mkdir()
     (tmp_path / "seed/ovf-env.xml").write_bytes(b"<x/>")
     blkid = Blkid()
-    found = LivePlatform(cfg(tmp_path), root=tmp_path, runner=blkid).read_media()
+    found = LivePlatform(cfg(tmp_path), host=fake_host(tmp_path, blkid)).read_media()
     assert (found.kind, found.data) == ("seed", b"<x/>") and blkid.calls == []
 
 
@@ -40,16 +41,16 @@ def test_other_media_are_probed_only_when_seed_and_sr0_fail(tmp_path):
     cache.mkdir(parents=True)
     (cache / "ovf-env.xml").write_bytes(b"<cached/>")
     blkid = Blkid()
-    found = LivePlatform(cfg(tmp_path), root=tmp_path, runner=blkid).read_media()
+    found = LivePlatform(cfg(tmp_path), host=fake_host(tmp_path, blkid)).read_media()
     assert found.kind == "cache" and len(blkid.calls) == 2  # udf, iso9660
 
 
 def test_no_media_at_all_is_none(tmp_path):
-    assert LivePlatform(cfg(tmp_path), root=tmp_path, runner=Blkid()).read_media() is None
+    assert LivePlatform(cfg(tmp_path), host=fake_host(tmp_path, Blkid())).read_media() is None
 
 
 def test_reports_and_diagnostics_go_to_their_kvp_keys(tmp_path):
-    p = LivePlatform(cfg(tmp_path), root=tmp_path)
+    p = LivePlatform(cfg(tmp_path), host=fake_host(tmp_path))
     p.kvp("PROVISIONING_REPORT", "result=success")
     p.kvp("imds", "imds: ok in 0.010 s")
     records = kvp.read(tmp_path / "kvp")
