@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol, Sequence
 
 from cloudinit_azure import identity, provision
 from cloudinit_azure.health import Outcome
-from cloudinit_azure.report import ProvisioningError
+from cloudinit_azure.report import ApplyError, ProvisioningError  # noqa: F401 (ApplyError: flow's import)
 from cloudinit_azure.settings import DATASOURCE_NAMESPACE, with_defaults
 from cloudinit_azure.wireserver import DEFAULT_WIRESERVER
 
@@ -31,24 +31,6 @@ if TYPE_CHECKING:  # every stage unpickles the state: keep its imports light
 LOG = logging.getLogger(__name__)
 READY_FROM_INIT_LOCAL = "init-local"
 READY_FROM_MODULE = "azure_ready"
-
-
-class ApplyError(ProvisioningError):
-    """A step that changes the machine in init-local failed (creating the user, sshd's
-    password setting, the OVF key pairs, host keys, host name); the reason names the
-    step (``error applying provisioning: user``) and the user is removed again."""
-
-    default_reason = "error applying provisioning"
-    what_to_do = (
-        "Read the supporting data (step, exception, detail) and the cloud-init log: "
-        "the image's useradd, sudoers, sshd_config or ssh-keygen failed. Check the "
-        "image with 'cloudinit-azure doctor'; a read-only or full root file system "
-        "and a missing ssh-keygen are the usual causes."
-    )
-
-    def __init__(self, step: str, exc: BaseException) -> None:
-        super().__init__(f"error applying provisioning: {step}", step=step,
-                         exception=type(exc).__name__, detail=str(exc)[:160])
 
 
 # --- values crossing the seams ------------------------------------------------

@@ -17,7 +17,7 @@ from cloudinit_azure.identity import instance_id as choose_instance_id
 from cloudinit_azure.imds import InstanceMetadata
 from cloudinit_azure.metadata import instance_metadata
 from cloudinit_azure.ovf import OvfEnvironment
-from cloudinit_azure.report import ProvisioningError, UserConfigError
+from cloudinit_azure.report import MissingCustomDataError, ProvisioningError, UserConfigError
 from cloudinit_azure.runner import Runner
 
 # Where our config modules go in cloud_init_modules, relative to the
@@ -31,10 +31,6 @@ MODULE_PLACEMENT: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("azure_network", "after", ("azure_ready",)),
     ("azure_resource_disk", "after", ("azure_network", "azure_ready")),
 )
-
-
-class MissingCustomDataError(ProvisioningError):
-    default_reason = "customData was provided but no provisioning media was found"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from cloudinit_azure.host import STATE_DIR
-from cloudinit_azure.report import ProvisioningError
 from cloudinit_azure.runner import Runner
 
 LOG = logging.getLogger("cloudinit_azure.resource_disk")
@@ -18,13 +17,6 @@ LOG = logging.getLogger("cloudinit_azure.resource_disk")
 MIB = 1024 * 1024
 MARKER_PATH = f"{STATE_DIR}/resource-disk.json"
 FSTAB_PATH = "/etc/fstab"
-
-
-class ResourceDiskError(ProvisioningError):
-    """The resource disk could not be set up; nothing was destroyed by us
-    unless the message says the format had already begun."""
-
-    default_reason = "error setting up the resource disk"
 
 
 @dataclass(frozen=True)
