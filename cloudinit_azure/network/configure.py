@@ -92,7 +92,7 @@ def find_lease(root: Path, client: Optional[str], nic: Nic, runner: Runner,
 def configure(settings: Mapping[str, Any], *, root: Path, runner: Runner,
               hostname: Optional[str] = None, wireserver: Optional[str] = None,
               primary_mac: Optional[str] = None,
-              post: Optional[Callable[[str, bytes], Any]] = None,
+              post: Optional[Callable[[bytes], Any]] = None,
               container_id: Optional[str] = None, instance_id: Optional[str] = None,
               python: Optional[str] = None,
               log: logging.Logger = LOG, kill: Kill) -> Outcome:
