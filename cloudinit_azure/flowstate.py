@@ -177,7 +177,7 @@ def cloud_config(state: FlowState, modules: Optional[Sequence[Any]],
 def network_config(state: FlowState, settings: Mapping[str, Any],
                    names: Mapping[str, str]) -> Optional[dict[str, Any]]:
     """The IMDS network config (or DHCP on the primary NIC); None when turned off."""
-    from cloudinit_azure import netconfig
+    from cloudinit_azure.network import netconfig
 
     settings = with_defaults(DATASOURCE_NAMESPACE, settings)
     if not settings["apply_network_config"]:
