@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Union
 
 from cloudinit_azure import atomic
 from cloudinit_azure.runner import Runner, run
@@ -43,6 +43,18 @@ class Host:
     @property
     def state_dir(self) -> Path:
         return self.path(STATE_DIR)
+
+
+def read_text(path: Union[str, os.PathLike[str]]) -> Optional[str]:
+    """A small file's text (sysfs, /proc, config), or None when it cannot be read.
+
+    Undecodable bytes are replaced: sysfs and image files are not ours to trust.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return None
 
 
 def this_machine(**overrides: Any) -> Host:

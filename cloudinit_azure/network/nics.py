@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from cloudinit_azure.host import STATE_DIR
+from cloudinit_azure.host import STATE_DIR, read_text
 
 LOG = logging.getLogger(__name__)
 
@@ -54,10 +54,8 @@ class Nic:
 
 
 def _read(path: Path) -> Optional[str]:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return None
+    text = read_text(path)
+    return None if text is None else text.strip()
 
 
 def _link_name(path: Path) -> Optional[str]:

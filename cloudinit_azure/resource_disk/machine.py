@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from cloudinit_azure.host import STATE_DIR
+from cloudinit_azure.host import STATE_DIR, read_text
 from cloudinit_azure.runner import Runner
 
 LOG = logging.getLogger("cloudinit_azure.resource_disk")
@@ -39,12 +39,7 @@ class Machine:
         return os.path.join(self.root, system_path.lstrip("/"))
 
 
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return None
+_read = read_text  # the package's name for it
 
 
 def _uevent(machine: Machine, name: str) -> dict[str, str]:
