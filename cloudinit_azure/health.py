@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from cloudinit_azure import atomic
-from cloudinit_azure.host import RUN_DIR, STATE_DIR
 
 if TYPE_CHECKING:
     from cloudinit_azure.wireserver import WireserverClient
@@ -43,7 +42,7 @@ def _safe(instance_id: str) -> str:
 class Outbox:
     """Outcome markers per instance: ``state_dir`` (persistent), ``run_dir`` (this boot)."""
 
-    def __init__(self, state_dir: str = STATE_DIR, run_dir: str = RUN_DIR) -> None:
+    def __init__(self, state_dir: str, run_dir: str) -> None:
         self.state_dir = Path(state_dir)
         self.run_dir = Path(run_dir)
 

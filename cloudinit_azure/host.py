@@ -1,10 +1,11 @@
 """The one seam to the machine: what the core may touch, passed in by the adapters.
 
 Core functions take a root path, a :class:`~cloudinit_azure.runner.Runner`, a
-clock, a writer or a kill function as parameters and never default to the
-real machine. The adapters (``cloudinit_azure/sources``, ``cloudinit_azure/
-modules``, the CLIs) build one :class:`Host` with :func:`this_machine` and hand
-its parts in; tests build one over a temporary root with the shared fake runner.
+clock or a kill function as parameters and never default to the real machine;
+files are replaced through the one atomic writer (:mod:`cloudinit_azure.atomic`).
+The adapters (``cloudinit_azure/sources``, ``cloudinit_azure/modules``, the CLIs)
+build one :class:`Host` with :func:`this_machine` and hand its parts in; tests
+build one over a temporary root with the shared fake runner.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from cloudinit_azure import atomic
 from cloudinit_azure.runner import Runner, run
 
 # The plug-in's one persistent state directory (markers, staged key pairs, the
@@ -27,13 +27,12 @@ RUN_DIR = "/run/cloudinit-azure"
 
 @dataclass(frozen=True)
 class Host:
-    """Root path, program runner, clock, atomic file writes and kill of one machine."""
+    """Root path, program runner, clock and kill of one machine."""
 
     root: Path
     runner: Runner
     clock: Callable[[], float]
     sleep: Callable[[float], None]
-    write: Callable[..., bool]
     kill: Callable[[int, int], None]
 
     def path(self, system_path: str) -> Path:
@@ -63,6 +62,6 @@ def this_machine(**overrides: Any) -> Host:
     Only adapters call this; ``overrides`` replaces single parts.
     """
     parts: dict[str, Any] = dict(root=Path("/"), runner=run, clock=time.monotonic,
-                                 sleep=time.sleep, write=atomic.write_file, kill=os.kill)
+                                 sleep=time.sleep, kill=os.kill)
     parts.update(overrides)
     return Host(**parts)

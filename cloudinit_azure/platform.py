@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 from cloudinit_azure import health, kvp, media
 from cloudinit_azure.flow import Link, Media
 from cloudinit_azure.health import Outcome
-from cloudinit_azure.host import Host
+from cloudinit_azure.host import RUN_DIR, STATE_DIR, Host
 from cloudinit_azure.report import DhcpError, MediaError
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class LivePlatform:
         self.mount = mount
         self.dhcp_fallback = dhcp_fallback
         self.runner = host.runner
-        self.outbox = outbox or health.Outbox()
+        self.outbox = outbox or health.Outbox(str(host.path(STATE_DIR)), str(host.path(RUN_DIR)))
         self._dhcp: Any = None  # the flow's ephemeral lease (renewed by preprovisioning)
         self._dhcp_ifindex: Optional[str] = None
 

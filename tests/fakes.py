@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
-from cloudinit_azure import atomic
 from cloudinit_azure.host import Host
 from cloudinit_azure.runner import CommandError, Result
 
@@ -92,7 +91,7 @@ def fake_host(root: Path, runner: Optional[FakeRunner] = None, **overrides: Any)
     """A :class:`Host` over the test's ``root``: the fake runner, no sleeping, no signals."""
     parts: dict[str, Any] = dict(root=Path(root), runner=runner or FakeRunner(),
                                  clock=time.monotonic, sleep=lambda _s: None,
-                                 write=atomic.write_file, kill=Kills())
+                                 kill=Kills())
     parts.update(overrides)
     return Host(**parts)
 
