@@ -28,7 +28,7 @@ from cloudinit_azure.network import (
 )
 from cloudinit_azure.report import ConfigError
 from cloudinit_azure.runner import Result
-from tests.fakes import FakeRunner
+from tests.fakes import FakeRunner, fake_host
 
 LOG = logging.getLogger("test")
 
@@ -571,7 +571,7 @@ def test_main_publish_reads_etc_hostname(tmp_path):
     runner = FakeRunner()
     from cloudinit_azure.network.__main__ import main
 
-    assert main(["publish", "--root", str(root)], runner, kill=_no_kill) == 0
+    assert main(["publish", "--root", str(root)], fake_host(root, runner)) == 0
     assert runner.calls == [["dhcpcd", "--rebind", "eth0"]]
 
 # --------------------------------------------------- host key thumbprint ----
