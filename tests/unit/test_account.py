@@ -298,10 +298,8 @@ def test_openssl_failure_is_user_config_error_without_password():
 
 
 def test_openssl_missing_binary():
-    def runner(cmd, **kwargs):
-        raise FileNotFoundError(cmd[0])
     with pytest.raises(UserConfigError) as info:
-        hash_password("pw", runner, backend="openssl")
+        hash_password("pw", FakeRunner(missing={"openssl"}), backend="openssl")
     assert info.value.reason == "password hashing failed"
 
 

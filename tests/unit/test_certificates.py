@@ -35,6 +35,7 @@ from cloudinit_azure.certificates import (
 from cloudinit_azure.report import CertificateError
 from cloudinit_azure.runner import Result, run
 from cloudinit_azure.wireserver import GoalState, WireserverClient
+from tests.fakes import FakeRunner
 from tests.unit.test_http import FakeClock, Reply, ScriptedServer
 
 OPENSSL = "/usr/bin/openssl"
@@ -106,8 +107,7 @@ def openssh(key) -> str:
                                          serialization.PublicFormat.OpenSSH).decode()
 
 
-def no_runner(*args, **kwargs):
-    raise AssertionError("openssl must not be run")
+no_runner = FakeRunner(default=AssertionError("openssl must not be run"))
 
 
 # --- transport pair ------------------------------------------------------------

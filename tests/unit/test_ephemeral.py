@@ -1191,9 +1191,7 @@ def test_old_dhcpcd_uses_fallback(tmp_path: Path, version: str) -> None:
 def test_dhcpcd_version_check_that_cannot_run_uses_fallback(tmp_path: Path) -> None:
     _dhcpcd_root(tmp_path, up=True)
 
-    def runner(cmd: list[str], **kw: Any) -> Result:
-        raise PermissionError(13, "Permission denied")
-
+    runner = fakes.FakeRunner(default=PermissionError(13, "Permission denied"))
     fallback = FakeFallback()
     dhcp = eph.EphemeralDhcp(NIC, root=tmp_path, runner=runner, kill=Kills(),
                              fallback=fallback)

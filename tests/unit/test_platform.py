@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-
 from cloudinit_azure import kvp, settings
 from cloudinit_azure.platform import LivePlatform
-from tests.fakes import fake_host
+from cloudinit_azure.runner import Result
+from tests.fakes import FakeRunner, fake_host
 
 
 def cfg(tmp_path, **over):
@@ -15,15 +14,11 @@ def cfg(tmp_path, **over):
     return base
 
 
-class Blkid:
-    def __init__(self, devices=()):
-        self.calls = []
-        self.devices = devices
-
-    def __call__(self, cmd, **kw):
-        self.calls.append(cmd)
-        out = "\n".join(self.devices) if "TYPE=udf" in cmd[-3] else ""
-        return subprocess.CompletedProcess(cmd, 0 if out else 2, out, "")
+def Blkid(devices=()):
+    """blkid finding ``devices`` as UDF and nothing else (exit 2: none found)."""
+    udf = Result(0, "\n".join(devices), "") if devices else Result(2, "", "")
+    return FakeRunner({("blkid", "-c", "/dev/null", "-t", "TYPE=udf"): udf},
+                      default=Result(2, "", ""))
 
 
 def test_a_seed_is_read_without_probing_block_devices(tmp_path):

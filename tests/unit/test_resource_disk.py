@@ -268,7 +268,7 @@ def test_parse_blkid_export_unescapes():
 
 def test_probe_exit_codes():
     def runner(out, rc, err=""):
-        return lambda cmd, **kw: Result(rc, out, err)
+        return fakes.FakeRunner(default=Result(rc, out, err))
     assert rd.probe(runner("TYPE=ext4\n", 0), "/dev/x") == {"TYPE": "ext4"}
     assert rd.probe(runner("", 2), "/dev/x") == {}
     assert rd.probe(runner("", 8, "ambivalent result"), "/dev/x") == {
