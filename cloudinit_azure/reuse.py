@@ -31,7 +31,7 @@ FETCH_POLICY = dataclasses.replace(IMDS_POLICY, deadline_s=2.0, retry_statuses=f
 ALL_ERRORS = range(400, 600)
 
 
-def marker_path(data_dir: str, root: Path = Path("/")) -> Path:
+def marker_path(data_dir: str, root: Path) -> Path:
     return root / data_dir.lstrip("/") / MARKER
 
 
