@@ -22,7 +22,7 @@ from typing import Any, Optional, Union
 
 from cloudinit_azure.ovf import REDACTED
 from cloudinit_azure.report import UserConfigError
-from cloudinit_azure.runner import Runner, run
+from cloudinit_azure.runner import Runner
 
 # Re-exported: callers import them from here.
 from cloudinit_azure.ssh_keys import KNOWN_KEY_TYPES, normalize_ssh_key  # noqa: F401
@@ -196,7 +196,7 @@ def _backend_crypt(backend: str) -> Optional[ModuleType]:
     return crypt_mod
 
 
-def hash_password(password: Optional[str], runner: Runner = run, *,
+def hash_password(password: Optional[str], runner: Runner, *,
                   backend: str = "auto") -> Optional[str]:
     """SHA-512 crypt (``$6$``) with a fresh 16-char salt; empty/None -> None.
 
@@ -216,7 +216,7 @@ def hash_password(password: Optional[str], runner: Runner = run, *,
     return hashed
 
 
-def verify_password(password: str, hashed: str, runner: Runner = run, *,
+def verify_password(password: str, hashed: str, runner: Runner, *,
                     backend: str = "auto") -> bool:
     """True when ``password`` hashes to ``hashed`` (SHA-512 crypt only)."""
     match = _SHA512_RE.fullmatch(hashed or "")
@@ -304,7 +304,7 @@ class UserPlan:
 def plan_user(username: str, password: Optional[str], ssh_keys: Iterable[str],
               disable_ssh_password_auth: Optional[bool], hostname: Optional[str],
               existing_system_users: Optional[Mapping[str, int]] = None, *,
-              runner: Runner = run, sudo: Optional[str] = "auto",
+              runner: Runner, sudo: Optional[str] = "auto",
               groups: Sequence[str] = (),
               max_username_length: int = USERADD_MAX_USERNAME) -> UserPlan:
     """Validate and combine the platform's user request into a :class:`UserPlan`.

@@ -43,7 +43,7 @@ from cryptography.x509.oid import NameOID
 
 from cloudinit_azure import xmldoc
 from cloudinit_azure.report import CertificateError
-from cloudinit_azure.runner import Result, Runner, run
+from cloudinit_azure.runner import Result, Runner
 
 if TYPE_CHECKING:
     from cloudinit_azure.wireserver import GoalState, WireserverClient
@@ -140,7 +140,7 @@ def _openssl_failed(what: str, result: Result) -> CertificateError:
                             stderr=stderr[-1][:200] if stderr else "")
 
 
-def decrypt_pkcs7(data: bytes, pair: TransportPair, runner: Runner = run,
+def decrypt_pkcs7(data: bytes, pair: TransportPair, runner: Runner,
                   tmp_dir: Optional[str] = None) -> bytes:
     """Decrypt the CMS envelope to ``pair``; returns the PKCS#12 bytes."""
     decrypt_der = getattr(pkcs7, "pkcs7_decrypt_der", None)  # absent before 44
@@ -239,7 +239,7 @@ def pem_blocks(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def private_keys_by_fingerprint(pkcs12_bytes: bytes, runner: Runner = run,
+def private_keys_by_fingerprint(pkcs12_bytes: bytes, runner: Runner,
                                 tmp_dir: Optional[str] = None) -> dict[str, bytes]:
     """Every private key in the bundle (OpenSSH private format), keyed by the
     fingerprint of the certificate that carries its public half."""
@@ -282,7 +282,7 @@ def fetch_certificate_keys(
     client: WireserverClient,
     goal_state: GoalState,
     *,
-    runner: Runner = run,
+    runner: Runner,
     pair: Optional[TransportPair] = None,
     private: bool = False,
     tmp_dir: Optional[str] = None,

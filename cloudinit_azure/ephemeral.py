@@ -1,20 +1,15 @@
 """The init-local ephemeral DHCP, at its old import path (the datasource's).
 
 The code lives in :mod:`cloudinit_azure.network` (``.ephemeral``, ``.clients``,
-``.leases``, ``.dhcpcd``, ``.routes``, ``.nics``). This module is the thin
-adapter for callers that touch the real machine: :class:`EphemeralDhcp` here
-passes root ``/``, the real runner and ``os.kill``, which the core class
-requires; :func:`primary_nic` returns the primary NIC's *name* by the one
-rule of :func:`cloudinit_azure.network.nics.primary_nic`.
+``.leases``, ``.dhcpcd``, ``.routes``, ``.nics``); this module only re-exports
+it. :class:`EphemeralDhcp` takes the root, runner and kill of the machine from
+its caller (the platform passes its :class:`~cloudinit_azure.host.Host`'s);
+:func:`primary_nic` returns the primary NIC's *name* by the one rule of
+:func:`cloudinit_azure.network.nics.primary_nic`.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
-
-from cloudinit_azure.network import ephemeral as _core
 from cloudinit_azure.network.clients import (  # noqa: F401
     BUSYBOX_PATHS,
     DEFAULT_TIMEOUT,
@@ -52,6 +47,7 @@ from cloudinit_azure.network.dhcpcd import (  # noqa: F401
 from cloudinit_azure.network.ephemeral import (  # noqa: F401
     PID_WAIT,
     STDERR_TAIL,
+    EphemeralDhcp,
     Fallback,
 )
 from cloudinit_azure.network.leases import (  # noqa: F401
@@ -76,15 +72,4 @@ from cloudinit_azure.network.routes import (  # noqa: F401
     lease_to_commands,
     link_steps,
 )
-from cloudinit_azure.runner import run
 from cloudinit_azure.wireserver import parse_option_245  # noqa: F401
-
-
-class EphemeralDhcp(_core.EphemeralDhcp):
-    """:class:`cloudinit_azure.network.ephemeral.EphemeralDhcp` on this machine."""
-
-    def __init__(self, nic: str, **kwargs: Any) -> None:
-        kwargs.setdefault("root", Path("/"))
-        kwargs.setdefault("runner", run)
-        kwargs.setdefault("kill", os.kill)
-        super().__init__(nic, **kwargs)

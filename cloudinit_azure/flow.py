@@ -289,6 +289,7 @@ def step_plan(flow: Run, ovf: Optional[OvfEnvironment], imds: Optional[InstanceM
     plan = provision.plan(ovf, imds, system_uuid=system_uuid, previous_instance_id=previous,
                           cert_keys=dict(keys.public_keys) if keys else {},
                           existing_users=flow.machine.existing_users(),
+                          runner=flow.machine.runner,
                           sudo=flow.config.sudo)
     home = flow.machine.home_dir(plan.username)
     files = [keypairs.key_pair_file(fingerprint, path, home, keys)

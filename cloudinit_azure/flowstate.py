@@ -18,35 +18,19 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol, Sequence
 
 from cloudinit_azure import identity, provision
 from cloudinit_azure.health import Outcome
-from cloudinit_azure.report import ProvisioningError
+from cloudinit_azure.report import ApplyError, ProvisioningError  # noqa: F401 (ApplyError: flow's import)
+from cloudinit_azure.settings import DATASOURCE_NAMESPACE, with_defaults
 from cloudinit_azure.wireserver import DEFAULT_WIRESERVER
 
 if TYPE_CHECKING:  # every stage unpickles the state: keep its imports light
     from cloudinit_azure import keypairs
     from cloudinit_azure.certificates import CertificateKeys
     from cloudinit_azure.imds import InstanceMetadata
+    from cloudinit_azure.runner import Runner
 
 LOG = logging.getLogger(__name__)
 READY_FROM_INIT_LOCAL = "init-local"
 READY_FROM_MODULE = "azure_ready"
-
-
-class ApplyError(ProvisioningError):
-    """A step that changes the machine in init-local failed (creating the user, sshd's
-    password setting, the OVF key pairs, host keys, host name); the reason names the
-    step (``error applying provisioning: user``) and the user is removed again."""
-
-    default_reason = "error applying provisioning"
-    what_to_do = (
-        "Read the supporting data (step, exception, detail) and the cloud-init log: "
-        "the image's useradd, sudoers, sshd_config or ssh-keygen failed. Check the "
-        "image with 'cloudinit-azure doctor'; a read-only or full root file system "
-        "and a missing ssh-keygen are the usual causes."
-    )
-
-    def __init__(self, step: str, exc: BaseException) -> None:
-        super().__init__(f"error applying provisioning: {step}", step=step,
-                         exception=type(exc).__name__, detail=str(exc)[:160])
 
 
 # --- values crossing the seams ------------------------------------------------
@@ -126,6 +110,8 @@ class Platform(Protocol):
 
 
 class Machine(Protocol):
+    runner: Runner  # password hashing (openssl) where crypt(3) is absent
+
     def existing_users(self) -> Mapping[str, int]: ...
     def home_dir(self, username: str) -> str: ...
     def account_blocker(self, home: str) -> Optional[str]: ...  # why not now, or None
@@ -158,11 +144,12 @@ def subplatform(state: FlowState) -> str:
 
 def flow_config(settings: Mapping[str, Any]) -> FlowConfig:
     """The flow's part of the validated ``datasource: Azure:`` settings."""
-    return FlowConfig(wireserver=settings.get("wireserver"),
+    settings = with_defaults(DATASOURCE_NAMESPACE, settings)
+    return FlowConfig(wireserver=settings["wireserver"],
                       failure_budget_s=float(settings["failure_report_budget_s"]),
                       ready_budget_s=float(settings["ready_budget_s"]),
-                      eject_media=bool(settings.get("eject_media", True)),
-                      sudo=settings.get("sudo", "auto"))
+                      eject_media=bool(settings["eject_media"]),
+                      sudo=settings["sudo"])
 
 
 def cloud_config(state: FlowState, modules: Optional[Sequence[Any]],
@@ -190,13 +177,14 @@ def cloud_config(state: FlowState, modules: Optional[Sequence[Any]],
 def network_config(state: FlowState, settings: Mapping[str, Any],
                    names: Mapping[str, str]) -> Optional[dict[str, Any]]:
     """The IMDS network config (or DHCP on the primary NIC); None when turned off."""
-    from cloudinit_azure import netconfig
+    from cloudinit_azure.network import netconfig
 
-    if not settings.get("apply_network_config", True):
+    settings = with_defaults(DATASOURCE_NAMESPACE, settings)
+    if not settings["apply_network_config"]:
         return None
     config, problem = netconfig.network_config_or_fallback(
         state.imds_network, nic_driver=state.link.driver, names=names,
-        apply_secondary_ips=settings.get("apply_network_config_for_secondary_ips", True),
+        apply_secondary_ips=settings["apply_network_config_for_secondary_ips"],
         primary_mac=state.link.mac)
     if problem:
         LOG.warning("IMDS network data unusable (%s): DHCP on the primary NIC", problem)

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from cloudinit_azure.wireserver import WireserverClient
 
 LOG = logging.getLogger(__name__)
-STATE_DIR = "/var/lib/cloudinit-azure"
-RUN_DIR = "/run/cloudinit-azure"
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ def _safe(instance_id: str) -> str:
 class Outbox:
     """Outcome markers per instance: ``state_dir`` (persistent), ``run_dir`` (this boot)."""
 
-    def __init__(self, state_dir: str = STATE_DIR, run_dir: str = RUN_DIR) -> None:
+    def __init__(self, state_dir: str, run_dir: str) -> None:
         self.state_dir = Path(state_dir)
         self.run_dir = Path(run_dir)
 

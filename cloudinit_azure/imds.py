@@ -193,7 +193,7 @@ def parse_network(network: Any) -> tuple[NetworkInterface, ...]:
     (bad MAC, bad or wrong-family IP, bad prefix, duplicate MAC, wrong
     shapes) never fails provisioning. :func:`parse_instance_metadata` keeps
     the problem in ``network_problem`` and the network config falls back to
-    DHCP on the primary NIC (:func:`cloudinit_azure.netconfig.network_config_or_fallback`).
+    DHCP on the primary NIC (:func:`cloudinit_azure.network.netconfig.network_config_or_fallback`).
     """
     section = _obj(network, "network")
     interfaces = []

@@ -20,16 +20,17 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 from cloudinit_azure import atomic
+from cloudinit_azure.host import STATE_DIR
 from cloudinit_azure.report import UserConfigError
 
 if TYPE_CHECKING:
     from cloudinit_azure.certificates import CertificateKeys
 
 LOG = logging.getLogger(__name__)
-STAGING_DIR = Path("/var/lib/cloudinit-azure/keypairs")
+STAGING_DIR = Path(STATE_DIR, "keypairs")
 _FINGERPRINT = re.compile(r"[0-9A-Fa-f]{40}")
 
 
@@ -71,10 +72,16 @@ def key_pair_file(fingerprint: str, path: str, home: str,
     return KeyPairFile(fp, resolved, private, keys.public_keys.get(fp))
 
 
-def stage(files: Sequence[KeyPairFile], staging: Path = STAGING_DIR) -> None:
-    """Keep the keys by fingerprint in a 0700 directory; private files 0600 from birth."""
+def _under(root: Path, system_path: Union[str, Path]) -> Path:
+    return Path(root) / str(system_path).lstrip("/")
+
+
+def stage(files: Sequence[KeyPairFile], *, root: Path) -> None:
+    """Keep the keys by fingerprint in a 0700 directory (:data:`STAGING_DIR` under
+    ``root``); private files 0600 from birth."""
     if not files:
         return
+    staging = _under(root, STAGING_DIR)
     os.makedirs(staging, mode=0o700, exist_ok=True)
     os.chmod(staging, 0o700)
     for item in files:
@@ -96,13 +103,15 @@ def _make_dirs(directory: Path, home: Path, uid: int, gid: int) -> None:
         os.chown(path, uid, gid)
 
 
-def install(files: Sequence[KeyPairFile], uid: int, gid: int, home: str,
-            staging: Path = STAGING_DIR) -> list[str]:
-    """Write each pair at its (already resolved) path; return the paths written.
+def install(files: Sequence[KeyPairFile], uid: int, gid: int, home: str, *,
+            root: Path) -> list[str]:
+    """Write each pair at its (already resolved) path under ``root``; return the
+    paths written (as ``root`` sees them).
 
     A file that cannot be written raises OSError: the caller turns it into
     a ProvisioningFailed. Staged copies are removed once installed.
     """
+    staging = _under(root, STAGING_DIR)
     written: list[str] = []
     for item in files:
         resolve_path(item.path, home)  # never trust a path that skipped the plan
@@ -111,8 +120,8 @@ def install(files: Sequence[KeyPairFile], uid: int, gid: int, home: str,
             private = (staging / item.fingerprint).read_bytes()
             pub = staging / f"{item.fingerprint}.pub"
             public = pub.read_text().strip() if pub.exists() else None
-        dest = Path(item.path)
-        _make_dirs(dest.parent, Path(home), uid, gid)
+        dest = _under(root, item.path)
+        _make_dirs(dest.parent, _under(root, home), uid, gid)
         atomic.write_file(dest, private, mode=0o600, uid=uid, gid=gid)
         written.append(str(dest))
         if public:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 from cloudinit_azure import health, kvp, media
 from cloudinit_azure.flow import Link, Media
 from cloudinit_azure.health import Outcome
+from cloudinit_azure.host import RUN_DIR, STATE_DIR, Host
 from cloudinit_azure.report import DhcpError, MediaError
-from cloudinit_azure.runner import Runner, run
 
 if TYPE_CHECKING:
     from cloudinit_azure.certificates import CertificateKeys
@@ -29,16 +29,17 @@ LOG = logging.getLogger(__name__)
 class LivePlatform:
     """Everything the flow asks of Azure, configured by the ``datasource: Azure:`` settings."""
 
-    def __init__(self, settings: Mapping[str, Any], *, root: Path = Path("/"),
+    def __init__(self, settings: Mapping[str, Any], *, host: Host,
                  mount: Optional[media.Mount] = None,
                  dhcp_fallback: Optional[Callable[[str], Any]] = None,
-                 runner: Runner = run, outbox: Optional[health.Outbox] = None) -> None:
+                 outbox: Optional[health.Outbox] = None) -> None:
         self.settings = settings
-        self.root = Path(root)
+        self.host = host
+        self.root = host.root
         self.mount = mount
         self.dhcp_fallback = dhcp_fallback
-        self.runner = runner
-        self.outbox = outbox or health.Outbox()
+        self.runner = host.runner
+        self.outbox = outbox or health.Outbox(str(host.path(STATE_DIR)), str(host.path(RUN_DIR)))
         self._dhcp: Any = None  # the flow's ephemeral lease (renewed by preprovisioning)
         self._dhcp_ifindex: Optional[str] = None
 
@@ -84,7 +85,9 @@ class LivePlatform:
             raise DhcpError("no network interface found")
         mac = (sys_net / nic / "address").read_text().strip()
         driver = sys_net / nic / "device/driver"
-        self._dhcp = ephemeral.EphemeralDhcp(nic, fallback=self.dhcp_fallback, log=LOG)
+        self._dhcp = ephemeral.EphemeralDhcp(nic, root=self.root, runner=self.runner,
+                                             kill=self.host.kill, fallback=self.dhcp_fallback,
+                                             log=LOG)
         self._dhcp_ifindex = _ifindex(sys_net, nic)
         with self._dhcp as lease:
             yield Link(mac, driver.resolve().name if driver.exists() else None,
@@ -103,7 +106,8 @@ class LivePlatform:
 
         client = WireserverClient(wireserver_url(wireserver),
                                   budget_s=float(self.settings["failure_report_budget_s"]))
-        return fetch_certificate_keys(client, client.goal_state(), private=private)
+        return fetch_certificate_keys(client, client.goal_state(), runner=self.runner,
+                                      private=private)
 
     def report_health(self, wireserver: str, description: Optional[str],
                       budget_s: float) -> None:

@@ -17,8 +17,8 @@ from cloudinit_azure.identity import instance_id as choose_instance_id
 from cloudinit_azure.imds import InstanceMetadata
 from cloudinit_azure.metadata import instance_metadata
 from cloudinit_azure.ovf import OvfEnvironment
-from cloudinit_azure.report import ProvisioningError, UserConfigError
-from cloudinit_azure.runner import Runner, run
+from cloudinit_azure.report import MissingCustomDataError, ProvisioningError, UserConfigError
+from cloudinit_azure.runner import Runner
 
 # Where our config modules go in cloud_init_modules, relative to the
 # distro's own entries (names normalised: '-' == '_').
@@ -31,10 +31,6 @@ MODULE_PLACEMENT: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("azure_network", "after", ("azure_ready",)),
     ("azure_resource_disk", "after", ("azure_network", "azure_ready")),
 )
-
-
-class MissingCustomDataError(ProvisioningError):
-    default_reason = "customData was provided but no provisioning media was found"
 
 
 @dataclass(frozen=True)
@@ -88,7 +84,7 @@ def plan(ovf: Optional[OvfEnvironment], imds: Optional[InstanceMetadata], *,
          system_uuid: str, previous_instance_id: Optional[str] = None,
          cert_keys: Optional[Mapping[str, str]] = None,
          existing_users: Optional[Mapping[str, int]] = None,
-         runner: Runner = run, sudo: Optional[str] = "auto") -> Provisioning:
+         runner: Runner, sudo: Optional[str] = "auto") -> Provisioning:
     """Decide the instance from the platform's documents (raises ProvisioningError).
 
     ``sudo`` is the ``datasource: Azure: sudo:`` policy (:func:`account.sudo_rule`).

@@ -199,6 +199,49 @@ class ConfigError(ProvisioningError):
         return f"invalid config at {printable(key)}: {printable(problem)}"
 
 
+class ApplyError(ProvisioningError):
+    """A step that changes the machine in init-local failed (creating the user, sshd's
+    password setting, the OVF key pairs, host keys, host name); the reason names the
+    step (``error applying provisioning: user``) and the user is removed again."""
+
+    default_reason = "error applying provisioning"
+    what_to_do = (
+        "Read the supporting data (step, exception, detail) and the cloud-init log: "
+        "the image's useradd, sudoers, sshd_config or ssh-keygen failed. Check the "
+        "image with 'cloudinit-azure doctor'; a read-only or full root file system "
+        "and a missing ssh-keygen are the usual causes."
+    )
+
+    def __init__(self, step: str, exc: BaseException) -> None:
+        super().__init__(f"{self.default_reason}: {step}", step=step,
+                         exception=type(exc).__name__, detail=str(exc)[:160])
+
+
+class MissingCustomDataError(ProvisioningError):
+    """IMDS says the VM has customData, but no provisioning media was found to read it
+    from: provisioning fails rather than boot without the customer's custom data."""
+
+    default_reason = "customData was provided but no provisioning media was found"
+    what_to_do = (
+        "Custom data travels only on the provisioning DVD: keep the CD-ROM driver "
+        "(sr_mod), udev and python3-pycdlib in the image and nothing that ejects or "
+        "holds the DVD early; 'cloudinit-azure doctor' checks the image. Then redeploy."
+    )
+
+
+class ResourceDiskError(ProvisioningError):
+    """The resource disk could not be set up; nothing was destroyed by us
+    unless the message says the format had already begun."""
+
+    default_reason = "error setting up the resource disk"
+    what_to_do = (
+        "Only the azure_resource_disk module failed (the VM is provisioned): read the "
+        "reason and cloud-init's log. A configured device or mount point that is missing "
+        "or taken is fixed under azure_resource_disk: (docs/resource-disk.md); a failed "
+        "mkfs, sfdisk or mount needs its tool in the image ('cloudinit-azure doctor')."
+    )
+
+
 def _timestamp(now: Optional[datetime] = None) -> str:
     now = now or datetime.now(timezone.utc)
     return now.astimezone(timezone.utc).isoformat(timespec="microseconds").replace(

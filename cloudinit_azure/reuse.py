@@ -85,7 +85,7 @@ def forget_unplugged(dhcp: Any) -> None:
     dhcp._undo.clear()
 
 
-def marker_path(data_dir: str, root: Path = Path("/")) -> Path:
+def marker_path(data_dir: str, root: Path) -> Path:
     return root / data_dir.lstrip("/") / MARKER
 
 

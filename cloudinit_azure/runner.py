@@ -1,14 +1,16 @@
 """The one seam through which the plug-in runs programs.
 
-Core code that must run a program takes a ``Runner`` argument; tests pass a
-fake that records the command lines, the adapters pass :func:`run`.
+Core code that must run a program takes a ``Runner`` argument (it has no
+default); tests pass the shared fake (``tests/fakes.py``), which records the
+command lines and never runs one; the adapters pass :func:`run`, through
+:class:`cloudinit_azure.host.Host`.
 """
 
 from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Optional, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,11 @@ class CommandError(Exception):
         )
 
 
-Runner = Callable[..., Result]
+class Runner(Protocol):
+    """What runs a program: :func:`run` on the machine, a fake in the tests."""
+
+    def __call__(self, cmd: Sequence[str], *, input: Optional[str] = None,
+                 check: bool = True, timeout: Optional[float] = ...) -> Result: ...
 
 
 def run(cmd: Sequence[str], *, input: Optional[str] = None, check: bool = True,

@@ -77,6 +77,15 @@ def _known_only(given: Mapping[Any, Any], sch: Mapping[str, Any], label: str,
     return out
 
 
+def with_defaults(namespace: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given`` (already validated) with the schema's defaults for what it lacks.
+
+    For core functions handed a partial settings mapping (tests, the
+    simulator): the schema stays the only place a default is written.
+    """
+    return _merge(_defaults(schema(namespace)) or {}, dict(given))
+
+
 def load(namespace: str, cfg: Optional[Mapping[str, Any]], *,
          label: Optional[str] = None,
          log: Optional[logging.Logger] = None) -> dict[str, Any]:
@@ -103,7 +112,7 @@ def load(namespace: str, cfg: Optional[Mapping[str, Any]], *,
     except jsonschema.ValidationError as err:
         path = ".".join([label, *(str(p) for p in err.absolute_path)])
         raise ConfigError(key=path, problem=err.message[:200]) from None
-    return _merge(_defaults(sch) or {}, dict(given))
+    return with_defaults(namespace, given)
 
 
 def load_datasource(sys_cfg: Optional[Mapping[str, Any]], *,

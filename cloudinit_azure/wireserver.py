@@ -33,6 +33,8 @@ WIRESERVER_HEADERS = {"x-ms-agent-name": "WALinuxAgent", "x-ms-version": "2012-1
 GOAL_STATE_PATH = "/machine/?comp=goalstate"
 HEALTH_PATH = "/machine?comp=health"
 HEALTH_CONTENT_TYPE = "text/xml; charset=utf-8"
+# The legacy SSH host key thumbprint report (azure_network's option).
+ROLE_PROPERTIES_PATH = "/machine?comp=roleProperties"
 CIPHER_NAME = "DES_EDE3_CBC"
 HEALTH_STATES = ("Ready", "NotReady")
 PROVISIONING_FAILED = "ProvisioningFailed"
@@ -303,9 +305,15 @@ class WireserverClient:
     def report_health(self, goal_state: GoalState, state: str,
                       substatus: Optional[str] = None,
                       description: Optional[str] = None) -> None:
-        body = render_health(goal_state, state, substatus, description)
+        self._post_xml(HEALTH_PATH, render_health(goal_state, state, substatus, description))
+
+    def report_role_properties(self, body: bytes) -> None:
+        """POST a roleProperties document (:func:`network.hostkey.render_role_properties`)."""
+        self._post_xml(ROLE_PROPERTIES_PATH, body)
+
+    def _post_xml(self, path: str, body: bytes) -> None:
         headers = {**WIRESERVER_HEADERS, "Content-Type": HEALTH_CONTENT_TYPE}
-        self.http.post(HEALTH_PATH, body, headers=headers)
+        self.http.post(path, body, headers=headers)
 
     def report_ready(self, goal_state: GoalState) -> None:
         self.report_health(goal_state, "Ready")

@@ -39,7 +39,7 @@ from cloudinit_azure import settings
 LOG = logging.getLogger(__name__)
 
 # Config namespaces whose keys image authors and users may set in cloud-config.
-NAMESPACES = ("azure_resource_disk", "azure_kernel", "azure_network")
+NAMESPACES = ("azure_ready", "azure_resource_disk", "azure_kernel", "azure_network")
 # Config modules (top-level shims cc_<name>.py) that may appear in module lists.
 MODULES = ("azure_ready", "azure_resource_disk", "azure_kernel", "azure_network")
 _MARK = "_cloudinit_azure_namespaces"

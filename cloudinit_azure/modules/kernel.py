@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 
 from cloudinit_azure import kernel, settings
+from cloudinit_azure.host import this_machine
 from cloudinit_azure.modules import module_call
-from cloudinit_azure.runner import run
 
 NAMESPACE = "azure_kernel"
 
@@ -28,5 +28,6 @@ def handle(*args, **kwargs) -> None:
     """Validate ``azure_kernel:`` and apply every enabled part to this machine."""
     call = module_call(args, kwargs, __name__)
     config = kernel.KernelConfig.from_settings(settings.load(NAMESPACE, call.cfg))
-    kernel.apply("/", config, release=os.uname().release, runner=run,
+    host = this_machine()
+    kernel.apply(str(host.root), config, release=os.uname().release, runner=host.runner,
                  ioctl=kernel.rnd_ioctl, log=call.log)

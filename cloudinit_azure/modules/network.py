@@ -8,12 +8,9 @@ cloud-init has set the host name. Everything that decides lives in the core.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from cloudinit_azure import network, settings
+from cloudinit_azure.host import this_machine
 from cloudinit_azure.modules import module_call
-from cloudinit_azure.runner import run
 
 NAMESPACE = "azure_network"
 
@@ -29,14 +26,15 @@ def handle(*args, **kwargs) -> None:
     call = module_call(args, kwargs, __name__)
     config = settings.load(NAMESPACE, call.cfg)
     datasource = getattr(call.cloud, "datasource", None)
+    host = this_machine()
     outcome = network.configure(
         config,
-        root=Path("/"),
-        runner=run,
+        root=host.root,
+        runner=host.runner,
         hostname=network.configured_hostname(call.cfg, getattr(call.cloud, "get_hostname", None)),
         wireserver=getattr(datasource, "wireserver_address", None),
         primary_mac=getattr(datasource, "primary_mac", None),
         log=call.log,
-        kill=os.kill,
+        kill=host.kill,
     )
     call.log.debug("azure_network: %s", outcome)

@@ -8,12 +8,13 @@ so cloud-init marks this module (and only this module) failed.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from cloudinit_azure import resource_disk
+from cloudinit_azure import resource_disk, settings
+from cloudinit_azure.host import this_machine
 from cloudinit_azure.modules import module_call
 from cloudinit_azure.report import ProvisioningError
-from cloudinit_azure.runner import run
 
 # No module-level ``schema``: cloud-init aborts the stage if one exists.
 meta: dict[str, Any] = {
@@ -37,8 +38,12 @@ def handle(*args: Any, **kwargs: Any) -> None:
     """cloud-init 22.4 (positional, with log) and 23.2+ (keywords) entry."""
     call = module_call(args, kwargs, __name__)
     try:
-        cfg = resource_disk.load_settings(call.cfg)
-        machine = resource_disk.Machine(root="/", runner=run)
+        cfg = resource_disk.from_settings(settings.load(resource_disk.NAMESPACE, call.cfg),
+                                          call.cfg)
+        host = this_machine()
+        machine = resource_disk.Machine(root=str(host.root), runner=host.runner,
+                                        sleep=host.sleep, clock=host.clock,
+                                        mknod=os.mknod, statvfs=os.statvfs)
         resource_disk.setup(cfg, _instance_id(call.cloud), machine, log=call.log)
     except ProvisioningError as err:
         call.log.error("azure_resource_disk: %s", err)

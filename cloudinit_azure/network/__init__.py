@@ -8,6 +8,7 @@
 - :mod:`.dhcpcd`, :mod:`.ephemeral`: the init-local ephemeral DHCP run;
 - :mod:`.hostname`, :mod:`.watcher`: host name publishing to Azure DNS;
 - :mod:`.hostkey`: the legacy host key thumbprint report;
+- :mod:`.netconfig`: the typed IMDS interfaces as cloud-init network config v2;
 - :mod:`.configure`: what the ``azure_network`` module does.
 
 Parsers and config edits are pure; everything that touches the machine takes

@@ -1,28 +1,27 @@
 """``python3 -m cloudinit_azure.network publish [--root DIR]``: the host name watcher's job.
 
-An adapter (the systemd unit runs it): it passes the real runner and
-``os.kill`` to the core.
+An adapter (the systemd unit runs it): it passes this machine's
+:class:`~cloudinit_azure.host.Host` (runner, kill) to the core.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
+from cloudinit_azure.host import Host, this_machine
 from cloudinit_azure.network.hostname import check_hostname, hostname_from, publish_hostname
 from cloudinit_azure.network.nics import _read, classify_nics, primary_nic
 from cloudinit_azure.report import ProvisioningError
-from cloudinit_azure.runner import Runner, run
 
 LOG = logging.getLogger("cloudinit_azure.network")
 
 
-def main(argv: Optional[Sequence[str]], runner: Runner, kill=os.kill) -> int:
+def main(argv: Optional[Sequence[str]], host: Host) -> int:
     """Publish the host name in /etc/hostname through the OS DHCP client."""
     parser = argparse.ArgumentParser(prog="python3 -m cloudinit_azure.network")
     parser.add_argument("command", choices=["publish"])
@@ -41,9 +40,10 @@ def main(argv: Optional[Sequence[str]], runner: Runner, kill=os.kill) -> int:
     except ProvisioningError as err:
         LOG.warning("%s: publishing the live host name instead", err)
         name = None
-    result = publish_hostname(root, nic.name, name, runner, LOG, mac=nic.mac, kill=kill)
+    result = publish_hostname(root, nic.name, name, host.runner, LOG, mac=nic.mac,
+                              kill=host.kill)
     return 0 if result.client else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], run))
+    sys.exit(main(sys.argv[1:], this_machine()))

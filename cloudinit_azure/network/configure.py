@@ -49,6 +49,7 @@ from cloudinit_azure.network.watcher import (
 )
 from cloudinit_azure.report import ProvisioningError
 from cloudinit_azure.runner import Runner
+from cloudinit_azure.settings import with_defaults
 
 LOG = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def find_lease(root: Path, client: Optional[str], nic: Nic, runner: Runner,
 def configure(settings: Mapping[str, Any], *, root: Path, runner: Runner,
               hostname: Optional[str] = None, wireserver: Optional[str] = None,
               primary_mac: Optional[str] = None,
-              post: Optional[Callable[[str, bytes], Any]] = None,
+              post: Optional[Callable[[bytes], Any]] = None,
               container_id: Optional[str] = None, instance_id: Optional[str] = None,
               python: Optional[str] = None,
               log: logging.Logger = LOG, kill: Kill) -> Outcome:
@@ -101,15 +102,16 @@ def configure(settings: Mapping[str, Any], *, root: Path, runner: Runner,
     come from the adapter: the core has no default to the real machine.
     """
     root = Path(root)
+    settings = with_defaults("azure_network", settings)
     masked = routes = published = watcher = reported = moved = None
-    if settings.get("mask_persistent_net_rules", True):
+    if settings["mask_persistent_net_rules"]:
         masked = mask_persistent_net_rules(root, log)
         moved = remove_stale_net_rules(root, log)
     nic = primary_nic(classify_nics(root / "sys/class/net"), primary_mac)
     client = detect_dhcp_client(root)
     if nic is None:
         log.warning("no network interface found: routes and host name skipped")
-    elif settings.get("platform_routes", {}).get("enabled", True):
+    elif settings["platform_routes"]["enabled"]:
         lease = find_lease(root, client, nic, runner, log)
         target = wireserver or lease.get("wireserver") or DEFAULT_WIRESERVER
         if not lease_gateway(lease):
@@ -119,8 +121,8 @@ def configure(settings: Mapping[str, Any], *, root: Path, runner: Runner,
             lease = {**lease, "routers": [gateway] if gateway else []}
         wanted = platform_routes(lease, target, interface=nic.name)
         routes = tuple(apply_routes(wanted, runner, log))
-    pub = settings.get("publish_hostname", {})
-    if nic is not None and pub.get("enabled", True):
+    pub = settings["publish_hostname"]
+    if nic is not None and pub["enabled"]:
         name = None
         if hostname:
             try:
@@ -129,20 +131,20 @@ def configure(settings: Mapping[str, Any], *, root: Path, runner: Runner,
                 log.warning("%s: publishing the live host name instead", err)
         published = publish_hostname(root, nic.name, name, runner, log, client, nic.mac,
                                      kill=kill)
-        if pub.get("watch", False):
+        if pub["watch"]:
             watcher = install_watcher(root, python)
             if watcher:
                 _try_run(runner, ["systemctl", "daemon-reload"], log)
                 _try_run(runner, ["systemctl", "start", "--no-block",
                                   f"{WATCH_UNIT}.path"], log)
-    if settings.get("report_host_key_fingerprints", False):
+    if settings["report_host_key_fingerprints"]:
         reported = False
         try:
             if post is None or not container_id or not instance_id:
                 post, container_id, instance_id = wireserver_role_properties(
                     wireserver or DEFAULT_WIRESERVER)
             reported = report_host_key(root, post, container_id, instance_id,
-                                       key_type=settings.get("host_key_type") or None,
+                                       key_type=settings["host_key_type"] or None,
                                        log=log)
         except ProvisioningError as err:  # optional feature: never fails the boot
             log.warning("host key fingerprint not reported: %s", err)

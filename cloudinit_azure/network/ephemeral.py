@@ -39,6 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from cloudinit_azure.host import RUN_DIR
 from cloudinit_azure.network.clients import (
     DEFAULT_TIMEOUT,
     ClientProgram,
@@ -117,7 +118,7 @@ class EphemeralDhcp:
         self.nic = nic
         self.root = Path(root)
         self.runner = runner
-        self.tmp_parent = Path(tmp_dir) if tmp_dir else self.root / "run" / "cloudinit-azure"
+        self.tmp_parent = Path(tmp_dir) if tmp_dir else self.root / RUN_DIR.lstrip("/")
         self.fallback = fallback
         self.clock = clock
         self.log = log or LOG

@@ -49,10 +49,12 @@ def render_role_properties(container_id: str, instance_id: str, thumbprint: str)
 HOST_KEY_PREFERENCE = ("rsa", "ecdsa", "ed25519")
 
 
-def report_host_key(root: Path, post: Callable[[str, bytes], Any], container_id: str,
+def report_host_key(root: Path, post: Callable[[bytes], Any], container_id: str,
                     instance_id: str, key_type: Optional[str] = None,
                     log: logging.Logger = LOG) -> bool:
-    """Send one host key's thumbprint with ``post(path, body)``; False if no key.
+    """Send one host key's thumbprint with ``post(body)`` (the wireserver client's
+    :meth:`~cloudinit_azure.wireserver.WireserverClient.report_role_properties`);
+    False if no key.
 
     ``key_type`` None takes the first host key present in the Azure Linux
     Agent's order of preference (rsa, then ecdsa, then ed25519): images that
@@ -64,7 +66,7 @@ def report_host_key(root: Path, post: Callable[[str, bytes], Any], container_id:
         if text:
             body = render_role_properties(container_id, instance_id,
                                           host_key_thumbprint(text))
-            post("/machine?comp=roleProperties", body)
+            post(body)
             log.info("reported the %s host key's thumbprint to the wireserver", kind)
             return True
     log.info("no SSH host key (%s) found: host key fingerprint not reported",
@@ -73,16 +75,11 @@ def report_host_key(root: Path, post: Callable[[str, bytes], Any], container_id:
 
 
 def wireserver_role_properties(address: str, client: Any = None,
-                               budget_s: float = 30.0) -> tuple[Callable[[str, bytes], Any],
+                               budget_s: float = 30.0) -> tuple[Callable[[bytes], Any],
                                                                 str, str]:
-    """``post`` over the project's wireserver client, and the goal state's ids."""
+    """The wireserver client's roleProperties POST, and the goal state's ids."""
     from cloudinit_azure import wireserver as ws
 
     client = client or ws.WireserverClient(ws.wireserver_url(address), budget_s=budget_s)
     goal = client.goal_state()
-    headers = {**ws.WIRESERVER_HEADERS, "Content-Type": ws.HEALTH_CONTENT_TYPE}
-
-    def post(path: str, body: bytes) -> Any:
-        return client.http.post(path, body, headers=headers)
-
-    return post, goal.container_id, goal.instance_id
+    return client.report_role_properties, goal.container_id, goal.instance_id

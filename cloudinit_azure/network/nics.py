@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from cloudinit_azure.host import STATE_DIR, read_text
+
 LOG = logging.getLogger(__name__)
 
 
@@ -52,10 +54,8 @@ class Nic:
 
 
 def _read(path: Path) -> Optional[str]:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return None
+    text = read_text(path)
+    return None if text is None else text.strip()
 
 
 def _link_name(path: Path) -> Optional[str]:
@@ -185,7 +185,7 @@ def mask_persistent_net_rules(root: Path, log: logging.Logger = LOG) -> bool:
 PERSISTENT_NET_RULES = "etc/udev/rules.d/70-persistent-net.rules"
 
 
-STALE_RULES_DIR = "var/lib/cloudinit-azure"
+STALE_RULES_DIR = STATE_DIR.lstrip("/")
 
 
 def remove_stale_net_rules(root: Path, log: logging.Logger = LOG) -> Optional[Path]:

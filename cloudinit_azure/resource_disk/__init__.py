@@ -15,6 +15,7 @@ when it is provably empty, and mount it on every boot. One module per stage:
 Nothing here imports cloud-init. The names below are the package's API.
 """
 
+from cloudinit_azure.report import ResourceDiskError  # noqa: F401
 from cloudinit_azure.resource_disk.decide import (  # noqa: F401
     AZURE_NTFS_FILES,
     LINUX_FS_GUID,
@@ -54,7 +55,6 @@ from cloudinit_azure.resource_disk.machine import (  # noqa: F401
     MARKER_PATH,
     MIB,
     Machine,
-    ResourceDiskError,
 )
 from cloudinit_azure.resource_disk.plan import (  # noqa: F401
     Chmod,
@@ -91,5 +91,6 @@ from cloudinit_azure.resource_disk.probe import (  # noqa: F401
 from cloudinit_azure.resource_disk.settings import (  # noqa: F401
     NAMESPACE,
     DiskSettings,
+    from_settings,
     load_settings,
 )

@@ -11,9 +11,9 @@ import stat
 from dataclasses import dataclass
 from typing import Optional
 
+from cloudinit_azure.report import ResourceDiskError
 from cloudinit_azure.resource_disk.machine import (
     Machine,
-    ResourceDiskError,
     _devname,
     _read,
     _resolve_link,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from cloudinit_azure import atomic
+from cloudinit_azure.report import ResourceDiskError
 from cloudinit_azure.resource_disk.decide import (
     Decision,
     Marker,
@@ -29,7 +30,6 @@ from cloudinit_azure.resource_disk.machine import (
     MARKER_PATH,
     MIB,
     Machine,
-    ResourceDiskError,
     _mounts,
     _read,
     _swaps,

@@ -6,52 +6,40 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from cloudinit_azure.report import ProvisioningError
+from cloudinit_azure.host import STATE_DIR, read_text
 from cloudinit_azure.runner import Runner
 
 LOG = logging.getLogger("cloudinit_azure.resource_disk")
 
 MIB = 1024 * 1024
-MARKER_PATH = "/var/lib/cloudinit-azure/resource-disk.json"
+MARKER_PATH = f"{STATE_DIR}/resource-disk.json"
 FSTAB_PATH = "/etc/fstab"
-
-
-class ResourceDiskError(ProvisioningError):
-    """The resource disk could not be set up; nothing was destroyed by us
-    unless the message says the format had already begun."""
-
-    default_reason = "error setting up the resource disk"
 
 
 @dataclass(frozen=True)
 class Machine:
     """Everything the resource disk code touches, so tests substitute each piece.
 
-    ``runner`` has no default: the adapter passes the real one.
+    Nothing has a default: the adapter passes its :class:`~cloudinit_azure.host.Host`'s
+    parts and ``os.mknod``/``os.statvfs``.
     """
 
     root: str
     runner: Runner
-    sleep: Callable[[float], None] = time.sleep
-    clock: Callable[[], float] = time.monotonic
-    mknod: Callable[..., None] = os.mknod
-    statvfs: Callable[[str], Any] = os.statvfs
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+    mknod: Callable[..., None]
+    statvfs: Callable[[str], Any]
 
     def path(self, system_path: str) -> str:
         """Map an absolute path on the target system to one under ``root``."""
         return os.path.join(self.root, system_path.lstrip("/"))
 
 
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return None
+_read = read_text  # the package's name for it
 
 
 def _uevent(machine: Machine, name: str) -> dict[str, str]:

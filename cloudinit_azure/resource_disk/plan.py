@@ -13,8 +13,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional, Union
 
+from cloudinit_azure.report import ResourceDiskError
 from cloudinit_azure.resource_disk.decide import LINUX_FS_GUID, Decision
-from cloudinit_azure.resource_disk.machine import MIB, ResourceDiskError
+from cloudinit_azure.resource_disk.machine import MIB
 from cloudinit_azure.resource_disk.settings import DiskSettings
 
 SWAPFILE_NAME = "swapfile"

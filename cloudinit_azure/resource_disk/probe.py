@@ -11,13 +11,13 @@ import tempfile
 from dataclasses import dataclass, replace
 from typing import Optional
 
+from cloudinit_azure.report import ResourceDiskError
 from cloudinit_azure.resource_disk.decide import DiskLayout, Partition
 from cloudinit_azure.resource_disk.discover import Discovered
 from cloudinit_azure.resource_disk.machine import (
     LOG,
     MIB,
     Machine,
-    ResourceDiskError,
     _devname,
     _mounts,
     _read,

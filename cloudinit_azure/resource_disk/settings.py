@@ -38,13 +38,18 @@ class DiskSettings:
 
 
 def load_settings(cfg: Optional[Mapping[str, Any]]) -> DiskSettings:
-    """Validate ``cfg["azure_resource_disk"]``; also honour the built-in
-    datasource's ``datasource: Azure: never_destroy_ntfs`` so existing image
-    configs keep their promise."""
-    raw = settings_mod.load(NAMESPACE, cfg)
+    """Validate ``cfg["azure_resource_disk"]`` (:func:`settings.load`, as every module)."""
+    return from_settings(settings_mod.load(NAMESPACE, cfg), cfg)
+
+
+def from_settings(raw: Mapping[str, Any], cfg: Optional[Mapping[str, Any]]) -> DiskSettings:
+    """:func:`settings.load`'s result as :class:`DiskSettings`; also honour the built-in
+    datasource's ``datasource: Azure: never_destroy_ntfs`` (in the merged ``cfg``) so
+    existing image configs keep their promise."""
+    raw = settings_mod.with_defaults(NAMESPACE, raw)
     ds_cfg = ((cfg or {}).get("datasource") or {}).get("Azure") or {}
     never = bool(raw["never_destroy_ntfs"]) or _truthy(ds_cfg.get("never_destroy_ntfs"))
-    swap = raw.get("swap") or {}
+    swap = raw["swap"]
     return DiskSettings(
         enabled=bool(raw["enabled"]),
         device=raw.get("device"),
@@ -53,8 +58,8 @@ def load_settings(cfg: Optional[Mapping[str, Any]]) -> DiskSettings:
         mountpoint=raw["mountpoint"],
         mount_options=raw["mount_options"],
         never_destroy_ntfs=never,
-        swap_enabled=bool(swap.get("enabled")),
-        swap_size=str(swap.get("size", "2048")),
+        swap_enabled=bool(swap["enabled"]),
+        swap_size=str(swap["size"]),
         wait_seconds=float(raw["wait_seconds"]),
     )
 

@@ -79,7 +79,7 @@ class DataSourceAzure(sources.DataSource):
 
     def _get_data(self) -> bool:
         """init-local: the whole flow, Ready or ProvisioningFailed included."""
-        from cloudinit_azure import flow
+        from cloudinit_azure import flow, host
         from cloudinit_azure.platform import LivePlatform
         from cloudinit_azure.sources import machine
 
@@ -87,10 +87,11 @@ class DataSourceAzure(sources.DataSource):
         if not self._on_azure():
             return False
         atomic.drop_empty([os.path.join(self.paths.get_cpath("data"), "set-hostname")])
-        platform = LivePlatform(cfg, mount=machine.mount_reader,
+        here = host.this_machine()
+        platform = LivePlatform(cfg, host=here, mount=machine.mount_reader,
                                 dhcp_fallback=lambda nic: machine.cloudinit_dhcp(self.distro, nic))
         platform.truncate_stale_kvp()
-        seam = machine.CloudInitMachine(self.distro, self.sys_cfg, self.paths)
+        seam = machine.CloudInitMachine(self.distro, self.sys_cfg, self.paths, here)
         self.state = flow.run(platform, seam, flowstate.flow_config(cfg),
                               system_uuid=_read_dmi("system-uuid") or "",
                               previous_instance_id=machine.previous_instance_id(self.paths),

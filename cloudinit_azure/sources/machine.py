@@ -28,6 +28,7 @@ from cloudinit import subp, util
 from cloudinit.distros import ug_util
 
 from cloudinit_azure import account, early, keypairs
+from cloudinit_azure.host import Host
 from cloudinit_azure.provision import Provisioning
 
 LOG = logging.getLogger(__name__)
@@ -91,10 +92,13 @@ def host_key_whole(keyfile: str) -> bool:
 
 
 class CloudInitMachine:
-    def __init__(self, distro: Any, sys_cfg: Mapping[str, Any], paths: Any) -> None:
+    def __init__(self, distro: Any, sys_cfg: Mapping[str, Any], paths: Any,
+                 host: Host) -> None:
         self.distro = distro
         self.sys_cfg = sys_cfg
         self.paths = paths
+        self.runner = host.runner
+        self.root = host.root
 
     def existing_users(self) -> Mapping[str, int]:
         return account.read_passwd("/etc/passwd")
@@ -151,10 +155,10 @@ class CloudInitMachine:
                           files: Sequence[keypairs.KeyPairFile]) -> None:
         if files:
             user = pwd.getpwnam(username)
-            keypairs.install(files, user.pw_uid, user.pw_gid, user.pw_dir)
+            keypairs.install(files, user.pw_uid, user.pw_gid, user.pw_dir, root=self.root)
 
     def stage_key_pairs(self, files: Sequence[keypairs.KeyPairFile]) -> None:
-        keypairs.stage(files)
+        keypairs.stage(files, root=self.root)
 
     def generate_host_keys(self, new_instance: bool) -> tuple[str, ...]:
         """cc_ssh's host keys, made now (in parallel); () when cloud-config brings its own."""

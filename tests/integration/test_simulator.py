@@ -244,7 +244,10 @@ def _workdir_of(pid: int) -> str | None:
     return None
 
 
-def test_ctrl_c_cleans_up(no_leftovers):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_cleans_up(no_leftovers, signum, code):
+    """Ctrl-C, and a plain ``kill PID`` (CI cancelling a job), remove everything."""
     proc = subprocess.Popen(
         [sys.executable, "tools/azure-sim", "boot", "--datasource", "builtin", "--quiet"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -265,13 +268,13 @@ def test_ctrl_c_cleans_up(no_leftovers):
         assert proc.poll() is None, f"the boot ended before a stage ran ({progress!r})"
         assert work and progress and progress.startswith("boot 1: "), (work, progress)
         print(f"interrupting in: {progress}")
-        proc.send_signal(signal.SIGINT)  # its own pid only
+        proc.send_signal(signum)  # its own pid only
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert "interrupted" in stderr
     assert not Path(work).exists()
     assert processes_naming(work) == []

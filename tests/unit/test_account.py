@@ -14,7 +14,6 @@ from cloudinit_azure.account import (
     cloud_config,
     hash_password,
     normalize_ssh_key,
-    plan_user,
     read_passwd,
     ssh_pwauth,
     validate_hostname,
@@ -23,10 +22,16 @@ from cloudinit_azure.account import (
 )
 from cloudinit_azure.report import UserConfigError
 from cloudinit_azure.runner import Result
-from cloudinit_azure.runner import run as real_run
+from tests.fakes import FakeRunner, openssl_runner
 
 HAVE_CRYPT = account._crypt_module() is not None
 needs_crypt = pytest.mark.skipif(not HAVE_CRYPT, reason="no crypt module")
+
+
+def plan_user(*args, **kwargs):
+    """:func:`account.plan_user` with the fake openssl unless a test brings its runner."""
+    kwargs.setdefault("runner", openssl_runner())
+    return account.plan_user(*args, **kwargs)
 
 # ------------------------------------------------------------------ helpers
 
@@ -67,21 +72,6 @@ SK_ED = "sk-ssh-ed25519@openssh.com " + _blob(
     b"sk-ssh-ed25519@openssh.com", b"\x01" * 32, b"ssh:") + " yubi"
 SK_EC = "sk-ecdsa-sha2-nistp256@openssh.com " + _blob(
     b"sk-ecdsa-sha2-nistp256@openssh.com", b"nistp256", b"\x04" + b"\x02" * 64, b"ssh:")
-
-
-class FakeRunner:
-    """Records calls; answers like ``openssl passwd`` by delegating to the real one."""
-
-    def __init__(self, delegate=True, result: Result | None = None):
-        self.calls: list[tuple[list[str], dict]] = []
-        self.delegate = delegate
-        self.result = result
-
-    def __call__(self, cmd, **kwargs):
-        self.calls.append((list(cmd), kwargs))
-        if self.result is not None:
-            return self.result
-        return real_run(cmd, **kwargs)
 
 
 # ---------------------------------------------------------------- user names
@@ -162,7 +152,7 @@ def test_reserved_usernames(name):
 ])
 def test_sudo_asks_for_the_password_only_when_one_was_given(password, policy, rule):
     plan = plan_user("azureuser", password, [], None, "vm", sudo=policy,
-                     runner=FakeRunner(result=Result(0, "$6$" + "x" * 90, "")))
+                     runner=FakeRunner(default=Result(0, "$6$" + "x" * 90, "")))
     assert plan.sudo == rule
     default_user = cloud_config(plan)["system_info"]["default_user"]
     assert default_user.get("sudo") == ([rule] if rule else None)
@@ -228,53 +218,53 @@ def test_read_passwd_feeds_validate(tmp_path):
     "P@ssw0rd!", " leading and trailing ", "pässwörd€", "x" * 72, "a$b\\c'\"d",
 ])
 def test_hash_verify_round_trip(backend, password):
-    hashed = hash_password(password, backend=backend)
+    hashed = hash_password(password, openssl_runner(), backend=backend)
     assert hashed is not None
     assert hashed.startswith("$6$")
     salt = hashed.split("$")[2]
     assert len(salt) == 16
     assert password not in hashed
-    assert verify_password(password, hashed, backend=backend)
-    assert not verify_password(password + "x", hashed, backend=backend)
-    assert not verify_password(password[:-1], hashed, backend=backend)
+    assert verify_password(password, hashed, openssl_runner(), backend=backend)
+    assert not verify_password(password + "x", hashed, openssl_runner(), backend=backend)
+    assert not verify_password(password[:-1], hashed, openssl_runner(), backend=backend)
 
 
 def test_password_limit_is_azures_for_linux():
     """OSProfile.adminPassword: 72 characters for Linux (123 is Windows')."""
-    assert hash_password("x" * 72, backend="openssl")
+    assert hash_password("x" * 72, openssl_runner(), backend="openssl")
     with pytest.raises(UserConfigError) as info:
-        hash_password("x" * 73, backend="openssl")
+        hash_password("x" * 73, openssl_runner(), backend="openssl")
     assert info.value.reason == "password too long"
     assert info.value.supporting_data == {"max_length": 72}
 
 
 @needs_crypt
 def test_crypt_and_openssl_agree():
-    hashed = hash_password("same secret", backend="openssl")
-    assert verify_password("same secret", hashed, backend="crypt")
-    hashed = hash_password("same secret", backend="crypt")
-    assert verify_password("same secret", hashed, backend="openssl")
+    hashed = hash_password("same secret", openssl_runner(), backend="openssl")
+    assert verify_password("same secret", hashed, openssl_runner(), backend="crypt")
+    hashed = hash_password("same secret", openssl_runner(), backend="crypt")
+    assert verify_password("same secret", hashed, openssl_runner(), backend="openssl")
 
 
 def test_salts_are_fresh():
-    hashes = {hash_password("pw", backend="openssl") for _ in range(5)}
+    hashes = {hash_password("pw", openssl_runner(), backend="openssl") for _ in range(5)}
     assert len(hashes) == 5
 
 
 @pytest.mark.parametrize("password", [None, ""])
 def test_no_password_is_none(password):
-    runner = FakeRunner()
+    runner = openssl_runner()
     assert hash_password(password, runner, backend="openssl") is None
     assert runner.calls == []
 
 
 def test_openssl_password_only_on_stdin():
-    runner = FakeRunner()
+    runner = openssl_runner()
     secret = "Very$ecret-123"
     hashed = hash_password(secret, runner, backend="openssl")
     assert verify_password(secret, hashed, runner, backend="openssl")
     assert len(runner.calls) == 2
-    for argv, kwargs in runner.calls:
+    for argv, kwargs in runner.invocations:
         assert argv[:3] == ["openssl", "passwd", "-6"]
         assert "-stdin" in argv
         assert all(secret not in arg for arg in argv)
@@ -283,24 +273,24 @@ def test_openssl_password_only_on_stdin():
 
 def test_auto_falls_back_to_openssl(monkeypatch):
     monkeypatch.setattr(account, "_crypt_module", lambda: None)
-    runner = FakeRunner()
+    runner = openssl_runner()
     hashed = hash_password("pw-fallback", runner)
     assert hashed.startswith("$6$")
     assert len(runner.calls) == 1
-    assert "pw-fallback" not in " ".join(runner.calls[0][0])
+    assert "pw-fallback" not in " ".join(runner.calls[0])
     with pytest.raises(RuntimeError):
         hash_password("pw", runner, backend="crypt")
 
 
 @needs_crypt
 def test_crypt_backend_never_runs_programs():
-    runner = FakeRunner(result=Result(1, "", "must not be called"))
+    runner = FakeRunner(default=Result(1, "", "must not be called"))
     assert hash_password("pw", runner, backend="crypt").startswith("$6$")
     assert runner.calls == []
 
 
 def test_openssl_failure_is_user_config_error_without_password():
-    runner = FakeRunner(result=Result(1, "", "boom"))
+    runner = FakeRunner(default=Result(1, "", "boom"))
     with pytest.raises(UserConfigError) as info:
         hash_password("TopSecret99", runner, backend="openssl")
     assert info.value.reason == "password hashing failed"
@@ -308,17 +298,15 @@ def test_openssl_failure_is_user_config_error_without_password():
 
 
 def test_openssl_missing_binary():
-    def runner(cmd, **kwargs):
-        raise FileNotFoundError(cmd[0])
     with pytest.raises(UserConfigError) as info:
-        hash_password("pw", runner, backend="openssl")
+        hash_password("pw", FakeRunner(missing={"openssl"}), backend="openssl")
     assert info.value.reason == "password hashing failed"
 
 
 def test_password_too_long():
     secret = "S" * 124
     with pytest.raises(UserConfigError) as info:
-        hash_password(secret)
+        hash_password(secret, openssl_runner())
     assert info.value.reason == "password too long"
     assert secret not in str(info.value)
     assert "S" * 10 not in repr(info.value.supporting_data)
@@ -326,7 +314,7 @@ def test_password_too_long():
 
 @pytest.mark.parametrize("password", ["a\nb", "a\rb", "a\x00b"])
 def test_password_control_characters(password):
-    runner = FakeRunner()
+    runner = openssl_runner()
     with pytest.raises(UserConfigError):
         hash_password(password, runner, backend="openssl")
     assert runner.calls == []
@@ -336,16 +324,17 @@ def test_password_control_characters(password):
     "", "plain", "$1$abc$def", "$6$salt$short", "$5$" + "a" * 16 + "$" + "b" * 43,
 ])
 def test_verify_rejects_other_hash_formats(hashed):
-    assert verify_password("pw", hashed) is False
+    assert verify_password("pw", hashed, openssl_runner()) is False
 
 
 def test_verify_empty_password():
-    assert verify_password("", hash_password("pw", backend="openssl")) is False
+    assert verify_password("", hash_password("pw", openssl_runner(), backend="openssl"),
+                           openssl_runner()) is False
 
 
 def test_unknown_backend():
     with pytest.raises(ValueError):
-        hash_password("pw", backend="bcrypt")
+        hash_password("pw", openssl_runner(), backend="bcrypt")
 
 
 # ------------------------------------------------------------------ SSH keys
@@ -499,7 +488,7 @@ def test_plan_with_password_and_keys(keys):
                      None, "vm-01", {"root": 0})
     assert plan.name == "azureuser"
     assert plan.lock_password is False
-    assert verify_password("Secr3t!pass", plan.password_hash)
+    assert verify_password("Secr3t!pass", plan.password_hash, openssl_runner())
     assert plan.ssh_keys == (key,)  # normalised duplicate dropped
     assert plan.ssh_pwauth is True
     assert plan.hostname == "vm-01"
@@ -520,7 +509,7 @@ def test_plan_no_flag_no_password():
 
 
 def test_plan_redacted_password_keeps_account_unlocked():
-    runner = FakeRunner(result=Result(1, "", "must not be called"))
+    runner = FakeRunner(default=Result(1, "", "must not be called"))
     plan = plan_user("azureuser", "REDACTED", [], None, "vm", runner=runner)
     assert plan.password_hash is None
     assert plan.lock_password is False
@@ -600,7 +589,7 @@ def test_cloud_config_from_plan_end_to_end(keys):
     plan = plan_user("azureuser", "pw-123456", [keys["ssh-rsa"]], False, "vm-01")
     cfg = cloud_config(plan)
     user = cfg["system_info"]["default_user"]
-    assert verify_password("pw-123456", user["hashed_passwd"])
+    assert verify_password("pw-123456", user["hashed_passwd"], openssl_runner())
     assert user["lock_passwd"] is False
     assert cfg["ssh_pwauth"] is True
     assert "pw-123456" not in repr(cfg)

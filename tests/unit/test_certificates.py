@@ -35,6 +35,7 @@ from cloudinit_azure.certificates import (
 from cloudinit_azure.report import CertificateError
 from cloudinit_azure.runner import Result, run
 from cloudinit_azure.wireserver import GoalState, WireserverClient
+from tests.fakes import FakeRunner
 from tests.unit.test_http import FakeClock, Reply, ScriptedServer
 
 OPENSSL = "/usr/bin/openssl"
@@ -106,8 +107,7 @@ def openssh(key) -> str:
                                          serialization.PublicFormat.OpenSSH).decode()
 
 
-def no_runner(*args, **kwargs):
-    raise AssertionError("openssl must not be run")
+no_runner = FakeRunner(default=AssertionError("openssl must not be run"))
 
 
 # --- transport pair ------------------------------------------------------------
@@ -294,7 +294,7 @@ def test_fetch_certificate_keys_end_to_end(material, pair, tmp_path):
     gs = GoalState("1", "c", "i", "http://168.63.129.16:80/machine/c?comp=certificates")
     with ScriptedServer([Reply(200, certificates_xml(env))]) as srv:
         client = WireserverClient(srv.url, clock=clock, sleep=clock.sleep)
-        got = fetch_certificate_keys(client, gs, pair=pair, private=True,
+        got = fetch_certificate_keys(client, gs, pair=pair, private=True, runner=run,
                                      tmp_dir=str(tmp_path))
     assert srv.seen[0].headers["x-ms-guest-agent-public-x509-cert"] == \
         transport_cert_header(pair)

@@ -20,6 +20,8 @@ import pytest
 from cloudinit_azure import ephemeral as eph
 from cloudinit_azure.report import DhcpError
 from cloudinit_azure.runner import Result
+from tests import fakes
+from tests.fakes import Kills
 
 NIC = "eth0"
 
@@ -106,8 +108,12 @@ def _nic(root: Path, name: str = NIC, *, up: bool = False) -> None:
     (d / "flags").write_text("0x1003\n" if up else "0x1002\n")
 
 
-class FakeRunner:
-    """Plays dhclient, udhcpc and ip(8); records every command line."""
+class FakeRunner(fakes.FakeRunner):
+    """Plays dhclient, udhcpc and ip(8) (the shared fake records every command line).
+
+    For udhcpc and dhcpcd it runs the hook script the plug-in wrote, as the
+    client would; no system program runs.
+    """
 
     def __init__(self, root: Path, *, lease: str = DHCLIENT_LEASE,
                  udhcpc_env: Optional[dict[str, str]] = None, pid: int = 4242,
@@ -117,6 +123,7 @@ class FakeRunner:
                  dhcpcd_version: str = DHCPCD_VERSION,
                  dhcpcd_leaves: tuple[str, ...] = (),
                  dhcpcd_privsep: bool = False) -> None:
+        super().__init__()
         self.root = root
         # dhcpcd 10.1 (Debian 13): takes the lease (writes its lease file)
         # but refuses to run our script.
@@ -132,13 +139,12 @@ class FakeRunner:
         self.client_rc = client_rc
         self.client_stderr = client_stderr
         self.fail = fail or {}
-        self.calls: list[list[str]] = []
-        self.timeouts: list[Any] = []
 
-    def __call__(self, cmd: list[str], *, input: Any = None, check: bool = True,
-                 timeout: Any = None) -> Result:
-        self.calls.append(list(cmd))
-        self.timeouts.append(timeout)
+    @property
+    def timeouts(self) -> list[Any]:
+        return [kw.get("timeout") for kw in self.kwargs]
+
+    def answer(self, cmd: list[str], kwargs: dict[str, Any]) -> Result:
         name = os.path.basename(cmd[0])
         if name == "busybox":
             name = cmd[1]
@@ -213,14 +219,6 @@ class FakeClock:
     def __call__(self) -> float:
         self.now += self.step
         return self.now
-
-
-class Kills:
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, int]] = []
-
-    def __call__(self, pid: int, sig: int) -> None:
-        self.calls.append((pid, sig))
 
 
 def _dhcp(root: Path, runner: FakeRunner, **kw: Any) -> tuple[eph.EphemeralDhcp, Kills]:
@@ -722,7 +720,7 @@ def test_client_timeout_is_dhcp_error(tmp_path: Path) -> None:
         return Result(0, "", "")
 
     with pytest.raises(DhcpError) as err:
-        eph.EphemeralDhcp(NIC, root=tmp_path, runner=runner).__enter__()
+        eph.EphemeralDhcp(NIC, root=tmp_path, runner=runner, kill=Kills()).__enter__()
     assert "timed out" in err.value.supporting_data["detail"]
 
 
@@ -840,7 +838,8 @@ def test_dhcpcd_without_timeout_uses_fallback(tmp_path: Path) -> None:
 
 def test_no_client_and_no_fallback_is_error(tmp_path: Path) -> None:
     with pytest.raises(DhcpError) as err:
-        eph.EphemeralDhcp(NIC, root=tmp_path, runner=FakeRunner(tmp_path)).__enter__()
+        eph.EphemeralDhcp(NIC, root=tmp_path, runner=FakeRunner(tmp_path),
+                          kill=Kills()).__enter__()
     assert err.value.supporting_data == {
         "detail": "no usable DHCP client and no fallback", "client": "none", "nic": "eth0"}
 
@@ -1172,7 +1171,8 @@ def test_running_dhcpcd_daemon_without_fallback_says_why(tmp_path: Path) -> None
     (tmp_path / "run/dhcpcd").mkdir(parents=True)
     (tmp_path / "run/dhcpcd/eth0-4.sock").write_text("")
     with pytest.raises(DhcpError) as err:
-        eph.EphemeralDhcp(NIC, root=tmp_path, runner=FakeRunner(tmp_path)).__enter__()
+        eph.EphemeralDhcp(NIC, root=tmp_path, runner=FakeRunner(tmp_path),
+                          kill=Kills()).__enter__()
     data = err.value.supporting_data
     assert data["client"] == "dhcpcd" and "already running" in data["why"]
 
@@ -1191,11 +1191,10 @@ def test_old_dhcpcd_uses_fallback(tmp_path: Path, version: str) -> None:
 def test_dhcpcd_version_check_that_cannot_run_uses_fallback(tmp_path: Path) -> None:
     _dhcpcd_root(tmp_path, up=True)
 
-    def runner(cmd: list[str], **kw: Any) -> Result:
-        raise PermissionError(13, "Permission denied")
-
+    runner = fakes.FakeRunner(default=PermissionError(13, "Permission denied"))
     fallback = FakeFallback()
-    dhcp = eph.EphemeralDhcp(NIC, root=tmp_path, runner=runner, fallback=fallback)
+    dhcp = eph.EphemeralDhcp(NIC, root=tmp_path, runner=runner, kill=Kills(),
+                             fallback=fallback)
     with dhcp as lease:
         assert lease.client == "fallback"
 
@@ -1215,7 +1214,8 @@ def test_carrier_is_polled_before_the_client_runs(tmp_path) -> None:
             flip[0] = False
             carrier.write_text("1\n")
 
-    dhcp = eph.EphemeralDhcp("eth0", root=tmp_path, clock=lambda: clock[0], sleep=sleep)
+    dhcp = eph.EphemeralDhcp("eth0", root=tmp_path, runner=fakes.FakeRunner(), kill=Kills(),
+                             clock=lambda: clock[0], sleep=sleep)
     dhcp._wait_for_carrier()
     assert len(reads) == 3  # stopped as soon as the carrier came up
     carrier.write_text("0\n")

@@ -61,3 +61,10 @@ def test_check_mode_names_the_fix(tmp_path, monkeypatch, capsys):
     assert "run 'make docs'" in capsys.readouterr().err
     assert failures_doc.main([]) == 0
     assert failures_doc.main(["--check"]) == 0
+
+
+def test_every_error_class_lives_in_report():
+    """One error hierarchy, in one module: the doc and the report mapping read it there."""
+    elsewhere = [f"{c.__module__}.{c.__name__}" for c in failures_doc.error_classes()
+                 if c.__module__ != report.__name__]
+    assert elsewhere == []

@@ -18,6 +18,7 @@ from cloudinit_azure.flowstate import FlowConfig, Link, Media
 from cloudinit_azure.health import Outcome
 from cloudinit_azure.imds import parse_instance_metadata
 from cloudinit_azure.report import DhcpError, ImdsError, MediaError, WireserverError, decode_report
+from tests.fakes import openssl_runner
 
 UUID = "6bd2a1c7-3f0e-4b8a-9c51-2d7e8f4a1b30"
 KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL8T2XkRHWuLWH8ZeEvdQNcpuUOskXzqOUzOPG02ufb0 "
@@ -135,6 +136,7 @@ class FakePlatform:
 
 class FakeMachine:
     def __init__(self, *, fail_at=None, blocker=None, users=None):
+        self.runner = openssl_runner()
         self.events: list[tuple] = []
         self.fail_at = fail_at
         self.blocker = blocker

@@ -4,6 +4,7 @@ import pytest
 
 from cloudinit_azure import identity
 from cloudinit_azure.runner import Result
+from tests.fakes import FakeRunner
 
 A = "aabbccdd-eeff-0011-2233-445566778899"
 A_SWAPPED = "ddccbbaa-ffee-1100-2233-445566778899"
@@ -78,19 +79,9 @@ def test_read_system_uuid_invalid_is_none(tmp_path, text):
     assert calls == []  # sysfs answered; dmidecode is only for a missing file
 
 
-class FakeRunner:
-    def __init__(self, result=None, exc=None):
-        self.result, self.exc, self.calls = result, exc, []
-
-    def __call__(self, cmd, **kwargs):
-        self.calls.append(list(cmd))
-        if self.exc:
-            raise self.exc
-        return self.result
-
-
 def test_read_system_uuid_falls_back_to_dmidecode(tmp_path):
-    runner = FakeRunner(Result(0, "# SMBIOS entry point at 0x000f0000\n" + A.upper() + "\n", ""))
+    out = f"# SMBIOS entry point at 0x000f0000\n{A.upper()}\n"
+    runner = FakeRunner(default=Result(0, out, ""))
     assert identity.read_system_uuid(tmp_path, runner) == A
     assert runner.calls == [["dmidecode", "-s", "system-uuid"]]
 
@@ -100,10 +91,10 @@ def test_read_system_uuid_without_runner(tmp_path):
 
 
 @pytest.mark.parametrize("runner", [
-    FakeRunner(Result(1, "", "/dev/mem: Permission denied")),
-    FakeRunner(Result(0, "Not Settable\n", "")),
-    FakeRunner(Result(0, "", "")),
-    FakeRunner(exc=FileNotFoundError("dmidecode")),
+    FakeRunner(default=Result(1, "", "/dev/mem: Permission denied")),
+    FakeRunner(default=Result(0, "Not Settable\n", "")),
+    FakeRunner(default=Result(0, "", "")),
+    FakeRunner(default=FileNotFoundError("dmidecode")),
 ])
 def test_read_system_uuid_dmidecode_failures(tmp_path, runner):
     assert identity.read_system_uuid(tmp_path, runner) is None

@@ -10,7 +10,8 @@ import pytest
 from cloudinit_azure import kernel, settings
 from cloudinit_azure.kernel import KernelConfig, cmdline
 from cloudinit_azure.report import ConfigError
-from cloudinit_azure.runner import CommandError, Result
+from cloudinit_azure.runner import Result
+from tests.fakes import FakeRunner
 
 # ------------------------------------------------------------ helpers
 
@@ -94,18 +95,6 @@ def azure_root(tmp_path):
 
 def timeout_of(root, name):
     return read(root, f"sys/block/{name}/device/timeout").strip()
-
-
-class FakeRunner:
-    def __init__(self, fail=False):
-        self.calls = []
-        self.fail = fail
-
-    def __call__(self, cmd, **kwargs):
-        self.calls.append(list(cmd))
-        if self.fail:
-            raise CommandError(cmd, Result(1, "", "boom"))
-        return Result(0, "", "")
 
 
 def fake_which(*names):
@@ -377,7 +366,8 @@ def test_grub_tool_choice(tmp_path, tools, dirs, grub, expected):
 def test_grub_tool_failure_is_logged_not_raised(tmp_path, caplog):
     write(tmp_path, "etc/default/grub", DEBIAN_GRUB)
     out = kernel.apply(str(tmp_path), CONSOLE_ONLY, ioctl=NO_IOCTL, release="6.1.0",
-                       runner=FakeRunner(fail=True), which=fake_which("update-grub"))
+                       runner=FakeRunner(default=Result(1, "", "boom"), strict=True),
+                       which=fake_which("update-grub"))
     assert out.cmdline.changed and not out.grub_regenerated
     assert "regenerating grub configuration failed" in caplog.text
 

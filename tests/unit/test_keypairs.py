@@ -53,9 +53,8 @@ def test_a_pair_without_its_certificate_is_a_failure():
 def test_installed_with_modes_and_missing_dirs_owned_by_the_user(tmp_path):
     home = tmp_path / "home/u"
     home.mkdir(parents=True)
-    item = keypairs.key_pair_file(FP.lower(), f"{home}/a/b/id_rsa", str(home), KEYS)
-    written = keypairs.install([item], os.getuid(), os.getgid(), str(home),
-                               staging=tmp_path / "stage")
+    item = keypairs.key_pair_file(FP.lower(), "/home/u/a/b/id_rsa", "/home/u", KEYS)
+    written = keypairs.install([item], os.getuid(), os.getgid(), "/home/u", root=tmp_path)
     dest = home / "a/b/id_rsa"
     assert written == [str(dest), f"{dest}.pub"]
     assert mode(dest) == 0o600 and mode(f"{dest}.pub") == 0o644
@@ -66,14 +65,14 @@ def test_installed_with_modes_and_missing_dirs_owned_by_the_user(tmp_path):
 
 
 def test_staged_privately_then_installed_later(tmp_path):
-    staging = tmp_path / "stage"
+    staging = tmp_path / "var/lib/cloudinit-azure/keypairs"
     home = tmp_path / "home/u"
     home.mkdir(parents=True)
-    item = keypairs.key_pair_file(FP, f"{home}/.ssh/id_rsa", str(home), KEYS)
-    keypairs.stage([item], staging)
+    item = keypairs.key_pair_file(FP, "/home/u/.ssh/id_rsa", "/home/u", KEYS)
+    keypairs.stage([item], root=tmp_path)
     assert mode(staging) == 0o700 and mode(staging / FP) == 0o600
     later = keypairs.KeyPairFile(FP, item.path)  # what the state keeps: no key material
-    keypairs.install([later], os.getuid(), os.getgid(), str(home), staging)
+    keypairs.install([later], os.getuid(), os.getgid(), "/home/u", root=tmp_path)
     assert (home / ".ssh/id_rsa.pub").read_text() == "ssh-rsa AAAA x\n"
     assert not (staging / FP).exists()
 
@@ -81,9 +80,9 @@ def test_staged_privately_then_installed_later(tmp_path):
 def test_install_refuses_a_path_that_skipped_the_plan(tmp_path):
     with pytest.raises(UserConfigError):
         keypairs.install([keypairs.KeyPairFile(FP, "/etc/shadow", b"x")], 0, 0, "/home/u",
-                         tmp_path)
+                         root=tmp_path)
 
 
 def test_nothing_staged_without_pairs(tmp_path):
-    keypairs.stage([], tmp_path / "stage")
-    assert not (tmp_path / "stage").exists()
+    keypairs.stage([], root=tmp_path)
+    assert not (tmp_path / "var").exists()

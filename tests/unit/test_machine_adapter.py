@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("cloudinit.distros")
 
 from cloudinit_azure.provision import Provisioning  # noqa: E402
 from cloudinit_azure.sources import machine  # noqa: E402
+from tests.fakes import fake_host  # noqa: E402
 
 # What cloud-init hands a datasource: its config without system_info (the
 # image's default user lives in the distro).
 SYS_CFG = {"users": ["default"]}
+HOST = fake_host(Path("/nonexistent"))  # create_user goes through the fake distro
 IMAGE_USER = {"name": "debian", "lock_passwd": True, "gecos": "Debian",
               "groups": ["adm", "sudo"], "sudo": ["ALL=(ALL) NOPASSWD:ALL"],
               "shell": "/bin/bash"}
@@ -37,7 +41,7 @@ class Distro:
 
 def test_the_user_is_created_with_the_config_the_init_stage_would_apply():
     distro = Distro()
-    machine.CloudInitMachine(distro, SYS_CFG, None).create_user(PLAN)
+    machine.CloudInitMachine(distro, SYS_CFG, None, HOST).create_user(PLAN)
     [(name, kw)] = distro.created
     assert name == "azureuser"
     assert kw["hashed_passwd"] == "$6$salt$hash" and kw["lock_passwd"] is False
@@ -51,7 +55,7 @@ def test_the_user_is_created_with_the_config_the_init_stage_would_apply():
 def test_a_default_user_other_than_the_plans_is_refused():
     cfg = {"users": [{"name": "bob"}]}  # no default user at all
     with pytest.raises(RuntimeError, match="not 'azureuser'"):
-        machine.CloudInitMachine(Distro(), cfg, None).create_user(PLAN)
+        machine.CloudInitMachine(Distro(), cfg, None, HOST).create_user(PLAN)
 
 
 def test_host_key_files_are_named_as_cc_ssh_names_them():

@@ -13,6 +13,7 @@ from cloudinit_azure import media
 from cloudinit_azure.media import Candidate
 from cloudinit_azure.report import MediaError
 from cloudinit_azure.runner import CommandError, Result
+from tests.fakes import FakeRunner
 
 OVF = b'<?xml version="1.0"?><Environment>ovf</Environment>\n'
 
@@ -217,40 +218,32 @@ def test_read_limited_refuses_a_file_past_the_limit(tmp_path, monkeypatch):
 # --- discovery -----------------------------------------------------------------------
 
 
-class FakeRunner:
-    def __init__(self, answers):
-        self.answers, self.calls = answers, []
-
-    def __call__(self, cmd, **kwargs):
-        self.calls.append((list(cmd), kwargs))
-        answer = self.answers[cmd[4]] if cmd[0] == "blkid" else self.answers[cmd[0]]
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
+BLKID = ("blkid", "-c", "/dev/null", "-t")
 
 
 def test_probe_block_types():
-    runner = FakeRunner({"TYPE=udf": Result(0, "/dev/sr0\n/dev/sr1\n", ""),
-                         "TYPE=iso9660": Result(0, "/dev/sr1\n/dev/loop3\n\n", "")})
+    runner = FakeRunner({BLKID + ("TYPE=udf",): Result(0, "/dev/sr0\n/dev/sr1\n", ""),
+                         BLKID + ("TYPE=iso9660",): Result(0, "/dev/sr1\n/dev/loop3\n\n", "")})
     assert media.probe_block_types(runner) == {"/dev/sr0": "udf", "/dev/sr1": "udf",
                                                "/dev/loop3": "iso9660"}
-    assert runner.calls[0] == (["blkid", "-c", "/dev/null", "-t", "TYPE=udf", "-o", "device"],
-                               {"check": False})
+    assert runner.invocations[0] == (
+        ["blkid", "-c", "/dev/null", "-t", "TYPE=udf", "-o", "device"], {"check": False})
 
 
 def test_probe_block_types_none_found():
-    runner = FakeRunner({"TYPE=udf": Result(2, "", ""), "TYPE=iso9660": Result(2, "", "")})
+    runner = FakeRunner({BLKID + ("TYPE=udf",): Result(2, "", ""),
+                         BLKID + ("TYPE=iso9660",): Result(2, "", "")})
     assert media.probe_block_types(runner) == {}
 
 
 def test_probe_block_types_failures(caplog):
-    runner = FakeRunner({"TYPE=udf": FileNotFoundError("blkid"),
-                         "TYPE=iso9660": Result(4, "", "usage")})
+    runner = FakeRunner({BLKID + ("TYPE=udf",): FileNotFoundError("blkid"),
+                         BLKID + ("TYPE=iso9660",): Result(4, "", "usage")})
     with caplog.at_level(logging.WARNING):
         assert media.probe_block_types(runner) == {}
     assert "cannot probe" in caplog.text and "exited 4" in caplog.text
-    runner = FakeRunner({"TYPE=udf": CommandError(["blkid"], Result(1, "", "")),
-                         "TYPE=iso9660": Result(0, "/dev/sr0\n", "")})
+    runner = FakeRunner({BLKID + ("TYPE=udf",): CommandError(["blkid"], Result(1, "", "")),
+                         BLKID + ("TYPE=iso9660",): Result(0, "/dev/sr0\n", "")})
     assert media.probe_block_types(runner) == {"/dev/sr0": "iso9660"}
 
 
@@ -415,7 +408,7 @@ def test_write_cached_copy_cleans_up_on_failure(tmp_path, monkeypatch):
 def test_eject():
     runner = FakeRunner({"eject": Result(0, "", "")})
     assert media.eject("/dev/sr0", runner) is True
-    assert runner.calls == [(["eject", "/dev/sr0"], {"check": False})]
+    assert runner.invocations == [(["eject", "/dev/sr0"], {"check": False})]
 
 
 @pytest.mark.parametrize("answer", [Result(1, "", "eject: unable to eject"),

@@ -14,6 +14,7 @@ import pytest
 
 from cloudinit_azure import metadata, provision
 from cloudinit_azure.imds import parse_instance_metadata
+from tests.fakes import openssl_runner
 
 UUID = "6bd2a1c7-3f0e-4b8a-9c51-2d7e8f4a1b30"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq1ibK0Wsl8GWbHLd6M7BlSBIXnZIzGfSFeIO4vxVvL u@h"
@@ -28,6 +29,11 @@ IMDS = {
     "network": {"interface": []},
     "extended": {"compute": {"hasCustomData": False, "ppsType": "None"}},
 }
+
+
+def plan(*args, **kwargs):
+    """:func:`provision.plan` with the shared fake runner (openssl played in Python)."""
+    return provision.plan(*args, runner=openssl_runner(), **kwargs)
 
 
 def test_meta_data_carries_the_whole_imds_document_as_imds():
@@ -64,7 +70,7 @@ def test_metadata_pickled_by_an_older_plugin_still_answers():
 
 def test_provision_plan_builds_it_from_the_parsed_imds_document():
     imds = parse_instance_metadata(json.dumps(IMDS).encode())
-    p = provision.plan(None, imds, system_uuid=UUID, existing_users={})
+    p = plan(None, imds, system_uuid=UUID, existing_users={})
     assert p.metadata["imds"] == IMDS
     assert p.metadata["local-hostname"] == "vm-1"
     assert p.metadata["public-keys"] == [KEY]
@@ -94,7 +100,7 @@ def test_v1_matches_the_builtin_datasource(tmp_path):
                            "run_dir": str(tmp_path / "run")})
     imds = parse_instance_metadata(json.dumps(IMDS).encode())
     plugin = ours.DataSourceAzure({}, None, paths)
-    plugin.metadata = dict(provision.plan(None, imds, system_uuid=UUID,
+    plugin.metadata = dict(plan(None, imds, system_uuid=UUID,
                                           existing_users={}).metadata)
     reference = builtin.DataSourceAzure({}, None, paths)
     # What the built-in's crawl_metadata + _get_data leave in .metadata.

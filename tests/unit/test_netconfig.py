@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cloudinit_azure import netconfig
-from cloudinit_azure.netconfig import fallback_config, network_config, normalize_mac
+from cloudinit_azure.network import netconfig
+from cloudinit_azure.network.netconfig import fallback_config, network_config, normalize_mac
 from cloudinit_azure.report import ImdsParseError
 
 
@@ -240,7 +240,7 @@ def test_names_by_mac_reexported_for_the_datasource(tmp_path):
 
 def test_pure_core_does_not_import_cloudinit():
     import subprocess
-    code = ("import sys, cloudinit_azure.netconfig, cloudinit_azure.network;"
+    code = ("import sys, cloudinit_azure.network.netconfig, cloudinit_azure.network;"
             "sys.exit(any(m == 'cloudinit' or m.startswith('cloudinit.') for m in sys.modules))")
     root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0

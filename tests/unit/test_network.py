@@ -28,6 +28,7 @@ from cloudinit_azure.network import (
 )
 from cloudinit_azure.report import ConfigError
 from cloudinit_azure.runner import Result
+from tests.fakes import FakeRunner, fake_host
 
 LOG = logging.getLogger("test")
 
@@ -44,24 +45,6 @@ def _publish(*args, **kwargs):
 
 def _configure(*args, **kwargs):
     return network.configure(*args, kill=_no_kill, **kwargs)
-
-
-class FakeRunner:
-    """Records command lines; answers from a {argv[0:n] tuple: Result} table."""
-
-    def __init__(self, answers=None, missing=()):
-        self.calls = []
-        self.answers = answers or {}
-        self.missing = set(missing)
-
-    def __call__(self, cmd, *, input=None, check=True, timeout=None):
-        self.calls.append(list(cmd))
-        if cmd[0] in self.missing:
-            raise FileNotFoundError(2, "No such file or directory", cmd[0])
-        for n in range(len(cmd), 0, -1):
-            if tuple(cmd[:n]) in self.answers:
-                return self.answers[tuple(cmd[:n])]
-        return Result(0, "", "")
 
 
 def make_nic(net: Path, name, mac, driver=None, master=None, ifindex=None):
@@ -588,7 +571,7 @@ def test_main_publish_reads_etc_hostname(tmp_path):
     runner = FakeRunner()
     from cloudinit_azure.network.__main__ import main
 
-    assert main(["publish", "--root", str(root)], runner, kill=_no_kill) == 0
+    assert main(["publish", "--root", str(root)], fake_host(root, runner)) == 0
     assert runner.calls == [["dhcpcd", "--rebind", "eth0"]]
 
 # --------------------------------------------------- host key thumbprint ----
@@ -614,26 +597,25 @@ def test_thumbprint_and_role_properties_xml():
 
 def test_report_host_key_posts_with_the_injected_callable(tmp_path):
     sent = []
-    assert network.report_host_key(tmp_path, lambda p, b: sent.append((p, b)), "c", "i",
-                                   log=LOG) is False
+    assert network.report_host_key(tmp_path, sent.append, "c", "i", log=LOG) is False
     (tmp_path / "etc/ssh").mkdir(parents=True)
     (tmp_path / "etc/ssh/ssh_host_rsa_key.pub").write_text("ssh-rsa AAAAB3NzaC1yc2E= x\n")
-    assert network.report_host_key(tmp_path, lambda p, b: sent.append((p, b)), "c", "i",
-                                   log=LOG) is True
-    assert sent[0][0] == "/machine?comp=roleProperties"
-    assert b"<ContainerId>c</ContainerId>" in sent[0][1]
+    assert network.report_host_key(tmp_path, sent.append, "c", "i", log=LOG) is True
+    assert b"<ContainerId>c</ContainerId>" in sent[0]
 
 
-def test_wireserver_role_properties_uses_the_project_client():
+def test_wireserver_role_properties_uses_the_project_client(monkeypatch):
+    from cloudinit_azure.wireserver import WireserverClient
+
     posted = []
+    client = WireserverClient(http=SimpleNamespace(post=lambda path, body, headers: posted.append(
+        (path, body, headers))))
     goal = SimpleNamespace(container_id="c-9", instance_id="i-9")
-    client = SimpleNamespace(
-        goal_state=lambda: goal,
-        http=SimpleNamespace(post=lambda path, body, headers: posted.append(
-            (path, body, headers))))
+    monkeypatch.setattr(client, "goal_state", lambda: goal)
     post, cid, iid = network.wireserver_role_properties("168.63.129.16", client=client)
-    post("/machine?comp=roleProperties", b"<x/>")
+    post(b"<x/>")
     assert (cid, iid) == ("c-9", "i-9")
+    assert posted[0][:2] == ("/machine?comp=roleProperties", b"<x/>")
     assert posted[0][2]["x-ms-version"] == "2012-11-30"
     assert posted[0][2]["Content-Type"].startswith("text/xml")
 
@@ -710,11 +692,11 @@ def test_configure_reports_a_key_only_when_enabled_and_never_crashes(tmp_path):
     (root / "etc/ssh/ssh_host_rsa_key.pub").write_text("ssh-rsa AAAAB3NzaC1yc2E= x\n")
     sent = []
     out = _configure(settings, root=root, runner=FakeRunner(),
-                            post=lambda p, b: sent.append(p), container_id="c",
+                            post=sent.append, container_id="c",
                             instance_id="i", log=LOG)
-    assert out.key_reported is True and sent == ["/machine?comp=roleProperties"]
+    assert out.key_reported is True and b"RoleProperties" in sent[0]
 
-    def failing(path, body):
+    def failing(body):
         raise WireserverError(detail="unreachable")
     out = _configure(settings, root=root, runner=FakeRunner(), post=failing,
                             container_id="c", instance_id="i", log=LOG)
@@ -762,10 +744,10 @@ def test_report_host_key_takes_the_first_present_type_unless_told(tmp_path):
     (tmp_path / "etc/ssh").mkdir(parents=True)
     ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL8T2XkRHWuLWH8ZeEvdQNcpuUOskXzqOUzOPG02ufb0 h"
     (tmp_path / "etc/ssh/ssh_host_ed25519_key.pub").write_text(ed + "\n")
-    assert network.report_host_key(tmp_path, lambda p, b: sent.append(b), "c", "i",
+    assert network.report_host_key(tmp_path, sent.append, "c", "i",
                                    log=LOG) is True
     assert network.host_key_thumbprint(ed).encode() in sent[0]
-    assert network.report_host_key(tmp_path, lambda p, b: sent.append(b), "c", "i",
+    assert network.report_host_key(tmp_path, sent.append, "c", "i",
                                    key_type="rsa", log=LOG) is False
     assert len(sent) == 1
 

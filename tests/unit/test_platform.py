@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-
 from cloudinit_azure import kvp, settings
 from cloudinit_azure.platform import LivePlatform
+from cloudinit_azure.runner import Result
+from tests.fakes import FakeRunner, fake_host
 
 
 def cfg(tmp_path, **over):
@@ -14,22 +14,18 @@ def cfg(tmp_path, **over):
     return base
 
 
-class Blkid:
-    def __init__(self, devices=()):
-        self.calls = []
-        self.devices = devices
-
-    def __call__(self, cmd, **kw):
-        self.calls.append(cmd)
-        out = "\n".join(self.devices) if "TYPE=udf" in cmd[-3] else ""
-        return subprocess.CompletedProcess(cmd, 0 if out else 2, out, "")
+def Blkid(devices=()):
+    """blkid finding ``devices`` as UDF and nothing else (exit 2: none found)."""
+    udf = Result(0, "\n".join(devices), "") if devices else Result(2, "", "")
+    return FakeRunner({("blkid", "-c", "/dev/null", "-t", "TYPE=udf"): udf},
+                      default=Result(2, "", ""))
 
 
 def test_a_seed_is_read_without_probing_block_devices(tmp_path):
     (tmp_path / "seed").mkdir()
     (tmp_path / "seed/ovf-env.xml").write_bytes(b"<x/>")
     blkid = Blkid()
-    found = LivePlatform(cfg(tmp_path), root=tmp_path, runner=blkid).read_media()
+    found = LivePlatform(cfg(tmp_path), host=fake_host(tmp_path, blkid)).read_media()
     assert (found.kind, found.data) == ("seed", b"<x/>") and blkid.calls == []
 
 
@@ -40,16 +36,16 @@ def test_other_media_are_probed_only_when_seed_and_sr0_fail(tmp_path):
     cache.mkdir(parents=True)
     (cache / "ovf-env.xml").write_bytes(b"<cached/>")
     blkid = Blkid()
-    found = LivePlatform(cfg(tmp_path), root=tmp_path, runner=blkid).read_media()
+    found = LivePlatform(cfg(tmp_path), host=fake_host(tmp_path, blkid)).read_media()
     assert found.kind == "cache" and len(blkid.calls) == 2  # udf, iso9660
 
 
 def test_no_media_at_all_is_none(tmp_path):
-    assert LivePlatform(cfg(tmp_path), root=tmp_path, runner=Blkid()).read_media() is None
+    assert LivePlatform(cfg(tmp_path), host=fake_host(tmp_path, Blkid())).read_media() is None
 
 
 def test_reports_and_diagnostics_go_to_their_kvp_keys(tmp_path):
-    p = LivePlatform(cfg(tmp_path), root=tmp_path)
+    p = LivePlatform(cfg(tmp_path), host=fake_host(tmp_path))
     p.kvp("PROVISIONING_REPORT", "result=success")
     p.kvp("imds", "imds: ok in 0.010 s")
     records = kvp.read(tmp_path / "kvp")

@@ -10,6 +10,7 @@ from cloudinit_azure import provision
 from cloudinit_azure.imds import parse_instance_metadata
 from cloudinit_azure.ovf import parse_ovf
 from cloudinit_azure.report import ProvisioningError, UserConfigError
+from tests.fakes import openssl_runner
 
 KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL8T2XkRHWuLWH8ZeEvdQNcpuUOskXzqOUzOPG02ufb0 "
        "azureuser@sim")
@@ -17,6 +18,11 @@ OTHER_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKmu8uvPy4pcZpgc1yAAY64x6ob1Kh
              "rjxnMwvx other@sim")
 UUID = "6bd2a1c7-3f0e-4b8a-9c51-2d7e8f4a1b30"
 WA = "http://schemas.microsoft.com/windowsazure"
+
+
+def plan(*args, **kwargs):
+    """:func:`provision.plan` with the shared fake runner (openssl played in Python)."""
+    return provision.plan(*args, runner=openssl_runner(), **kwargs)
 
 
 def ovf_doc(*, hostname="ovf-host", username="ovfuser", password=None, keys=(),
@@ -60,7 +66,7 @@ def imds_doc(*, computer="imds-host", admin="imdsuser", keys=(), user_data=None,
 def test_imds_wins_for_host_user_and_keys_ovf_for_password_and_custom_data():
     ovf = ovf_doc(password="S3cret-pass!", keys=[OTHER_KEY], custom=b"#cloud-config\n")
     imds = imds_doc(keys=[KEY], user_data=b"#!/bin/sh\nimds\n", disable="false")
-    p = provision.plan(ovf, imds, system_uuid=UUID.upper(), existing_users={})
+    p = plan(ovf, imds, system_uuid=UUID.upper(), existing_users={})
     assert p.hostname == "imds-host"
     assert p.username == "imdsuser"
     assert p.public_keys == (KEY,)
@@ -76,13 +82,13 @@ def test_imds_wins_for_host_user_and_keys_ovf_for_password_and_custom_data():
 
 
 def test_imds_flag_applies_when_ovf_has_none():
-    p = provision.plan(ovf_doc(password="S3cret-pass!"), imds_doc(disable="true"),
+    p = plan(ovf_doc(password="S3cret-pass!"), imds_doc(disable="true"),
                        system_uuid=UUID)
     assert p.config["ssh_pwauth"] is False
 
 
 def test_ovf_flag_beats_imds_flag_and_no_password_locks_account():
-    p = provision.plan(ovf_doc(keys=[KEY], disable=True), imds_doc(disable="false"),
+    p = plan(ovf_doc(keys=[KEY], disable=True), imds_doc(disable="false"),
                        system_uuid=UUID)
     assert p.config["ssh_pwauth"] is False
     assert p.config["system_info"]["default_user"]["lock_passwd"] is True
@@ -90,13 +96,13 @@ def test_ovf_flag_beats_imds_flag_and_no_password_locks_account():
 
 
 def test_ovf_only_values_used_when_imds_has_none():
-    p = provision.plan(ovf_doc(keys=[KEY]), imds_doc(computer="", admin="", keys=()),
+    p = plan(ovf_doc(keys=[KEY]), imds_doc(computer="", admin="", keys=()),
                        system_uuid=UUID)
     assert (p.hostname, p.username, p.public_keys) == ("ovf-host", "ovfuser", (KEY,))
 
 
 def test_imds_user_data_used_without_custom_data():
-    p = provision.plan(ovf_doc(keys=[KEY]), imds_doc(user_data=b"ud"), system_uuid=UUID)
+    p = plan(ovf_doc(keys=[KEY]), imds_doc(user_data=b"ud"), system_uuid=UUID)
     assert p.userdata == b"ud"
 
 
@@ -104,10 +110,10 @@ def test_fingerprint_keys_come_from_certificates():
     ovf = ovf_doc(fingerprints=["abcdef"])
     imds = imds_doc(keys=())
     assert provision.fingerprints_needed(ovf, imds) == ("ABCDEF",)
-    p = provision.plan(ovf, imds, system_uuid=UUID, cert_keys={"ABCDEF": KEY})
+    p = plan(ovf, imds, system_uuid=UUID, cert_keys={"ABCDEF": KEY})
     assert p.public_keys == (KEY,)
     with pytest.raises(UserConfigError, match="certificate for SSH key not found"):
-        provision.plan(ovf, imds, system_uuid=UUID, cert_keys={})
+        plan(ovf, imds, system_uuid=UUID, cert_keys={})
 
 
 def test_no_certificates_needed_when_imds_has_keys_unless_key_pairs():
@@ -119,27 +125,27 @@ def test_no_certificates_needed_when_imds_has_keys_unless_key_pairs():
 
 def test_lost_custom_data_is_a_failure_not_a_silent_imds_only_boot():
     with pytest.raises(provision.MissingCustomDataError):
-        provision.plan(None, imds_doc(has_custom=True), system_uuid=UUID)
-    p = provision.plan(None, imds_doc(keys=[KEY]), system_uuid=UUID)
+        plan(None, imds_doc(has_custom=True), system_uuid=UUID)
+    p = plan(None, imds_doc(keys=[KEY]), system_uuid=UUID)
     assert p.username == "imdsuser"
 
 
 def test_nothing_at_all_is_a_failure():
     with pytest.raises(ProvisioningError, match="no provisioning data"):
-        provision.plan(None, None, system_uuid=UUID)
+        plan(None, None, system_uuid=UUID)
 
 
 def test_reserved_user_and_bad_host_fail_with_reasons():
     with pytest.raises(UserConfigError, match="reserved user name"):
-        provision.plan(ovf_doc(username="root"), imds_doc(admin=""), system_uuid=UUID)
+        plan(ovf_doc(username="root"), imds_doc(admin=""), system_uuid=UUID)
     with pytest.raises(UserConfigError, match="invalid host name"):
-        provision.plan(ovf_doc(hostname="bad_host!"), imds_doc(computer=""),
+        plan(ovf_doc(hostname="bad_host!"), imds_doc(computer=""),
                        system_uuid=UUID)
 
 
 def test_instance_id_kept_across_gen1_gen2_byte_order():
     swapped = "c7a1d26b-0e3f-8a4b-9c51-2d7e8f4a1b30"
-    p = provision.plan(ovf_doc(keys=[KEY]), imds_doc(), system_uuid=swapped,
+    p = plan(ovf_doc(keys=[KEY]), imds_doc(), system_uuid=swapped,
                        previous_instance_id=UUID)
     assert p.instance_id == UUID
 

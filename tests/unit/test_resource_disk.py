@@ -9,13 +9,15 @@ import json
 import logging
 import os
 import stat
+import time
 from types import SimpleNamespace
 
 import pytest
 
 from cloudinit_azure import resource_disk as rd
 from cloudinit_azure.report import ConfigError
-from cloudinit_azure.runner import CommandError, Result, run
+from cloudinit_azure.runner import Result, run
+from tests import fakes
 
 # The submodule (the package exports the function of the same name).
 probe_mod = importlib.import_module("cloudinit_azure.resource_disk.probe")
@@ -99,6 +101,8 @@ def nvme(root, ctrl, ns, model, devnum):
 def machine(root, runner=None, **kw):
     kw.setdefault("mknod", _no_mknod)
     kw.setdefault("sleep", lambda s: None)
+    kw.setdefault("clock", time.monotonic)
+    kw.setdefault("statvfs", os.statvfs)
     return rd.Machine(root=str(root), runner=runner or FakeRunner(str(root)), **kw)
 
 
@@ -264,7 +268,7 @@ def test_parse_blkid_export_unescapes():
 
 def test_probe_exit_codes():
     def runner(out, rc, err=""):
-        return lambda cmd, **kw: Result(rc, out, err)
+        return fakes.FakeRunner(default=Result(rc, out, err))
     assert rd.probe(runner("TYPE=ext4\n", 0), "/dev/x") == {"TYPE": "ext4"}
     assert rd.probe(runner("", 2), "/dev/x") == {}
     assert rd.probe(runner("", 8, "ambivalent result"), "/dev/x") == {
@@ -595,35 +599,29 @@ def test_swap_disabled_only_drops_our_fstab_entry():
 # --------------------------------------------------------------------------
 
 
-class FakeRunner:
+class FakeRunner(fakes.FakeRunner):
     """Answers blkid/ntfsls from a state table; sfdisk, mkfs and mount
-    change the fake tree the way the kernel would."""
+    change the fake tree the way the kernel would (strict: a failure with
+    ``check`` raises, as the real runner does)."""
 
     def __init__(self, root, blkid=None, ntfs=None, new_part=("loop3", "loop3p1", "259:9")):
+        super().__init__(strict=True)
         self.root = root
         self.blkid = dict(blkid or {})
         self.ntfs = ntfs
         self.new_part = new_part
-        self.calls = []
         self.fail = {}
         self.hooks = {}
         self.counter = 0
         self.udev_removes_nodes = True
 
-    def commands(self):
-        return [c[0] for c in self.calls]
-
-    def __call__(self, cmd, *, input=None, check=True, timeout=None):
-        cmd = list(cmd)
-        self.calls.append(cmd)
+    def answer(self, cmd, kwargs):
         prog = cmd[0]
         if prog in self.hooks:
             self.hooks[prog](cmd)
-        res = self._answer(cmd, input)
+        res = self._answer(cmd, kwargs.get("input"))
         if prog in self.fail:
             res = Result(1, "", self.fail[prog])
-        if check and res.returncode != 0:
-            raise CommandError(cmd, res)
         return res
 
     def _answer(self, cmd, stdin):
@@ -848,7 +846,7 @@ def test_partition_that_never_appears_times_out_before_mkfs(vm):
     def sleep(s):
         clock["t"] += s
 
-    m = rd.Machine(vm.m.root, vm.runner, sleep, lambda: clock["t"], vm.m.mknod)
+    m = rd.Machine(vm.m.root, vm.runner, sleep, lambda: clock["t"], vm.m.mknod, vm.m.statvfs)
     with pytest.raises(rd.ResourceDiskError, match="did not appear"):
         rd.setup(vm.cfg, "i-1", m)
     assert clock["t"] >= rd.PARTITION_TIMEOUT

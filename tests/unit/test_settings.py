@@ -132,3 +132,25 @@ def test_any_document_is_settings_or_a_config_error(doc):
         assert err.supporting_data["key"].startswith("datasource.Azure")
     else:
         assert set(cfg) <= set(settings.schema("datasource_azure")["properties"])
+
+
+def test_every_config_module_has_a_schema_on_one_draft():
+    from cloudinit_azure.modules import cloud_schema
+
+    names = (*cloud_schema.MODULES, settings.DATASOURCE_NAMESPACE)
+    assert {settings.schema(n)["$schema"] for n in names} == {
+        "https://json-schema.org/draft/2020-12/schema"}
+    assert set(cloud_schema.NAMESPACES) == set(cloud_schema.MODULES)
+
+
+def test_azure_ready_is_loaded_like_the_others():
+    assert settings.load("azure_ready", {}) == {}
+    with pytest.raises(ConfigError) as info:
+        settings.load("azure_ready", {"azure_ready": {"retry": 3}})
+    assert info.value.supporting_data["key"] == "azure_ready"
+
+
+def test_partial_settings_get_the_schemas_defaults():
+    got = settings.with_defaults("azure_network", {"publish_hostname": {"watch": True}})
+    assert got["publish_hostname"] == {"enabled": True, "watch": True}
+    assert got["mask_persistent_net_rules"] is True and got["host_key_type"] is None

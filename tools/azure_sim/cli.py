@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from azure_sim import deps
+from azure_sim import deps, interrupt
 from azure_sim.scenario import ScenarioError, load_scenario
 
 
@@ -34,10 +34,10 @@ def _boot(args: argparse.Namespace) -> int:
     except SimError as exc:
         print(f"azure-sim: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("azure-sim: interrupted; everything this run made was removed",
               file=sys.stderr)
-        return 130
+        return interrupt.exit_code(exc)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
     if args.html:
@@ -76,9 +76,9 @@ def _diff(args: argparse.Namespace) -> int:
     except (OSError, ScenarioError, diff.AllowlistError, SimError) as exc:
         print(f"azure-sim: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("azure-sim: interrupted; both boots' leftovers were removed", file=sys.stderr)
-        return 130
+        return interrupt.exit_code(exc)
     print(json.dumps(res, indent=2) if args.json else diff.render(res))
     return 0 if res["ok"] else 1
 
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--timeout", type=float, help="seconds before a boot is killed")
     d.set_defaults(func=_diff)
     args = parser.parse_args(argv)
+    interrupt.install()  # a kill PID cleans up as Ctrl-C does
     return args.func(args)
 
 

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from azure_sim import guest, power, powercut, pps, recovery
+from azure_sim import guest, guestroot, power, powercut, pps, recovery, sandboxfs, sandboxnet
+from azure_sim.sandboxfs import mount, sh
 
 STAGES = [
     ("init-local", ["init", "--local"]),
@@ -34,20 +35,6 @@ STAGES = [
     ("modules-final", ["modules", "--mode", "final"]),
 ]
 VM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def sh(*cmd: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
-    return subprocess.run(list(cmd), check=check, **kw)
-
-
-def mount(src: str, target: Path | str, fstype: Optional[str] = None,
-          opts: Optional[str] = None) -> None:
-    cmd = ["mount"]
-    if fstype:
-        cmd += ["-t", fstype]
-    if opts:
-        cmd += ["-o", opts]
-    sh(*cmd, src, str(target))
 
 
 class Sandbox:
@@ -73,117 +60,16 @@ class Sandbox:
         (self.work / "progress").write_text(what)
         print(f"{time.time():.3f} {what}", file=sys.stderr, flush=True)
 
-    # -- the machine ------------------------------------------------------
+    # -- the machine and the platform (sandboxfs, sandboxnet) ---------------
     def build_root(self) -> None:
         self.progress("root")
-        tmp = self.work / "t"
-        tmp.mkdir(exist_ok=True)
-        mount("tmpfs", tmp, "tmpfs", "mode=0700,size=8g")
-        for name in ("upper", "work"):
-            (tmp / name).mkdir()
-        self.root.mkdir(exist_ok=True)
-        # overlayfs refuses a lower layer inside another (the layer lives under
-        # /): give it its own copy on the tmpfs.
-        layer = tmp / "layer"
-        sh("cp", "-a", "--reflink=auto", self.plan["layer"], str(layer))
-        lower = f"{layer}:/"
-        mount("overlay", self.root, "overlay",
-              f"lowerdir={lower},upperdir={tmp / 'upper'},workdir={tmp / 'work'}")
-        r = self.root
-        mount("proc", r / "proc", "proc")
-        # Keep the host's non-namespaced knobs out of reach of the VM.
-        sh("mount", "--bind", "-o", "ro", str(r / "proc/sys"), str(r / "proc/sys"))
-        sh("mount", "-o", "remount,bind,ro", str(r / "proc/sys"))
-        # Network sysctls belong to the VM's own network namespace: DHCP
-        # clients (dhcpcd) set them, and the host's are not reachable from here.
-        sh("mount", "--bind", "/proc/sys/net", str(r / "proc/sys/net"))
-        mount("sysfs", r / "sys", "sysfs", "ro,nosuid,nodev,noexec")
-        if self.plan.get("generation", 2) == 2:
-            # Gen2 VMs boot UEFI; cloud-init reads the DMI uuid byte order from it.
-            mount("tmpfs", r / "sys/firmware", "tmpfs", "mode=0755,size=1m")
-            (r / "sys/firmware/efi").mkdir()
-        mount("tmpfs", r / "run", "tmpfs", "mode=0755,size=256m")
-        mount("tmpfs", r / "dev", "tmpfs", "mode=0755,size=16m")
-        self.populate_dev()
-        for stale in (".dockerenv", "run/.containerenv"):
-            path = r / stale
-            if path.exists():
-                path.unlink()
-        guest.install(self.plan, r)
-        powercut.install(self.plan, r)
+        sandboxfs.build_root(self.plan, self.work, self.root)
 
-    def populate_dev(self) -> None:
-        dev = self.root / "dev"
-        nodes = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
-                 "urandom": (1, 9), "tty": (5, 0), "kmsg": None}
-        for name, majmin in nodes.items():
-            if majmin is None:
-                continue
-            os.mknod(dev / name, 0o666 | 0o020000, os.makedev(*majmin))
-        (dev / "pts").mkdir()
-        mount("devpts", dev / "pts", "devpts", "newinstance,ptmxmode=0666,mode=0620")
-        os.symlink("pts/ptmx", dev / "ptmx")
-        (dev / "shm").mkdir()
-        mount("tmpfs", dev / "shm", "tmpfs", "mode=1777")
-        for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-            os.symlink(target, dev / link)
-        (dev / "disk" / "cloud").mkdir(parents=True)
-        for blk in self.plan.get("block_devices", []):
-            os.mknod(dev / blk["name"], 0o660 | 0o060000,
-                     os.makedev(blk["major"], blk["minor"]))
-            for alias in blk.get("links", []):
-                link = dev / alias
-                link.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(os.path.relpath(dev / blk["name"], link.parent), link)
-
-    # -- the platform -----------------------------------------------------
     def start_platform(self) -> None:
         self.progress("platform")
-        cfg_path = self.work / "platform.json"
-        # The platform hot-plugs NICs (pps) into the VM's netns through this.
-        netns_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
-        cfg_path.write_text(json.dumps({**self.plan["platform"], "vm_netns_fd": netns_fd}))
-        env = dict(os.environ)
-        env.update(self.plan["tool_env"])
-        self.platform_log = self.work / "platform" / "platform.log"
-        self.platform = subprocess.Popen(
-            ["unshare", "--net", sys.executable, "-m", "azure_sim.fabric",
-             str(cfg_path)], env=env, stdin=subprocess.DEVNULL, pass_fds=(netns_fd,),
-            stdout=open(self.platform_log, "ab"), stderr=subprocess.STDOUT)
-        os.close(netns_fd)
-        pid = str(self.platform.pid)
-        # `ip link ... netns PID` means the namespace PID is in *now*: wait
-        # until unshare has moved the platform out of ours (our own procfs:
-        # the outer /proc speaks the host's pids).
-        proc = self.root / "proc"
-        ours = os.readlink(proc / "self/ns/net")
-        deadline = time.time() + 20
-        while True:
-            try:
-                if os.readlink(proc / pid / "ns/net") != ours:
-                    break
-            except OSError:
-                pass
-            if self.platform.poll() is not None or time.time() > deadline:
-                raise RuntimeError("platform did not get its own network namespace")
-            time.sleep(0.001)
-        sh("ip", "link", "set", "lo", "up")
-        for nic in self.plan["platform"]["nics"]:
-            # Created straight into both namespaces: never in the host's.
-            # One ifindex on both ends: a lost carrier reads DOWN (see pps.py).
-            index = ["index", str(nic["index"])] if nic.get("index") else []
-            sh("ip", "link", "add", nic["name"], *index, "address", nic["mac"], "type",
-               "veth", "peer", "name", nic["peer"], *index, "netns", pid)
-        ready = Path(self.plan["platform"]["ready_file"])
-        deadline = time.time() + 20
-        while not ready.exists():
-            if self.platform.poll() is not None:
-                tail = self.platform_log.read_text(errors="replace")[-1500:]
-                raise RuntimeError(f"platform exited with {self.platform.returncode}: {tail}")
-            if time.time() > deadline:
-                raise RuntimeError("platform did not come up within 20 s")
-            time.sleep(0.005)
+        # Ours from the start: stop_platform() ends it if joining it fails.
+        self.platform, self.platform_log = sandboxnet.spawn_platform(self.plan, self.work)
+        sandboxnet.join_platform(self.plan, self.root, self.platform, self.platform_log)
 
     # -- the boot ---------------------------------------------------------
     def watcher(self) -> None:
@@ -246,7 +132,7 @@ class Sandbox:
                 sh("umount", "-l", target, check=False)
         sh("umount", "-l", str(self.root / "run"))
         mount("tmpfs", self.root / "run", "tmpfs", "mode=0755,size=256m")
-        guest.install_run(self.plan, self.root)
+        guestroot.install_run(self.plan, self.root)
         if self.cutter.why:  # systemd's local-fs at boot: mount what fstab says
             for target in powercut.fstab_mounts(self.root):
                 self.run_in_vm(["mount", target], "fstab-mounts")
@@ -254,7 +140,7 @@ class Sandbox:
             sh("ip", "addr", "flush", "dev", nic["name"], check=False)
             sh("ip", "link", "set", nic["name"], "down", check=False)
         for hook in self.plan.get("before_boot", {}).get(str(boot), []):
-            guest.before_boot(hook, self.plan, self.root)
+            guestroot.before_boot(hook, self.plan, self.root)
 
     def boot(self) -> dict[str, Any]:
         (self.work / "logs").mkdir(exist_ok=True)
@@ -294,8 +180,8 @@ class Sandbox:
                     # The OS brings up its network between init-local and init
                     # (ifupdown/networkd). Emulate it with the image's DHCP client.
                     self.progress(f"boot {boot}: os-network")
-                    net = self.run_in_vm(guest.os_network_command(self.plan), "os-network")
-                    for cmd in guest.networkd_routes(self.root):
+                    net = self.run_in_vm(guestroot.os_network_command(self.plan), "os-network")
+                    for cmd in guestroot.networkd_routes(self.root):
                         sh(*cmd, check=False)
                     stages.append({"boot": boot, "stage": "os-network", **net})
                     if cutting and self.cutter.stage_ended("os-network"):

@@ -21,7 +21,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
 from cloudinit_azure import imds
-from cloudinit_azure.network import DEFAULT_WIRESERVER, IMDS_ADDRESS, names_by_mac
+from cloudinit_azure.network.nics import names_by_mac
+from cloudinit_azure.network.routes import DEFAULT_WIRESERVER, IMDS_ADDRESS
 from cloudinit_azure.report import ImdsParseError
 
 __all__ = [
