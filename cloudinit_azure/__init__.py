@@ -5,5 +5,5 @@ this package and never imports cloud-init; ``sources`` and ``modules`` hold the
 thin adapters that cloud-init loads.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 AGENT_NAME = "cloudinit-azure"

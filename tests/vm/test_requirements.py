@@ -59,7 +59,9 @@ def test_qemu_command_has_platform_devices(tmp_path):
     assert "media=cdrom" in cmd and "serial=AZURE-SIM-RESOURCE" in cmd
 
 
-OLD_BUILD = "e2c6179a32ced5626adcafd0e08e1786d68bfe05"  # 0.1.0: the wiring was a conffile
+from tests.vm.test_vm_boot import OLD_BUILDS  # noqa: E402
+
+OLD_BUILD = OLD_BUILDS["22.4.2"]  # 0.1.0: the wiring was a conffile
 
 
 @pytest.mark.parametrize("release", ["bookworm", "trixie"])
