@@ -105,9 +105,11 @@ dist: $(STAMP)
 vm-image: deb $(STAMP)
 	cd tools && ../$(PY) -m azure_sim.vmimage --deb ../$(DEB)
 
-# The power-cut cases are make test-powercut's (.ci/nightly), not CI's budget.
+# Two QEMUs side by side, one xdist worker per image (tests/vm/conftest.py);
+# the power-cut cases are make test-powercut's (.ci/nightly), not CI's budget.
 test-vm: $(DEPS) vm-image
-	AZURE_SIM_VM=1 $(PY) -m pytest -q -m "not powercut" --durations=15 tests/vm
+	AZURE_SIM_VM=1 $(PY) -m pytest -q -m "not powercut" -n 2 --dist loadgroup \
+	  --durations=15 tests/vm
 
 # The power-cut matrix (docs/reliability.md): every cut point in the sandbox on
 # both cloud-init versions, then the VM tier's points (one QEMU at a time).

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +26,11 @@ from tests.tiers import mark_tier
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+WORKDIR_RE = re.compile(r"/tmp/azure-sim-vm-[A-Za-z0-9_]+")
+# make test-vm runs two xdist workers, one per image: each image's boots (and the
+# reports its tests share) stay on one worker; the two QEMUs run side by side.
+IMAGE_OF = {"22.4.2": "bookworm", "25.1.4": "trixie", "bookworm": "bookworm",
+            "trixie": "trixie"}
 sys.path[:0] = [str(REPO / "tools")]
 
 
@@ -51,9 +58,21 @@ def missing_requirement() -> Optional[str]:
     return None
 
 
+def _image_group(item) -> Optional[str]:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    for key in ("version", "cloud_init", "release"):
+        if params.get(key) in IMAGE_OF:
+            return IMAGE_OF[params[key]]
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     mark_tier(items, HERE, pytest.mark.vm, missing_requirement,
               exempt=lambda item: getattr(item.function, "_no_vm_needed", False))
+    for item in items:
+        group = _image_group(item)
+        if group and HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.xdist_group(group))
     if os.environ.get("CI") == "true" and os.environ.get("AZURE_SIM_VM") == "1":
         reason = missing_requirement()
         if reason and any(HERE in Path(str(i.fspath)).resolve().parents for i in items):
@@ -77,9 +96,27 @@ def _state() -> dict[str, set[str]]:
 
 
 @pytest.fixture(autouse=True)
-def no_leftovers():
+def no_leftovers(monkeypatch):
+    """Fail the test if its QEMU, tap, netns, mount or work directory outlived it.
+
+    An addition that names only work directories this test did not make belongs
+    to the other xdist worker's boot running beside it, and is not counted.
+    """
+    owned: set[str] = set()
+    real_mkdtemp = tempfile.mkdtemp
+
+    def mkdtemp(*args, **kwargs):
+        path = real_mkdtemp(*args, **kwargs)
+        owned.update(WORKDIR_RE.findall(path))
+        return path
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
     before = _state()
     yield
+    monkeypatch.setattr(tempfile, "mkdtemp", real_mkdtemp)
     after = _state()
     for key in before:
-        assert after[key] <= before[key], f"left behind ({key}): {after[key] - before[key]}"
+        added = {item for item in after[key] - before[key]
+                 if not (set(WORKDIR_RE.findall(item)) and
+                         not set(WORKDIR_RE.findall(item)) & owned)}
+        assert not added, f"left behind ({key}): {added}"

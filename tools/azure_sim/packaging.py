@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import fcntl
 import hashlib
 import json
 import os
@@ -125,10 +126,18 @@ def old_deb(commit: str) -> Path:
     from azure_sim import deps
 
     cache = deps.CACHE / "vm" / "old-debs" / commit
-    found = sorted(cache.glob(f"{PACKAGE}_*_all.deb"))
-    if found:
-        return found[-1]
-    work = BUILD / "old-deb"
+    cache.mkdir(parents=True, exist_ok=True)
+    # Two VM-tier workers may ask for the same build: one builds, the other waits.
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = sorted(cache.glob(f"{PACKAGE}_*_all.deb"))
+        if found:
+            return found[-1]
+        return _build_old_deb(commit, cache)
+
+
+def _build_old_deb(commit: str, cache: Path) -> Path:
+    work = BUILD / f"old-deb-{commit[:12]}"
     shutil.rmtree(work, ignore_errors=True)
     (work / "tree").mkdir(parents=True)
     archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=REPO,
@@ -138,8 +147,8 @@ def old_deb(commit: str) -> Path:
                          f"{archive.stderr.decode().strip()} (a shallow clone?)")
     subprocess.run(["tar", "-x", "-C", str(work / "tree")], input=archive.stdout, check=True)
     deb = build_deb(work / "tree", work / "out", dest=None)
-    cache.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(deb, cache / deb.name)
+    shutil.copy2(deb, cache / f"{deb.name}.new")
+    os.replace(cache / f"{deb.name}.new", cache / deb.name)
     shutil.rmtree(work, ignore_errors=True)
     return cache / deb.name
 
