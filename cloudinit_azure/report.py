@@ -1,66 +1,39 @@
-"""Typed provisioning errors and the encoded provisioning report.
+"""The error hierarchy: every failure the plug-in reports, each a class with a fixed reason.
 
-Every failure the plug-in can meet while provisioning is a
-:class:`ProvisioningError` with a short ``reason`` and ``supporting_data``.
-One function turns an error (or success) into the ``|``-delimited report that
-goes to the wireserver health Description and to Hyper-V KVP, so the platform
-and the user see the same words.
+A failure is a :class:`ProvisioningError` subclass: its ``reason`` (the short
+text the platform shows and the user searches docs/failures.md for), its
+docstring (what it means) and ``what_to_do`` are fixed by the class; a raise
+site passes only ``supporting_data`` (the variable parts: a step, a NIC, a
+status code, a path). The encoded report (report_text.py) renders both.
 """
 
 from __future__ import annotations
 
-import csv
-import re
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar
 
-from cloudinit_azure import AGENT_NAME, __version__
-
-DOCUMENTATION_URL = "https://aka.ms/linuxprovisioningerror"
-# The wireserver keeps the Description short; Azure reads 1,024 chars of KVP.
-MAX_DESCRIPTION = 512
-MAX_REPORT = 1024
-# No one value may crowd the others (and the documentation URL) out of a report.
-MAX_VALUE = 200
-MAX_VM_ID = 64
-# C0 controls but TAB, LF, CR (those three are quoted), DEL and C1 controls.
-_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def printable(value: Any, limit: Optional[int] = None) -> str:
-    """``value`` as text any report channel can carry.
-
-    Platform documents can hold lone surrogates (``"x\\ud800y"`` is valid
-    JSON) and control characters: UTF-8 cannot encode the first, KVP's NUL
-    padding and XML lose the second. Both become backslash escapes, so a
-    report can always be encoded and sent. ``limit`` clips the result.
-    """
-    try:
-        text = value if isinstance(value, str) else str(value)
-    except Exception:  # a broken __str__ must not cost the report
-        text = f"<{type(value).__name__}>"
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    text = _CONTROLS.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
-    if limit is not None and len(text) > limit:
-        text = text[:max(limit - 3, 0)] + "..."
-    return text
+from cloudinit_azure.report_text import (  # noqa: F401 - the report's names, one import
+    DOCUMENTATION_URL,
+    MAX_DESCRIPTION,
+    MAX_REPORT,
+    MAX_VALUE,
+    MAX_VM_ID,
+    Report,
+    decode_report,
+    printable,
+)
 
 
 class ProvisioningError(Exception):
     """A failure that ends provisioning and is reported to the platform."""
 
-    default_reason = "provisioning error"
-    what_to_do = (
+    reason: ClassVar[str] = "provisioning error"
+    what_to_do: ClassVar[str] = (
         "Read the reason and supporting data, then cloud-init's log on the VM "
         "(/var/log/cloud-init.log, or the serial console in boot diagnostics): the "
         "step that failed is logged just before the report."
     )
 
-    def __init__(
-        self, reason: Optional[str] = None, **supporting_data: Any
-    ) -> None:
-        self.reason = reason or self.default_reason
+    def __init__(self, **supporting_data: Any) -> None:
         self.supporting_data: dict[str, Any] = dict(supporting_data)
         super().__init__(self.reason)
 
@@ -72,10 +45,31 @@ class ProvisioningError(Exception):
         return f"{printable(self.reason)} ({details})"
 
 
+class NoProvisioningDataError(ProvisioningError):
+    """Neither the provisioning media nor IMDS gave the VM's provisioning data."""
+
+    reason = "no provisioning data: neither media nor IMDS answered"
+    what_to_do = (
+        "The image found no provisioning DVD and IMDS did not answer: check both as "
+        "for 'error reading provisioning media' and 'error communicating with IMDS' "
+        "('cloudinit-azure doctor'), then redeploy."
+    )
+
+
+class UnexpectedError(ProvisioningError):
+    """A bug in the plug-in (an exception it does not expect); ``where`` names the step."""
+
+    reason = "unexpected error"
+    what_to_do = (
+        "This is a bug of cloudinit-azure: the supporting data (where, exception, "
+        "detail) and the traceback in /var/log/cloud-init.log belong in a bug report."
+    )
+
+
 class OvfError(ProvisioningError):
     """ovf-env.xml is missing, malformed or inconsistent."""
 
-    default_reason = "error parsing ovf-env.xml"
+    reason = "error parsing ovf-env.xml"
     what_to_do = (
         "The platform writes ovf-env.xml from the VM create request: check the admin "
         "user name, host name, password and custom data you passed (custom data is "
@@ -84,10 +78,145 @@ class OvfError(ProvisioningError):
     )
 
 
+class OvfNotWellFormedError(OvfError):
+    """ovf-env.xml is not XML a parser can read (``line``, ``column``, ``error`` say where)."""
+
+    reason = "ovf-env.xml is not well-formed XML"
+    what_to_do = (
+        "The platform writes ovf-env.xml: a broken one is a platform problem or "
+        "something in the image replacing the DVD. Redeploy; open a support case with "
+        "the report if it persists."
+    )
+
+
+class OvfForbiddenXmlError(OvfError):
+    """ovf-env.xml declares a DTD or entity, which is refused (no XXE, no entity bomb)."""
+
+    reason = "ovf-env.xml declares a DTD or entity (forbidden)"
+    what_to_do = (
+        "The platform never writes a DTD into ovf-env.xml: the DVD the VM read is not "
+        "the platform's. Check what in the image provides it; redeploy."
+    )
+
+
+class OvfEncodingError(OvfError):
+    """ovf-env.xml's XML declaration names an encoding that cannot be read."""
+
+    reason = "ovf-env.xml declares an encoding that cannot be read"
+    what_to_do = (
+        "The platform writes UTF-8: the document is not the platform's or is damaged. "
+        "Redeploy; open a support case with the report if it persists."
+    )
+
+
+class OvfRootError(OvfError):
+    """ovf-env.xml's root element is not ``Environment`` (``root`` names what it is)."""
+
+    reason = "ovf-env.xml root is not Environment"
+    what_to_do = OvfNotWellFormedError.what_to_do
+
+
+class OvfMissingElementError(OvfError):
+    """A required element of ovf-env.xml is absent; ``element`` is its path."""
+
+    reason = "missing element in ovf-env.xml"
+    what_to_do = (
+        "The element named by ``element`` is required (the user name, the host name, "
+        "the provisioning section): pass the admin user name and host name in the VM "
+        "create request and deploy again."
+    )
+
+
+class OvfEmptyElementError(OvfError):
+    """A required element of ovf-env.xml is present but empty; ``element`` is its path."""
+
+    reason = "empty element in ovf-env.xml"
+    what_to_do = OvfMissingElementError.what_to_do
+
+
+class OvfDuplicateElementError(OvfError):
+    """An element that may occur once occurs ``count`` times; ``element`` is its path."""
+
+    reason = "duplicate element in ovf-env.xml"
+    what_to_do = (
+        "Two values for one setting cannot be told apart: the document is not the "
+        "platform's or is damaged. Redeploy; open a support case if it persists."
+    )
+
+
+class OvfBooleanError(OvfError):
+    """A true/false element of ovf-env.xml holds another ``value``; ``element`` names it."""
+
+    reason = "invalid boolean in ovf-env.xml"
+    what_to_do = (
+        "Settings such as DisableSshPasswordAuthentication must be true or false: "
+        "check the value in the VM create request and deploy again."
+    )
+
+
+class CustomDataBase64Error(OvfError):
+    """The CustomData element is not valid base64."""
+
+    reason = "invalid base64 in CustomData"
+    what_to_do = (
+        "Custom data is passed base64-encoded in the REST API (the CLI and portal "
+        "encode it for you): encode it once, with no other text, and deploy again."
+    )
+
+
+class OvfPublicKeyError(OvfError):
+    """An SSH public key entry has neither a Fingerprint nor a Value; ``element`` names it."""
+
+    reason = "PublicKey has neither Fingerprint nor Value"
+    what_to_do = (
+        "Every SSH public key in the VM create request needs its key data (or a "
+        "certificate thumbprint): fix the key list and deploy again."
+    )
+
+
+class OvfKeyPairFingerprintError(OvfError):
+    """A KeyPair's Fingerprint is not 40 hex digits (it names a file: never a path)."""
+
+    reason = "invalid KeyPair Fingerprint in ovf-env.xml"
+    what_to_do = (
+        "A key pair names its certificate by SHA-1 thumbprint: pass the thumbprint "
+        "(40 hex digits) of a certificate in the VM's secrets and deploy again."
+    )
+
+
+class ReprovisionDataError(OvfError):
+    """A pool VM's customer document (reprovisiondata) is not a valid ovf-env.xml;
+    ``ovf_error`` is the reason the document failed with, its data follows."""
+
+    reason = "reprovisiondata: not a valid ovf-env.xml"
+    what_to_do = (
+        "The customer document IMDS handed the preprovisioned VM failed to parse: read "
+        "ovf_error and look it up on this page. It comes from the VM create request: "
+        "check its inputs and deploy again."
+    )
+
+
+class ReprovisionDataEmptyError(ReprovisionDataError):
+    """IMDS answered reprovisiondata with an empty document."""
+
+    reason = "reprovisiondata: empty document"
+    what_to_do = (
+        "IMDS assigned the pool VM to a customer but sent no document: a platform "
+        "problem. Redeploy; open a support case if it persists."
+    )
+
+
+class ReprovisionDataPoolError(ReprovisionDataError):
+    """reprovisiondata held another pool (preprovisioned) document, not the customer's."""
+
+    reason = "reprovisiondata: a preprovisioned (pool) document, not the customer's"
+    what_to_do = ReprovisionDataEmptyError.what_to_do
+
+
 class MediaError(ProvisioningError):
     """The provisioning media could not be found or read."""
 
-    default_reason = "error reading provisioning media"
+    reason = "error reading provisioning media"
     what_to_do = (
         "The image could not find or read the provisioning DVD: keep the CD-ROM driver "
         "(sr_mod) and udev in the image, keep python3-pycdlib installed (it reads the "
@@ -96,10 +225,41 @@ class MediaError(ProvisioningError):
     )
 
 
+class NoMediaError(MediaError):
+    """No device looked like the provisioning DVD."""
+
+    reason = "no provisioning media found"
+    what_to_do = MediaError.what_to_do
+
+
+class MediaUnreadableError(MediaError):
+    """The DVD was found but reading it failed (``device``, ``error``)."""
+
+    reason = "unreadable media"
+    what_to_do = MediaError.what_to_do
+
+
+class OvfNotFoundError(MediaError):
+    """The DVD was read but holds no ovf-env.xml (``device``, and every one ``tried``)."""
+
+    reason = "ovf-env.xml not found on media"
+    what_to_do = (
+        "A DVD without ovf-env.xml is not the provisioning DVD: keep other ISO images "
+        "out of the VM's CD-ROM drive or ahead of it, then redeploy."
+    )
+
+
+class OvfTooLargeError(MediaError):
+    """ovf-env.xml on the DVD is larger than any the platform writes (``size``)."""
+
+    reason = "ovf-env.xml too large"
+    what_to_do = OvfNotFoundError.what_to_do
+
+
 class ImdsError(ProvisioningError):
     """IMDS did not answer usefully before the deadline."""
 
-    default_reason = "error communicating with IMDS"
+    reason = "error communicating with IMDS"
     what_to_do = (
         "IMDS (169.254.169.254) did not answer in time: the image must reach it from "
         "init-local, so keep a DHCP client in the image ('cloudinit-azure doctor', check "
@@ -111,7 +271,7 @@ class ImdsError(ProvisioningError):
 class ImdsParseError(ImdsError):
     """IMDS answered with a body that is not the expected JSON."""
 
-    default_reason = "error parsing IMDS metadata"
+    reason = "error parsing IMDS metadata"
     what_to_do = (
         "IMDS answered, but not with the metadata expected: look for a proxy or "
         "transparent filter in the image that intercepts 169.254.169.254. Otherwise it "
@@ -119,10 +279,20 @@ class ImdsParseError(ImdsError):
     )
 
 
+class StillPreprovisionedError(ImdsError):
+    """After the customer's assignment, IMDS still calls the VM preprovisioned (``pps_type``)."""
+
+    reason = "IMDS still says preprovisioned after the assignment"
+    what_to_do = (
+        "The platform assigned the pool VM but IMDS did not catch up: a platform "
+        "problem. Redeploy; open a support case with the report if it persists."
+    )
+
+
 class WireserverError(ProvisioningError):
     """The wireserver (goal state, health, certificates) failed."""
 
-    default_reason = "error communicating with wireserver"
+    reason = "error communicating with wireserver"
     what_to_do = (
         "The wireserver (168.63.129.16, or DHCP option 245's address) could not be "
         "reached or kept failing: the image must not block 168.63.129.16 port 80 "
@@ -134,7 +304,7 @@ class WireserverError(ProvisioningError):
 class GoalStateError(WireserverError):
     """The wireserver's goal state is not what the protocol defines."""
 
-    default_reason = "error parsing goal state"
+    reason = "error parsing goal state"
     what_to_do = (
         "The goal state XML lacked a required element (incarnation, container id, "
         "instance id): a platform problem or something in the image answering for "
@@ -142,10 +312,20 @@ class GoalStateError(WireserverError):
     )
 
 
+class HealthReportError(WireserverError):
+    """A health report read back (by the simulator) is not the protocol's XML."""
+
+    reason = "error parsing health report"
+    what_to_do = (
+        "Only azure-sim reads health reports back: the agent under test posted a "
+        "health report without its state; the detail names what is missing."
+    )
+
+
 class CertificateError(WireserverError):
     """The certificates behind key fingerprints could not be fetched or decrypted."""
 
-    default_reason = "error obtaining certificates"
+    reason = "error obtaining certificates"
     what_to_do = (
         "SSH keys given as certificate thumbprints could not be fetched or decrypted: "
         "the image needs openssl 1.0+ ('cloudinit-azure doctor', check openssl). Or "
@@ -156,7 +336,7 @@ class CertificateError(WireserverError):
 class DhcpError(ProvisioningError):
     """No DHCP lease was obtained on the primary NIC."""
 
-    default_reason = "error obtaining DHCP lease"
+    reason = "error obtaining DHCP lease"
     what_to_do = (
         "No DHCP lease on the primary NIC: keep a supported DHCP client (dhclient, "
         "dhcpcd or udhcpc) and the NIC driver (hv_netvsc, or mlx drivers with "
@@ -164,16 +344,146 @@ class DhcpError(ProvisioningError):
     )
 
 
+class NoNicError(DhcpError):
+    """No network interface to run DHCP on was found."""
+
+    reason = "no network interface found"
+    what_to_do = (
+        "The image saw no NIC: keep the NIC drivers (hv_netvsc; mlx4/mlx5 for "
+        "accelerated networking) in the image and its initramfs, and no rule that "
+        "renames or hides the interface."
+    )
+
+
 class UserConfigError(ProvisioningError):
     """The requested user, password, keys or host name cannot be applied."""
 
-    default_reason = "invalid user configuration"
+    reason = "invalid user configuration"
     what_to_do = (
         "Fix the VM create request: the admin user name must be valid and not reserved "
         "(root, admin, daemon ...), the password short enough and without control "
         "characters, every SSH key an OpenSSH public key, the host name a valid name. "
         "The reason names which one."
     )
+
+
+class NoUserNameError(UserConfigError):
+    """Neither ovf-env.xml nor IMDS names the admin user."""
+
+    reason = "no user name provided"
+    what_to_do = "Pass the admin user name in the VM create request and deploy again."
+
+
+class InvalidUserNameError(UserConfigError):
+    """The admin user name is not one useradd creates (``problem`` says why)."""
+
+    reason = "invalid user name"
+    what_to_do = (
+        "Use a user name of lower-case letters, digits, '-' and '_', starting with a "
+        "letter, no longer than the image's useradd allows (``problem`` says which)."
+    )
+
+
+class ReservedUserNameError(UserConfigError):
+    """The admin user name is reserved (root, admin, daemon ...) or a system account."""
+
+    reason = "reserved user name"
+    what_to_do = (
+        "Choose another admin user name: not root, admin, daemon or another reserved "
+        "name, nor a system account the image already has (``uid`` shows it)."
+    )
+
+
+class PasswordTooLongError(UserConfigError):
+    """The admin password is longer than ``max_length`` characters."""
+
+    reason = "password too long"
+    what_to_do = "Use a password of at most max_length characters, or SSH keys instead."
+
+
+class PasswordControlCharacterError(UserConfigError):
+    """The admin password holds a line break or NUL, which hashing cannot carry."""
+
+    reason = "password contains a control character"
+    what_to_do = "Use a password without line breaks or NUL characters, and deploy again."
+
+
+class PasswordHashError(UserConfigError):
+    """The image could not hash the admin password (``tool`` names what failed)."""
+
+    reason = "password hashing failed"
+    what_to_do = (
+        "The image needs Python's crypt module or openssl to hash the password "
+        "('cloudinit-azure doctor', check openssl); or use SSH keys instead."
+    )
+
+
+class InvalidHostNameError(UserConfigError):
+    """The host name is not a valid host name (``hostname`` shows it)."""
+
+    reason = "invalid host name"
+    what_to_do = (
+        "Use a host name of letters, digits and '-' (dot-separated labels, each at most "
+        "63 characters, not starting or ending with '-') and deploy again."
+    )
+
+
+class NoHostNameError(UserConfigError):
+    """Neither ovf-env.xml nor IMDS names the host."""
+
+    reason = "no host name provided"
+    what_to_do = "Pass the VM's computer name in the VM create request and deploy again."
+
+
+class InvalidSshKeyError(UserConfigError):
+    """An SSH key is not an OpenSSH public key (``index``, ``problem``, ``prefix``)."""
+
+    reason = "invalid SSH public key"
+    what_to_do = (
+        "Pass each SSH key as one OpenSSH public key line (ssh-ed25519 AAAA... or "
+        "ssh-rsa AAAA...), not a private key, a PEM certificate or two keys in one."
+    )
+
+
+class SshKeyCertificateNotFoundError(UserConfigError):
+    """An SSH key given by certificate ``fingerprint`` has no such certificate."""
+
+    reason = "certificate for SSH key not found"
+    what_to_do = (
+        "The thumbprint must name a certificate in the VM's secrets (Key Vault "
+        "osProfile.secrets): add the certificate, or pass the public key data instead."
+    )
+
+
+class InvalidKeyPairFingerprintError(UserConfigError):
+    """A key pair's ``fingerprint`` is not a certificate thumbprint."""
+
+    reason = "invalid key pair fingerprint"
+    what_to_do = OvfKeyPairFingerprintError.what_to_do
+
+
+class KeyPairCertificateNotFoundError(UserConfigError):
+    """A key pair's certificate ``fingerprint`` is not among the VM's certificates."""
+
+    reason = "certificate for key pair not found"
+    what_to_do = SshKeyCertificateNotFoundError.what_to_do
+
+
+class InvalidKeyPairPathError(UserConfigError):
+    """A key pair's ``path`` is not an absolute file path."""
+
+    reason = "invalid key pair path"
+    what_to_do = (
+        "Give the key pair an absolute file path in the admin user's home ($HOME/.ssh/"
+        "id_rsa or /home/USER/.ssh/id_rsa), not a directory, and deploy again."
+    )
+
+
+class KeyPairOutsideHomeError(InvalidKeyPairPathError):
+    """A key pair's ``path`` resolves outside the admin user's ``home``."""
+
+    reason = "key pair path outside the user's home"
+    what_to_do = InvalidKeyPairPathError.what_to_do
 
 
 class ConfigError(ProvisioningError):
@@ -183,10 +493,10 @@ class ConfigError(ProvisioningError):
     supporting data; the text names the key first, for the log reader.
     """
 
-    default_reason = "invalid cloudinit-azure configuration"
+    reason = "invalid cloudinit-azure configuration"
     what_to_do = (
         "The image's own configuration (datasource: Azure:, azure_* keys in "
-        "/etc/cloud/cloud.cfg.d) does not validate: the reason names the key; "
+        "/etc/cloud/cloud.cfg.d) does not validate: the supporting data names the key; "
         "'cloudinit-azure doctor' shows it before you upload the image, and "
         "docs/configuration.md lists every key."
     )
@@ -201,10 +511,10 @@ class ConfigError(ProvisioningError):
 
 class ApplyError(ProvisioningError):
     """A step that changes the machine in init-local failed (creating the user, sshd's
-    password setting, the OVF key pairs, host keys, host name); the reason names the
-    step (``error applying provisioning: user``) and the user is removed again."""
+    password setting, the OVF key pairs, host keys, host name); ``step`` names it
+    and the user is removed again."""
 
-    default_reason = "error applying provisioning"
+    reason = "error applying provisioning"
     what_to_do = (
         "Read the supporting data (step, exception, detail) and the cloud-init log: "
         "the image's useradd, sudoers, sshd_config or ssh-keygen failed. Check the "
@@ -212,16 +522,15 @@ class ApplyError(ProvisioningError):
         "and a missing ssh-keygen are the usual causes."
     )
 
-    def __init__(self, step: str, exc: BaseException) -> None:
-        super().__init__(f"{self.default_reason}: {step}", step=step,
-                         exception=type(exc).__name__, detail=str(exc)[:160])
+    def __init__(self, *, step: str, exc: BaseException) -> None:
+        super().__init__(step=step, exception=type(exc).__name__, detail=str(exc)[:160])
 
 
 class MissingCustomDataError(ProvisioningError):
     """IMDS says the VM has customData, but no provisioning media was found to read it
     from: provisioning fails rather than boot without the customer's custom data."""
 
-    default_reason = "customData was provided but no provisioning media was found"
+    reason = "customData was provided but no provisioning media was found"
     what_to_do = (
         "Custom data travels only on the provisioning DVD: keep the CD-ROM driver "
         "(sr_mod), udev and python3-pycdlib in the image and nothing that ejects or "
@@ -231,9 +540,9 @@ class MissingCustomDataError(ProvisioningError):
 
 class ResourceDiskError(ProvisioningError):
     """The resource disk could not be set up; nothing was destroyed by us
-    unless the message says the format had already begun."""
+    unless the supporting data says the format had already begun."""
 
-    default_reason = "error setting up the resource disk"
+    reason = "error setting up the resource disk"
     what_to_do = (
         "Only the azure_resource_disk module failed (the VM is provisioned): read the "
         "reason and cloud-init's log. A configured device or mount point that is missing "
@@ -242,85 +551,86 @@ class ResourceDiskError(ProvisioningError):
     )
 
 
-def _timestamp(now: Optional[datetime] = None) -> str:
-    now = now or datetime.now(timezone.utc)
-    return now.astimezone(timezone.utc).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z"
-    )
+_DISK_CONFIG = ("Fix azure_resource_disk: in the image's cloud.cfg.d (docs/resource-disk.md); "
+                "the VM itself is provisioned.")
+_DISK_TOOL = ("The image lacks or breaks the tool named by ``tool`` (sfdisk, mkfs.*, mount): "
+              "install it ('cloudinit-azure doctor'); the VM itself is provisioned.")
+_DISK_PLATFORM = ("The disk changed under the module: redeploy or restart the VM; if it "
+                  "persists, the host may be unhealthy. The VM itself is provisioned.")
 
 
-def _quote(field_text: str) -> str:
-    """CSV-quote one field with ``'`` when it holds the delimiter, quote or a line break."""
-    if not any(c in field_text for c in "|'\r\n"):
-        return field_text
-    # csv's own minimal quoting ignores line breaks once lineterminator is "".
-    return "'" + field_text.replace("'", "''") + "'"
+class ResourceDiskNotFoundError(ResourceDiskError):
+    """The configured resource disk ``device`` does not exist."""
+
+    reason = "configured resource disk not found"
+    what_to_do = _DISK_CONFIG
 
 
-@dataclass(frozen=True)
-class Report:
-    """One provisioning outcome, ready to encode."""
+class ResourceDiskPartitionError(ResourceDiskError):
+    """The configured ``device`` is a partition, not a whole disk."""
 
-    result: str  # "success" or "error"
-    reason: Optional[str] = None
-    supporting_data: Mapping[str, Any] = field(default_factory=dict)
-    vm_id: Optional[str] = None
-    timestamp: Optional[str] = None
-
-    @classmethod
-    def from_error(
-        cls, error: ProvisioningError, vm_id: Optional[str] = None,
-        now: Optional[datetime] = None,
-    ) -> Report:
-        return cls("error", error.reason, dict(error.supporting_data), vm_id,
-                   _timestamp(now))
-
-    @classmethod
-    def success(cls, vm_id: Optional[str] = None,
-                now: Optional[datetime] = None, **data: Any) -> Report:
-        return cls("success", None, data, vm_id, _timestamp(now))
-
-    def encode(self, max_len: Optional[int] = MAX_REPORT) -> str:
-        """Render the ``|``-delimited report, trimmed to ``max_len`` (None: whole).
-
-        The default is what Azure reads of a KVP value, so a report sent there
-        never loses its end.
-
-        Every value is made :func:`printable` and clipped, so the text always
-        encodes. When trimming, supporting data is dropped from the end first;
-        the result, reason, agent, vm_id, timestamp and documentation URL
-        always survive (the documentation URL whole, last).
-        """
-        head = [f"result={printable(self.result, MAX_VALUE)}"]
-        if self.reason:
-            head.append(f"reason={printable(self.reason, MAX_VALUE)}")
-        head.append(f"agent={AGENT_NAME}/{__version__}")
-        data = [f"{printable(k, MAX_VALUE)}={printable(v, MAX_VALUE)}"
-                for k, v in self.supporting_data.items()]
-        tail = []
-        if self.vm_id:
-            tail.append(f"vm_id={printable(self.vm_id, MAX_VM_ID)}")
-        tail.append(f"timestamp={printable(self.timestamp or _timestamp(), MAX_VALUE)}")
-        url = f"documentation_url={DOCUMENTATION_URL}"
-
-        def render(items: list[str]) -> str:
-            return "|".join(_quote(i) for i in items + [url])
-
-        text = render(head + data + tail)
-        while max_len is not None and len(text) > max_len and data:
-            data.pop()
-            text = render(head + data + tail)
-        if max_len is not None and len(text) > max_len:
-            # Only a max_len below ~300 gets here: keep the URL, cut before it.
-            text = text[:max(max_len - len(url) - 1, 0)] + "|" + url
-        return text
+    reason = "configured device is a partition; name the whole disk"
+    what_to_do = _DISK_CONFIG
 
 
-def decode_report(text: str) -> dict[str, str]:
-    """Parse an encoded report back into a dict (used by tests and the simulator)."""
-    rows = list(csv.reader([text], delimiter="|", quotechar="'"))
-    out: dict[str, str] = {}
-    for item in rows[0] if rows else []:
-        key, _, value = item.partition("=")
-        out[key] = value
-    return out
+class UnsupportedFilesystemError(ResourceDiskError):
+    """The configured ``filesystem`` is not one the module can create."""
+
+    reason = "unsupported file system"
+    what_to_do = _DISK_CONFIG
+
+
+class MountPointNotDirectoryError(ResourceDiskError):
+    """The configured mount point exists and is not a directory."""
+
+    reason = "mount point exists and is not a directory"
+    what_to_do = _DISK_CONFIG
+
+
+class MountPointBusyError(ResourceDiskError):
+    """Another file system is already mounted on the configured mount point."""
+
+    reason = "mount point already has another file system mounted"
+    what_to_do = _DISK_CONFIG
+
+
+class ResourceDiskCommandError(ResourceDiskError):
+    """A command setting up the disk exited non-zero (``tool``, ``command``, ``exit_code``)."""
+
+    reason = "resource disk command failed"
+    what_to_do = _DISK_TOOL
+
+
+class ResourceDiskToolError(ResourceDiskError):
+    """A tool the setup needs could not be run at all (``tool``, ``error``)."""
+
+    reason = "cannot run resource disk tool"
+    what_to_do = _DISK_TOOL
+
+
+class FsUuidUnknownError(ResourceDiskError):
+    """The new file system's UUID could not be read, so fstab was left alone."""
+
+    reason = "file system UUID unknown; fstab left alone"
+    what_to_do = _DISK_TOOL
+
+
+class ResourceDiskVanishedError(ResourceDiskError):
+    """The resource disk ``device`` disappeared while it was being set up."""
+
+    reason = "resource disk vanished during setup"
+    what_to_do = _DISK_PLATFORM
+
+
+class PartitionMissingError(ResourceDiskError):
+    """The partition just created did not appear in sysfs."""
+
+    reason = "new partition did not appear in sysfs"
+    what_to_do = _DISK_PLATFORM
+
+
+class NoDeviceNumberError(ResourceDiskError):
+    """sysfs gives no device number for the disk ``device``."""
+
+    reason = "no device number in sysfs"
+    what_to_do = _DISK_PLATFORM
