@@ -34,6 +34,8 @@ class ProvisioningError(Exception):
     )
 
     def __init__(self, **supporting_data: Any) -> None:
+        if "reason" in supporting_data:  # the class is the reason: raise the right one
+            raise TypeError(f"{type(self).__name__} takes no reason; pick the class that says it")
         self.supporting_data: dict[str, Any] = dict(supporting_data)
         super().__init__(self.reason)
 
