@@ -1,9 +1,9 @@
 """The encoded provisioning report: one ``|``-delimited line for every channel.
 
-One function turns an error (report.py's hierarchy) or a success into the
+One function turns an error (the report package's hierarchy) or a success into the
 report that goes to the wireserver health Description and to Hyper-V KVP, so
 the platform and the user see the same words. Its format and limits are fixed
-here; what the reasons are is report.py's.
+here; what the reasons are is the error classes'.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 from cloudinit_azure import AGENT_NAME, __version__
 
 if TYPE_CHECKING:
-    from cloudinit_azure.report import ProvisioningError
+    from cloudinit_azure.report.base import ProvisioningError
 
 DOCUMENTATION_URL = "https://aka.ms/linuxprovisioningerror"
 # The wireserver keeps the Description short; Azure reads 1,024 chars of KVP.
