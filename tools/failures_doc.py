@@ -43,8 +43,9 @@ the same report to Hyper-V KVP. A success writes a report too. The report is
 one line of `|`-separated `key=value` fields:
 
 ```
-result=error|reason=error parsing ovf-env.xml|agent=cloudinit-azure/0.1.0|\
-detail=...|vm_id=6bd2a1c7-...|timestamp=2026-01-01T00:00:00.000000Z|\
+result=error|reason=missing element in ovf-env.xml|agent=cloudinit-azure/0.1.0|\
+element=ProvisioningSection/LinuxProvisioningConfigurationSet/UserName|\
+vm_id=6bd2a1c7-...|timestamp=2026-01-01T00:00:00.000000Z|\
 documentation_url=https://aka.ms/linuxprovisioningerror
 ```
 
