@@ -43,7 +43,6 @@ MEDIA_TYPES = ("udf", "iso9660")
 # larger "file" is a damaged directory record, not something to read into memory.
 MAX_OVF_SIZE = 8 * 1024 * 1024
 
-
 PathLike = Union[str, "os.PathLike[str]"]
 Kind = Literal["seed", "device", "cache"]
 Mount = Callable[[str], Optional[bytes]]
@@ -271,8 +270,7 @@ def read_ovf(candidate: Candidate, *, mount: Optional[Mount] = None) -> bytes:
             data = None
         if data is not None:
             if len(data) > MAX_OVF_SIZE:  # whatever the callback read
-                raise OvfTooLargeError(device=candidate.path,
-                                 max_bytes=MAX_OVF_SIZE)
+                raise OvfTooLargeError(device=candidate.path, max_bytes=MAX_OVF_SIZE)
             return data
         LOG.debug("%s not mounted; reading the image directly", candidate.path)
     return read_ovf_from_image(candidate.path)

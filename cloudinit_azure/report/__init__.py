@@ -68,6 +68,7 @@ from cloudinit_azure.report.platform import (  # noqa: F401
 )
 from cloudinit_azure.report.text import (  # noqa: F401
     DOCUMENTATION_URL,
+    FIELDS,
     MAX_DESCRIPTION,
     MAX_REPORT,
     MAX_VALUE,

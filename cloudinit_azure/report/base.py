@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from cloudinit_azure.report.text import MAX_VALUE, printable
+from cloudinit_azure.report.text import FIELDS, MAX_VALUE, printable
 
 
 class ProvisioningError(Exception):
@@ -25,6 +25,9 @@ class ProvisioningError(Exception):
     def __init__(self, **supporting_data: Any) -> None:
         if "reason" in supporting_data:  # the class is the reason: raise the right one
             raise TypeError(f"{type(self).__name__} takes no reason; pick the class that says it")
+        clash = sorted(FIELDS & supporting_data.keys())
+        if clash:  # a report field of its own would be shadowed when decoded
+            raise TypeError(f"{type(self).__name__}: {', '.join(clash)} is a report field")
         self.supporting_data: dict[str, Any] = dict(supporting_data)
         super().__init__(self.reason)
 

@@ -62,7 +62,7 @@ class MountPointBusyError(ResourceDiskError):
 
 
 class ResourceDiskCommandError(ResourceDiskError):
-    """A command setting up the disk exited non-zero (``tool``, ``command``, ``exit_code``)."""
+    """A command setting up the disk exited non-zero (``tool``, ``command``, its ``error``)."""
 
     reason = "resource disk command failed"
     what_to_do = _DISK_TOOL

@@ -26,6 +26,8 @@ MAX_REPORT = 1024
 # No one value may crowd the others (and the documentation URL) out of a report.
 MAX_VALUE = 200
 MAX_VM_ID = 64
+# The report's own keys: no supporting data may use them.
+FIELDS = frozenset({"result", "reason", "agent", "vm_id", "timestamp", "documentation_url"})
 # C0 controls but TAB, LF, CR (those three are quoted), DEL and C1 controls.
 _CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 

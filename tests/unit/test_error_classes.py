@@ -70,6 +70,8 @@ def test_the_constructor_refuses_a_reason():
         ReservedUserNameError("some other text")  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="takes no reason"):
         ProvisioningError(reason="free text")
+    with pytest.raises(TypeError, match="vm_id is a report field"):
+        ProvisioningError(vm_id="v")
 
 
 def test_every_class_has_its_own_reason_docstring_and_what_to_do():
