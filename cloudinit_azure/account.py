@@ -21,7 +21,15 @@ from types import ModuleType
 from typing import Any, Optional, Union
 
 from cloudinit_azure.ovf import REDACTED
-from cloudinit_azure.report import UserConfigError
+from cloudinit_azure.report import (
+    InvalidHostNameError,
+    InvalidUserNameError,
+    PasswordControlCharacterError,
+    PasswordHashError,
+    PasswordTooLongError,
+    ReservedUserNameError,
+    UserConfigError,
+)
 from cloudinit_azure.runner import Runner
 
 # Re-exported: callers import them from here.
@@ -76,16 +84,16 @@ def validate_username(name: str,
     compared without case: ``Root`` is refused like ``root``.
     """
     if not isinstance(name, str):
-        raise UserConfigError("invalid user name", user=repr(type(name)), problem="not text")
+        raise InvalidUserNameError(user=repr(type(name)), problem="not text")
     problem = _name_problem(name, min(max_length, AZURE_MAX_USERNAME))
     if problem:
-        raise UserConfigError("invalid user name", user=_shown_name(name), problem=problem)
+        raise InvalidUserNameError(user=_shown_name(name), problem=problem)
     folded = name.lower()
     if folded in RESERVED_USERNAMES or folded.startswith(RESERVED_PREFIXES):
-        raise UserConfigError("reserved user name", user=name)
+        raise ReservedUserNameError(user=name)
     uid = (existing_system_users or {}).get(name)
     if uid is not None and uid < FIRST_USER_UID:
-        raise UserConfigError("reserved user name", user=name, uid=uid)
+        raise ReservedUserNameError(user=name, uid=uid)
     return name
 
 
@@ -166,10 +174,10 @@ def _crypt_module() -> Optional[ModuleType]:
 
 def _check_password(password: str) -> None:
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise UserConfigError("password too long", max_length=MAX_PASSWORD_LENGTH)
+        raise PasswordTooLongError(max_length=MAX_PASSWORD_LENGTH)
     # Line breaks would split the stdin line openssl reads; NUL breaks crypt(3).
     if any(c in password for c in "\r\n\x00"):
-        raise UserConfigError("password contains a control character")
+        raise PasswordControlCharacterError()
 
 
 def _openssl_sha512(password: str, salt: str, runner: Runner) -> str:
@@ -178,12 +186,10 @@ def _openssl_sha512(password: str, salt: str, runner: Runner) -> str:
         result = runner(["openssl", "passwd", "-6", "-salt", salt, "-stdin"],
                         input=password + "\n", check=False)
     except OSError as exc:  # openssl missing or not runnable
-        raise UserConfigError("password hashing failed", tool="openssl",
-                              error=type(exc).__name__) from None
+        raise PasswordHashError(tool="openssl", error=type(exc).__name__) from None
     hashed = result.stdout.strip() if result.returncode == 0 else ""
     if not hashed.startswith("$6$"):
-        raise UserConfigError("password hashing failed", tool="openssl",
-                              returncode=result.returncode)
+        raise PasswordHashError(tool="openssl", returncode=result.returncode)
     return hashed
 
 
@@ -212,7 +218,7 @@ def hash_password(password: Optional[str], runner: Runner, *,
         return _openssl_sha512(password, salt, runner)
     hashed = crypt_mod.crypt(password, f"$6${salt}")
     if not hashed or not hashed.startswith("$6$"):
-        raise UserConfigError("password hashing failed", tool="crypt")
+        raise PasswordHashError(tool="crypt")
     return hashed
 
 
@@ -249,7 +255,7 @@ def validate_hostname(name: str) -> str:
     if not isinstance(name, str) or not name or len(name) > 253 or not all(
             _LABEL_RE.fullmatch(label) for label in name.split(".")):
         shown = name[:64] if isinstance(name, str) else repr(type(name))
-        raise UserConfigError("invalid host name", hostname=shown)
+        raise InvalidHostNameError(hostname=shown)
     return name
 
 

@@ -44,7 +44,7 @@ def finish_deferred(state: FlowState, platform: Platform, machine: Machine,
         machine.install_key_pairs(plan.username, [
             keypairs.KeyPairFile(fp, path) for fp, path in state.key_pairs])
     except Exception as exc:
-        flow.fail(ApplyError(step, exc))
+        flow.fail(ApplyError(step=step, exc=exc))
         return "failed"
     result = flow.ready()
     flow.phase("ready", "ok" if result == "delivered" else "failed", started,

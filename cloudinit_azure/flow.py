@@ -41,7 +41,14 @@ from cloudinit_azure.flowstate import (
 from cloudinit_azure.health import Outcome
 from cloudinit_azure.imds import InstanceMetadata
 from cloudinit_azure.ovf import OvfEnvironment, parse_ovf, redact_ovf
-from cloudinit_azure.report import DhcpError, ImdsError, ImdsParseError, ProvisioningError, Report
+from cloudinit_azure.report import (
+    DhcpError,
+    ImdsError,
+    ImdsParseError,
+    ProvisioningError,
+    Report,
+    UnexpectedError,
+)
 from cloudinit_azure.wireserver import DEFAULT_WIRESERVER, MAX_DESCRIPTION, wireserver_address
 
 if TYPE_CHECKING:  # cryptography costs ~0.1 s to import: only for certificates
@@ -127,8 +134,8 @@ def deliver(platform: Platform, wireserver: str, key: str, outcome: Outcome,
 def _unexpected(exc: Exception, where: str) -> ProvisioningError:
     """A bug of ours must still end in a report."""
     LOG.exception("unexpected error in %s", where)
-    return ProvisioningError(f"unexpected error in {where}", exception=type(exc).__name__,
-                             detail=str(exc)[:160])
+    return UnexpectedError(where=where, exception=type(exc).__name__,
+                           detail=str(exc)[:160])
 
 
 def run(platform: Platform, machine: Machine, config: FlowConfig, *,
@@ -330,7 +337,7 @@ def step_account(flow: Run, plan: provision.Provisioning,
                 LOG.error("could not remove the half-created user %s: %s",
                           plan.username, undo)
         flow.phase("account", "failed", started, step)
-        raise ApplyError(step, exc) from exc
+        raise ApplyError(step=step, exc=exc) from exc
     flow.phase("account", "ok", started, plan.username)
     return True
 
@@ -345,7 +352,7 @@ def step_host(flow: Run, plan: provision.Provisioning, new_instance: bool) -> No
             action()
         except Exception as exc:
             flow.phase("host", "failed", started, step)
-            raise ApplyError(step, exc) from exc
+            raise ApplyError(step=step, exc=exc) from exc
     flow.phase("host", "ok", started, f"{len(flow.state.host_keys)} host keys")
 
 

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 from cloudinit_azure import atomic
 from cloudinit_azure.host import STATE_DIR
-from cloudinit_azure.report import UserConfigError
+from cloudinit_azure.report import (
+    InvalidKeyPairFingerprintError,
+    InvalidKeyPairPathError,
+    KeyPairCertificateNotFoundError,
+    KeyPairOutsideHomeError,
+)
 
 if TYPE_CHECKING:
     from cloudinit_azure.certificates import CertificateKeys
@@ -49,13 +54,13 @@ def resolve_path(path: str, home: str) -> str:
     home = posixpath.normpath(home)
     shown = path[:120] if isinstance(path, str) else repr(type(path))
     if not isinstance(path, str) or not path or "\x00" in path:
-        raise UserConfigError("invalid key pair path", path=shown)
+        raise InvalidKeyPairPathError(path=shown)
     expanded = path.replace("$HOME", posixpath.dirname(home) or "/")
     if not expanded.startswith("/") or expanded.endswith("/"):
-        raise UserConfigError("invalid key pair path", path=shown)
+        raise InvalidKeyPairPathError(path=shown)
     resolved = posixpath.normpath(expanded)
     if not resolved.startswith(home.rstrip("/") + "/"):
-        raise UserConfigError("key pair path outside the user's home", path=shown, home=home)
+        raise KeyPairOutsideHomeError(path=shown, home=home)
     return resolved
 
 
@@ -63,12 +68,12 @@ def key_pair_file(fingerprint: str, path: str, home: str,
                   keys: CertificateKeys) -> KeyPairFile:
     """Validate one OVF key pair against the certificates; UserConfigError on any problem."""
     if not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
-        raise UserConfigError("invalid key pair fingerprint", fingerprint=str(fingerprint)[:60])
+        raise InvalidKeyPairFingerprintError(fingerprint=str(fingerprint)[:60])
     resolved = resolve_path(path, home)
     fp = fingerprint.upper()
     private = keys.private_keys.get(fp)
     if private is None:
-        raise UserConfigError("certificate for key pair not found", fingerprint=fp)
+        raise KeyPairCertificateNotFoundError(fingerprint=fp)
     return KeyPairFile(fp, resolved, private, keys.public_keys.get(fp))
 
 

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Optional, Union
 
 from cloudinit_azure import atomic
-from cloudinit_azure.report import MediaError
+from cloudinit_azure.report import (
+    MediaError,
+    MediaUnreadableError,
+    NoMediaError,
+    OvfNotFoundError,
+    OvfTooLargeError,
+)
 from cloudinit_azure.runner import CommandError, Runner
 
 if TYPE_CHECKING:  # pycdlib is imported on first use: seed, cache and mount need none
@@ -36,11 +42,6 @@ MEDIA_TYPES = ("udf", "iso9660")
 # A real ovf-env.xml is a few KiB (custom data is at most 64 KiB base64); a
 # larger "file" is a damaged directory record, not something to read into memory.
 MAX_OVF_SIZE = 8 * 1024 * 1024
-
-REASON_NOT_FOUND = "ovf-env.xml not found on media"
-REASON_UNREADABLE = "unreadable media"
-REASON_TOO_LARGE = "ovf-env.xml too large"
-REASON_NO_MEDIA = "no provisioning media found"
 
 PathLike = Union[str, "os.PathLike[str]"]
 Kind = Literal["seed", "device", "cache"]
@@ -131,7 +132,7 @@ def read_ovf_from_image(path: PathLike) -> bytes:
     try:
         fp = open(device, "rb")  # closed in the finally below
     except OSError as exc:
-        raise MediaError(REASON_UNREADABLE, device=device, error=str(exc)) from exc
+        raise MediaUnreadableError(device=device, error=str(exc)) from exc
     iso = pycdlib.PyCdlib()
     opened = False
     try:
@@ -140,20 +141,20 @@ def read_ovf_from_image(path: PathLike) -> bytes:
             opened = True
             found = _find_path(iso)
         except Exception as exc:  # pycdlib raises many types on bad media
-            raise MediaError(REASON_UNREADABLE, device=device, error=str(exc)) from exc
+            raise MediaUnreadableError(device=device, error=str(exc)) from exc
         if found is None:
-            raise MediaError(REASON_NOT_FOUND, device=device)
+            raise OvfNotFoundError(device=device)
         keyword, name = found
         try:
             size = iso.get_record(**{keyword: name}).get_data_length()
             if size > MAX_OVF_SIZE:
-                raise MediaError(REASON_TOO_LARGE, device=device, size=size)
+                raise OvfTooLargeError(device=device, size=size)
             out = io.BytesIO()
             iso.get_file_from_iso_fp(out, **{keyword: name})
         except MediaError:
             raise
         except Exception as exc:
-            raise MediaError(REASON_UNREADABLE, device=device, error=str(exc)) from exc
+            raise MediaUnreadableError(device=device, error=str(exc)) from exc
         LOG.debug("read %s from %s (%s)", name, device, keyword)
         return out.getvalue()
     finally:
@@ -242,11 +243,11 @@ def read_limited(path: PathLike) -> bytes:
         with open(path, "rb") as fh:
             data = fh.read(MAX_OVF_SIZE + 1)
     except FileNotFoundError as exc:
-        raise MediaError(REASON_NOT_FOUND, device=str(path)) from exc
+        raise OvfNotFoundError(device=str(path)) from exc
     except OSError as exc:
-        raise MediaError(REASON_UNREADABLE, device=str(path), error=str(exc)) from exc
+        raise MediaUnreadableError(device=str(path), error=str(exc)) from exc
     if len(data) > MAX_OVF_SIZE:
-        raise MediaError(REASON_TOO_LARGE, device=str(path), max_bytes=MAX_OVF_SIZE)
+        raise OvfTooLargeError(device=str(path), max_bytes=MAX_OVF_SIZE)
     return data
 
 
@@ -269,8 +270,7 @@ def read_ovf(candidate: Candidate, *, mount: Optional[Mount] = None) -> bytes:
             data = None
         if data is not None:
             if len(data) > MAX_OVF_SIZE:  # whatever the callback read
-                raise MediaError(REASON_TOO_LARGE, device=candidate.path,
-                                 max_bytes=MAX_OVF_SIZE)
+                raise OvfTooLargeError(device=candidate.path, max_bytes=MAX_OVF_SIZE)
             return data
         LOG.debug("%s not mounted; reading the image directly", candidate.path)
     return read_ovf_from_image(candidate.path)
@@ -296,11 +296,11 @@ def first_ovf(
             LOG.info("no ovf-env.xml from %s %s: %s", cand.kind, cand.path, exc)
             errors.append((cand, exc))
     if not errors:
-        raise MediaError(REASON_NO_MEDIA)
+        raise NoMediaError()
     first = errors[0][1]
     data = dict(first.supporting_data)
     data["tried"] = ",".join(c.path for c, _ in errors)
-    raise MediaError(first.reason, **data) from first
+    raise type(first)(**data) from first
 
 
 # --- side effects ------------------------------------------------------------------

@@ -19,7 +19,20 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from cloudinit_azure import xmldoc
-from cloudinit_azure.report import OvfError
+from cloudinit_azure.report import (
+    CustomDataBase64Error,
+    OvfBooleanError,
+    OvfDuplicateElementError,
+    OvfEmptyElementError,
+    OvfEncodingError,
+    OvfError,
+    OvfForbiddenXmlError,
+    OvfKeyPairFingerprintError,
+    OvfMissingElementError,
+    OvfNotWellFormedError,
+    OvfPublicKeyError,
+    OvfRootError,
+)
 
 WA_NS = "http://schemas.microsoft.com/windowsazure"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -29,6 +42,9 @@ REDACTED = "REDACTED"
 _SHA1_HEX = re.compile(r"[0-9A-Fa-f]{40}")
 _TRUE = frozenset({"true", "1", "on", "yes"})
 _FALSE = frozenset({"false", "0", "off", "no"})
+# xmldoc's three problems, each its own failure.
+_XML_ERRORS = {xmldoc.NOT_WELL_FORMED: OvfNotWellFormedError,
+               xmldoc.FORBIDDEN: OvfForbiddenXmlError, xmldoc.BAD_ENCODING: OvfEncodingError}
 
 
 @dataclass(frozen=True)
@@ -87,11 +103,10 @@ def _one(parent: ET.Element, name: str, parent_path: str,
     found = parent.findall(_wa(name))
     where = _path_of(parent_path, name)
     if len(found) > 1:
-        raise OvfError(f"duplicate {name} in ovf-env.xml", element=where,
-                       count=len(found))
+        raise OvfDuplicateElementError(element=where, count=len(found))
     if not found:
         if required:
-            raise OvfError(f"missing {name} in ovf-env.xml", element=where)
+            raise OvfMissingElementError(element=where)
         return None
     return found[0]
 
@@ -107,14 +122,14 @@ def _text(parent: ET.Element, name: str, parent_path: str, *,
     where = _path_of(parent_path, name)
     if elem is None or _is_nil(elem):
         if required:
-            raise OvfError(f"missing {name} in ovf-env.xml", element=where)
+            raise OvfMissingElementError(element=where)
         return None
     text = "".join(elem.itertext())
     if strip:
         text = text.strip()
     if text == "":
         if required:
-            raise OvfError(f"empty {name} in ovf-env.xml", element=where)
+            raise OvfEmptyElementError(element=where)
         return None
     return text
 
@@ -128,8 +143,7 @@ def _bool(parent: ET.Element, name: str, parent_path: str) -> Optional[bool]:
         return True
     if lowered in _FALSE:
         return False
-    raise OvfError(f"invalid boolean in {name}", element=_path_of(parent_path, name),
-                   value=text[:32])
+    raise OvfBooleanError(element=_path_of(parent_path, name), value=text[:32])
 
 
 def _flag(parent: ET.Element, name: str, parent_path: str) -> Optional[bool]:
@@ -140,9 +154,9 @@ def _flag(parent: ET.Element, name: str, parent_path: str) -> Optional[bool]:
     """
     try:
         return _bool(parent, name, parent_path)
-    except OvfError as exc:
-        if exc.reason.startswith("duplicate"):
-            raise
+    except OvfDuplicateElementError:
+        raise
+    except OvfError:
         return None
 
 
@@ -154,8 +168,7 @@ def _custom_data(parent: ET.Element, parent_path: str) -> Optional[bytes]:
     try:
         return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise OvfError("invalid base64 in CustomData",
-                       element=_path_of(parent_path, "CustomData"),
+        raise CustomDataBase64Error(element=_path_of(parent_path, "CustomData"),
                        length=len(compact)) from exc
 
 
@@ -175,8 +188,7 @@ def _ssh(config_set: ET.Element, parent_path: str
             fingerprint = _text(elem, "Fingerprint", where)
             value = _text(elem, "Value", where)
             if fingerprint is None and value is None:
-                raise OvfError("PublicKey has neither Fingerprint nor Value",
-                               element=where)
+                raise OvfPublicKeyError(element=where)
             keys.append(PublicKey(
                 fingerprint=fingerprint.upper() if fingerprint else None,
                 path=_text(elem, "Path", where),
@@ -192,8 +204,7 @@ def _ssh(config_set: ET.Element, parent_path: str
             assert fingerprint is not None and path is not None
             if not _SHA1_HEX.fullmatch(fingerprint):
                 # It names a file in the key staging directory: never '..'.
-                raise OvfError("invalid KeyPair Fingerprint in ovf-env.xml",
-                               element=f"{where}/Fingerprint",
+                raise OvfKeyPairFingerprintError(element=f"{where}/Fingerprint",
                                problem="not 40 hex digits (SHA-1)", length=len(fingerprint))
             pairs.append(KeyPair(fingerprint=fingerprint.upper(), path=path))
     return tuple(keys), tuple(pairs)
@@ -203,15 +214,14 @@ def _parse_xml(data: bytes) -> ET.Element:
     """Parse with DTDs and entities forbidden (no XXE, no entity bomb)."""
     if not isinstance(data, (bytes, bytearray)):
         raise TypeError("parse_ovf takes bytes")
-    return xmldoc.parse(data, lambda problem, details: OvfError(f"ovf-env.xml {problem}",
-                                                               **details))
+    return xmldoc.parse(data, lambda problem, details: _XML_ERRORS[problem](**details))
 
 
 def parse_ovf(data: bytes) -> OvfEnvironment:
     """Parse ovf-env.xml bytes; any problem raises :class:`OvfError`."""
     root = _parse_xml(data)
     if _local(root.tag) != "Environment":
-        raise OvfError("ovf-env.xml root is not Environment", root=_local(root.tag)[:40])
+        raise OvfRootError(root=_local(root.tag)[:40])
 
     section = _one(root, "ProvisioningSection", "", required=True)
     assert section is not None

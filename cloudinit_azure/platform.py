@@ -17,7 +17,7 @@ from cloudinit_azure import health, kvp, media
 from cloudinit_azure.flow import Link, Media
 from cloudinit_azure.health import Outcome
 from cloudinit_azure.host import RUN_DIR, STATE_DIR, Host
-from cloudinit_azure.report import DhcpError, MediaError
+from cloudinit_azure.report import MediaError, NoNicError
 
 if TYPE_CHECKING:
     from cloudinit_azure.certificates import CertificateKeys
@@ -82,7 +82,7 @@ class LivePlatform:
         sys_net = self.root / "sys/class/net"
         nic = ephemeral.primary_nic(sys_net)
         if nic is None:
-            raise DhcpError("no network interface found")
+            raise NoNicError()
         mac = (sys_net / nic / "address").read_text().strip()
         driver = sys_net / nic / "device/driver"
         self._dhcp = ephemeral.EphemeralDhcp(nic, root=self.root, runner=self.runner,
@@ -178,7 +178,7 @@ class LivePlatform:
             LOG.info("old ephemeral lease not released (%s)", failed)
         nic = ephemeral.primary_nic(sys_net)
         if nic is None:
-            raise DhcpError("no network interface found")
+            raise NoNicError()
         dhcp.nic = nic
         self._dhcp_ifindex = _ifindex(sys_net, nic)
         dhcp.__enter__()

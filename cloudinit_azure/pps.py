@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol, Sequence
 
 from cloudinit_azure.ovf import OvfEnvironment, parse_ovf, redact_ovf
-from cloudinit_azure.report import OvfError, ProvisioningError
+from cloudinit_azure.report import (
+    OvfError,
+    ProvisioningError,
+    ReprovisionDataEmptyError,
+    ReprovisionDataError,
+    ReprovisionDataPoolError,
+    StillPreprovisionedError,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -114,14 +121,13 @@ def should_log(attempt: int) -> bool:
 def customer_document(data: bytes) -> OvfEnvironment:
     """The customer's ovf-env.xml from reprovisiondata, or a ProvisioningError saying why not."""
     if not data.strip():
-        raise OvfError("reprovisiondata: empty document")
+        raise ReprovisionDataEmptyError()
     try:
         ovf = parse_ovf(data)
     except OvfError as exc:  # a document that is not an ovf-env.xml: say which one
-        raise OvfError(f"reprovisiondata: {exc.reason}", **exc.supporting_data) from exc
+        raise ReprovisionDataError(ovf_error=exc.reason, **exc.supporting_data) from exc
     if ovf.preprovisioned_vm:
-        raise OvfError("reprovisiondata: a preprovisioned (pool) document, not the customer's",
-                       type=ovf.preprovisioned_vm_type or "none")
+        raise ReprovisionDataPoolError(type=ovf.preprovisioned_vm_type or "none")
     return ovf
 
 
@@ -163,8 +169,7 @@ def step_pool(flow: Any, pool: Pool, imds_step: Callable[[OvfEnvironment], Any],
     flow.phase("pool", "ok", started, f"{pool.kind}: customer assigned")
     imds = imds_step(ovf)
     if imds is not None and getattr(imds, "pps_type", None) not in NO_TYPE:
-        raise ProvisioningError("IMDS still says preprovisioned after the assignment",
-                                pps_type=imds.pps_type)
+        raise StillPreprovisionedError(pps_type=imds.pps_type)
     return ovf, imds
 
 

@@ -17,7 +17,13 @@ from cloudinit_azure.identity import instance_id as choose_instance_id
 from cloudinit_azure.imds import InstanceMetadata
 from cloudinit_azure.metadata import instance_metadata
 from cloudinit_azure.ovf import OvfEnvironment
-from cloudinit_azure.report import MissingCustomDataError, ProvisioningError, UserConfigError
+from cloudinit_azure.report import (
+    MissingCustomDataError,
+    NoHostNameError,
+    NoProvisioningDataError,
+    NoUserNameError,
+    SshKeyCertificateNotFoundError,
+)
 from cloudinit_azure.runner import Runner
 
 # Where our config modules go in cloud_init_modules, relative to the
@@ -74,8 +80,7 @@ def public_keys(ovf: Optional[OvfEnvironment], imds: Optional[InstanceMetadata],
         elif key.fingerprint:
             found = cert_keys.get(key.fingerprint.upper())
             if found is None:
-                raise UserConfigError("certificate for SSH key not found",
-                                      fingerprint=key.fingerprint)
+                raise SshKeyCertificateNotFoundError(fingerprint=key.fingerprint)
             keys.append(found)
     return keys
 
@@ -90,15 +95,15 @@ def plan(ovf: Optional[OvfEnvironment], imds: Optional[InstanceMetadata], *,
     ``sudo`` is the ``datasource: Azure: sudo:`` policy (:func:`account.sudo_rule`).
     """
     if ovf is None and imds is None:
-        raise ProvisioningError("no provisioning data: neither media nor IMDS answered")
+        raise NoProvisioningDataError()
     if ovf is None and imds is not None and imds.has_custom_data:
         raise MissingCustomDataError()
     hostname = (imds.computer_name if imds else None) or (ovf.hostname if ovf else None)
     username = (imds.admin_username if imds else None) or (ovf.username if ovf else None)
     if not hostname:
-        raise UserConfigError("no host name provided")
+        raise NoHostNameError()
     if not username:
-        raise UserConfigError("no user name provided")
+        raise NoUserNameError()
     disable = ovf.disable_ssh_password_auth if ovf else None
     if disable is None and imds is not None:
         disable = imds.disable_password_authentication

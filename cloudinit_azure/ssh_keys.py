@@ -14,7 +14,7 @@ import re
 import struct
 from typing import Any, Optional
 
-from cloudinit_azure.report import UserConfigError
+from cloudinit_azure.report import InvalidSshKeyError
 
 # key type -> number of length-prefixed fields after the type string.
 _KEY_FIELDS = {
@@ -76,11 +76,11 @@ def _blob_problem(key_type: str, b64: str) -> Optional[str]:
     return None
 
 
-def _key_error(problem: str, text: str, index: Optional[int]) -> UserConfigError:
+def _key_error(problem: str, text: str, index: Optional[int]) -> InvalidSshKeyError:
     data: dict[str, Any] = {"problem": problem, "prefix": text.strip()[:20]}
     if index is not None:
         data = {"index": index, **data}
-    return UserConfigError("invalid SSH public key", **data)
+    return InvalidSshKeyError(**data)
 
 
 def normalize_ssh_key(text: str, index: Optional[int] = None) -> str:

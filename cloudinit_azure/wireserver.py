@@ -22,6 +22,7 @@ from cloudinit_azure.report import (
     MAX_DESCRIPTION,
     CertificateError,
     GoalStateError,
+    HealthReportError,
     WireserverError,
 )
 
@@ -236,10 +237,9 @@ xmlns:xsd="http://www.w3.org/2001/XMLSchema">
 
 def parse_health(xml: bytes) -> dict[str, Optional[str]]:
     """Read a health report back (the simulator parses what agents POST)."""
-    root = _parse_xml(xml, WireserverError, "health report")
+    root = _parse_xml(xml, HealthReportError, "health report")
     if _local(root.tag) != "Health":
-        raise WireserverError("error parsing health report",
-                              detail=f"unexpected root element {_local(root.tag)}")
+        raise HealthReportError(detail=f"unexpected root element {_local(root.tag)}")
     role = "Container/RoleInstanceList/Role"
     found = {
         "incarnation": _text(root, "GoalStateIncarnation"),
@@ -250,7 +250,7 @@ def parse_health(xml: bytes) -> dict[str, Optional[str]]:
         "description": _text(root, f"{role}/Health/Details/Description"),
     }
     if not found["state"]:
-        raise WireserverError("error parsing health report", detail=f"missing {role}/Health/State")
+        raise HealthReportError(detail=f"missing {role}/Health/State")
     return found
 
 

@@ -4,8 +4,7 @@ ovf-env.xml, the goal state and the certificates file come from the platform
 and are read as root, so DTDs and entities are forbidden (defusedxml). The
 XML declaration can also name an encoding expat cannot read (``LookupError``)
 or a multi-byte one it refuses (``ValueError``): those, like a syntax error,
-become the caller's typed error (from report.py) with one of three fixed
-texts.
+become the caller's typed error (from the report package), one per problem.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ FORBIDDEN = "declares a DTD or entity (forbidden)"
 BAD_ENCODING = "declares an encoding that cannot be read"
 
 
-# ``fail(problem, details)`` builds the caller's typed error (report.py).
+# ``fail(problem, details)`` builds the caller's typed error (cloudinit_azure.report).
 Fail = Callable[[str, dict[str, Any]], ProvisioningError]
 
 

@@ -11,7 +11,9 @@ import stat
 from dataclasses import dataclass
 from typing import Optional
 
-from cloudinit_azure.report import ResourceDiskError
+from cloudinit_azure.report import (
+    ResourceDiskPartitionError,
+)
 from cloudinit_azure.resource_disk.machine import (
     Machine,
     _devname,
@@ -90,7 +92,7 @@ def discover_once(machine: Machine, device: Optional[str] = None) -> Optional[Di
             return None
         name = _sysfs_name_for_node(machine, found) or os.path.basename(found)
         if os.path.exists(machine.path(f"/sys/class/block/{name}/partition")):
-            raise ResourceDiskError("configured device is a partition; name the whole disk",
+            raise ResourceDiskPartitionError(
                                     device=device)
         return Discovered(name, found, "config")
 

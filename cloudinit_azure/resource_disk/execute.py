@@ -14,7 +14,16 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from cloudinit_azure import atomic
-from cloudinit_azure.report import ResourceDiskError
+from cloudinit_azure.report import (
+    FsUuidUnknownError,
+    MountPointBusyError,
+    MountPointNotDirectoryError,
+    PartitionMissingError,
+    ResourceDiskCommandError,
+    ResourceDiskNotFoundError,
+    ResourceDiskToolError,
+    ResourceDiskVanishedError,
+)
 from cloudinit_azure.resource_disk.decide import (
     Decision,
     Marker,
@@ -128,7 +137,7 @@ class _Executor:
 
     def _disk_present(self) -> None:
         if not os.path.exists(self.m.path(self.disk.node)):
-            raise ResourceDiskError("resource disk vanished during setup", device=self.disk.node)
+            raise ResourceDiskVanishedError(device=self.disk.node)
 
     def run_steps(self, steps: Sequence[Step]) -> None:
         for step in steps:
@@ -142,11 +151,11 @@ class _Executor:
             self.m.runner(argv, input=stdin, check=check)
         except CommandError as err:
             self._disk_present()  # a vanished disk explains the failure best
-            raise ResourceDiskError(f"{argv[0]} failed", command=" ".join(argv),
-                                    error=err.result.stderr.strip()) from err
+            raise ResourceDiskCommandError(tool=argv[0], command=" ".join(argv),
+                                           error=err.result.stderr.strip()) from err
         except OSError as err:
             if check:
-                raise ResourceDiskError(f"cannot run {argv[0]}", error=str(err)) from err
+                raise ResourceDiskToolError(tool=argv[0], error=str(err)) from err
             self.log.debug("optional %s not run: %s", argv[0], err)
 
     def _command(self, step: Command) -> None:
@@ -162,7 +171,7 @@ class _Executor:
     def _mkdir(self, step: MakeDir) -> None:
         path = self.m.path(step.path)
         if os.path.lexists(path) and not os.path.isdir(path):
-            raise ResourceDiskError("mount point exists and is not a directory",
+            raise MountPointNotDirectoryError(
                                     mountpoint=step.path)
         os.makedirs(path, exist_ok=True)
 
@@ -176,7 +185,7 @@ class _Executor:
 
     def _fstab_mount(self, step: FstabMount) -> None:
         if not self.uuid:
-            raise ResourceDiskError("file system UUID unknown; fstab left alone",
+            raise FsUuidUnknownError(
                                     device=self.part or self.disk.node)
         specs = [s for s in (*self.old_specs, self.disk.node, self.part) if s]
         self._edit_fstab(lambda t: update_fstab(t, step.fields(self.uuid), specs))
@@ -211,7 +220,7 @@ class _Executor:
                 if sp.number == number:
                     return ensure_node(self.m, sp.name)
             if self.m.clock() >= deadline:
-                raise ResourceDiskError("new partition did not appear in sysfs",
+                raise PartitionMissingError(
                                         device=self.disk.node, partition=number)
             self.m.sleep(0.1)
 
@@ -232,7 +241,7 @@ def setup(cfg: DiskSettings, instance_id: Optional[str], machine: Machine,
     disk = discover(machine, cfg.device, cfg.wait_seconds)
     if disk is None:
         if cfg.device:
-            raise ResourceDiskError("configured resource disk not found", device=cfg.device)
+            raise ResourceDiskNotFoundError(device=cfg.device)
         log.info("resource disk: none found; nothing to do")
         return Outcome(None)
     log.info("resource disk: %s found by %s", disk.node, disk.how)
@@ -241,7 +250,7 @@ def setup(cfg: DiskSettings, instance_id: Optional[str], machine: Machine,
 
     mp_real = machine.path(cfg.mountpoint)
     if os.path.lexists(mp_real) and not os.path.isdir(mp_real):
-        raise ResourceDiskError("mount point exists and is not a directory",
+        raise MountPointNotDirectoryError(
                                 mountpoint=cfg.mountpoint)
 
     layout = read_layout(machine, disk)
@@ -263,7 +272,7 @@ def setup(cfg: DiskSettings, instance_id: Optional[str], machine: Machine,
     taken = [src for src, mp in _mounts(machine)
              if mp.rstrip("/") == cfg.mountpoint and not (mounted and src == decision.target)]
     if taken:
-        raise ResourceDiskError("mount point already has another file system mounted",
+        raise MountPointBusyError(
                                 mountpoint=cfg.mountpoint, source=taken[-1])
     log.info("resource disk: %s %s: %s", decision.action, disk.node, decision.reason)
 

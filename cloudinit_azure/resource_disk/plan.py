@@ -13,7 +13,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional, Union
 
-from cloudinit_azure.report import ResourceDiskError
+from cloudinit_azure.report import (
+    UnsupportedFilesystemError,
+)
 from cloudinit_azure.resource_disk.decide import LINUX_FS_GUID, Decision
 from cloudinit_azure.resource_disk.machine import MIB
 from cloudinit_azure.resource_disk.settings import DiskSettings
@@ -134,7 +136,7 @@ def mkfs_argv(fs: str, label: str, node: str) -> tuple[str, ...]:
         return ("mkfs.xfs", "-f", "-q", "-K", "-L", label, node)
     if fs == "btrfs":
         return ("mkfs.btrfs", "-f", "-q", "-K", "-L", label, node)
-    raise ResourceDiskError("unsupported file system", filesystem=fs)
+    raise UnsupportedFilesystemError(filesystem=fs)
 
 
 def fstab_mount(cfg: DiskSettings) -> FstabMount:

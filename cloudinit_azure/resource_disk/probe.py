@@ -11,7 +11,9 @@ import tempfile
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from cloudinit_azure.report import ResourceDiskError
+from cloudinit_azure.report import (
+    NoDeviceNumberError,
+)
 from cloudinit_azure.resource_disk.decide import DiskLayout, Partition
 from cloudinit_azure.resource_disk.discover import Discovered
 from cloudinit_azure.resource_disk.machine import (
@@ -83,7 +85,7 @@ def ensure_node(machine: Machine, name: str) -> str:
             return node
         os.unlink(real)
     if want is None:
-        raise ResourceDiskError("no device number in sysfs", device=name)
+        raise NoDeviceNumberError(device=name)
     os.makedirs(os.path.dirname(real), exist_ok=True)
     machine.mknod(real, stat.S_IFBLK | 0o660, os.makedev(*want))
     return node

@@ -25,32 +25,17 @@ def test_every_error_class_is_documented_with_its_reason():
     assert report.OvfError in classes and report.ConfigError in classes
     for cls in classes:
         assert f"### {cls.__name__}\n" in text
-        assert f"`reason={cls.default_reason}`" in text
+        assert f"`reason={cls.reason}`" in text
 
 
 def test_report_classes_say_what_to_do():
     # the classes of report.py carry their own guidance (others may inherit)
-    own = [c for c in failures_doc.error_classes() if c.__module__ == report.__name__]
+    own = [c for c in failures_doc.error_classes()
+           if c.__module__.startswith(report.__name__ + ".")]
     assert own
     for cls in own:
         assert cls.__dict__.get("what_to_do"), f"{cls.__name__} has no what_to_do"
         assert cls.__dict__.get("__doc__"), f"{cls.__name__} has no docstring"
-
-
-def test_raised_reasons_are_found_in_the_source(tmp_path):
-    pkg = tmp_path / "pkg"
-    (pkg / "sub").mkdir(parents=True)
-    (pkg / "a.py").write_text(
-        "def f(x):\n"
-        "    raise OvfError('ovf-env.xml is not well-formed XML', line=1)\n"
-        "def g(x):\n"
-        "    raise report.UserConfigError(reason=f'invalid {x} name')\n"
-        "def h(x):\n"
-        "    raise ValueError('not ours')\n")
-    (pkg / "sub" / "b.py").write_text("E = OvfError(REASON)\nF = OvfError()\n")
-    found = failures_doc.raised_reasons({"OvfError", "UserConfigError"}, pkg)
-    assert found == {"OvfError": {"ovf-env.xml is not well-formed XML": {"pkg.a"}},
-                     "UserConfigError": {"invalid … name": {"pkg.a"}}}
 
 
 def test_check_mode_names_the_fix(tmp_path, monkeypatch, capsys):
@@ -64,7 +49,7 @@ def test_check_mode_names_the_fix(tmp_path, monkeypatch, capsys):
 
 
 def test_every_error_class_lives_in_report():
-    """One error hierarchy, in one module: the doc and the report mapping read it there."""
+    """One error hierarchy, in one package: the doc and the report mapping read it there."""
     elsewhere = [f"{c.__module__}.{c.__name__}" for c in failures_doc.error_classes()
-                 if c.__module__ != report.__name__]
+                 if not c.__module__.startswith(report.__name__ + ".")]
     assert elsewhere == []

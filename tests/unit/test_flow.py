@@ -17,7 +17,13 @@ from cloudinit_azure.certificates import CertificateKeys
 from cloudinit_azure.flowstate import FlowConfig, Link, Media
 from cloudinit_azure.health import Outcome
 from cloudinit_azure.imds import parse_instance_metadata
-from cloudinit_azure.report import DhcpError, ImdsError, MediaError, WireserverError, decode_report
+from cloudinit_azure.report import (
+    DhcpError,
+    ImdsError,
+    MediaUnreadableError,
+    WireserverError,
+    decode_report,
+)
 from tests.fakes import openssl_runner
 
 UUID = "6bd2a1c7-3f0e-4b8a-9c51-2d7e8f4a1b30"
@@ -103,7 +109,7 @@ class FakePlatform:
         if self.health_failures:
             self.health_failures -= 1
             self.events.append(("health-failed", wireserver, state))
-            raise WireserverError("health POST answered 503")
+            raise WireserverError(status=503)
         self.events.append(("health", wireserver, state, description))
 
     def kvp(self, key, value):
@@ -236,7 +242,7 @@ def test_a_failed_account_step_removes_the_user_and_names_the_step(fail_at, step
     m = FakeMachine(fail_at=fail_at)
     state = boot(p, m)
     assert not state.provisioned
-    assert state.failure == f"error applying provisioning: {step}"
+    assert state.failure == "error applying provisioning"
     assert m.events[-1] == ("remove_user", "azureuser")
     assert "azureuser" not in m.users
     [health] = p.health()
@@ -256,12 +262,14 @@ def test_an_existing_user_is_not_removed_when_its_update_fails():
 def test_host_steps_failing_end_in_one_failure_and_no_ready(fail_at):
     p = FakePlatform()
     state = boot(p, FakeMachine(fail_at=fail_at))
-    assert [h[2] for h in p.health()] == ["ProvisioningFailed"]
-    assert "host" in state.failure
+    [health] = p.health()
+    assert health[2] == "ProvisioningFailed"
+    assert state.failure == "error applying provisioning"
+    assert decode_report(health[3])["step"].startswith("host ")
 
 
 def test_a_media_error_is_reported_once_the_network_is_up():
-    p = FakePlatform(media=MediaError("unreadable media", device="/dev/sr0"))
+    p = FakePlatform(media=MediaUnreadableError(device="/dev/sr0"))
     m = FakeMachine()
     state = boot(p, m)
     assert state.failure == "unreadable media" and m.events == []
@@ -293,7 +301,7 @@ def test_a_settings_error_is_reported_to_the_default_wireserver_and_kvp():
 
 
 def test_no_network_writes_kvp_and_leaves_the_failure_pending():
-    p = FakePlatform(dhcp_error=DhcpError("no DHCP lease"))
+    p = FakePlatform(dhcp_error=DhcpError(detail="no DHCP lease"))
     state = boot(p, FakeMachine())
     assert state.failure == "error obtaining DHCP lease" or "DHCP" in state.failure
     assert p.health() == [] and p.reports()[0]["result"] == "error"
@@ -339,7 +347,7 @@ def test_never_ready_after_a_failure_and_never_twice():
     p = FakePlatform(outbox=outbox)
     state = boot(p, FakeMachine(), previous_instance_id=UUID)
     assert state.provisioned and p.health() == []  # re-run of a reported instance
-    p = FakePlatform(outbox=outbox, imds_error=ImdsError("imds 403"), media=False)
+    p = FakePlatform(outbox=outbox, imds_error=ImdsError(status=403), media=False)
     boot(p, FakeMachine(), previous_instance_id=UUID)
     assert p.health() == [] and p.reports() == []  # no second outcome
 
@@ -356,7 +364,7 @@ def test_a_lost_instance_id_file_does_not_make_a_reported_instance_new():
 
 
 def test_imds_hard_failure_with_a_complete_ovf_provisions_from_the_ovf():
-    p = FakePlatform(imds_error=ImdsError("IMDS answered 403"))
+    p = FakePlatform(imds_error=ImdsError(status=403))
     state = boot(p, FakeMachine())
     assert state.provisioned and state.imds_network is None
     assert "403" in state.imds_problem
@@ -366,10 +374,11 @@ def test_imds_hard_failure_with_a_complete_ovf_provisions_from_the_ovf():
 
 
 def test_imds_failure_without_media_fails_with_the_imds_reason():
-    p = FakePlatform(media=False, imds_error=ImdsError("IMDS answered 403"))
+    p = FakePlatform(media=False, imds_error=ImdsError(status=403))
     state = boot(p, FakeMachine())
-    assert state.failure == "IMDS answered 403"
-    assert decode_report(p.health()[0][3])["reason"] == "IMDS answered 403"
+    assert state.failure == "error communicating with IMDS"
+    decoded = decode_report(p.health()[0][3])
+    assert (decoded["reason"], decoded["status"]) == ("error communicating with IMDS", "403")
 
 
 def test_imds_only_boot_logs_no_warning(caplog):
@@ -438,8 +447,11 @@ def test_a_bug_in_a_step_still_ends_in_a_failure_report():
 
     p = Broken()
     state = boot(p, FakeMachine())
-    assert state.failure == "unexpected error in provisioning"
-    assert [h[2] for h in p.health()] == ["ProvisioningFailed"]
+    assert state.failure == "unexpected error"
+    [health] = p.health()
+    assert health[2] == "ProvisioningFailed"
+    decoded = decode_report(health[3])
+    assert (decoded["where"], decoded["exception"]) == ("provisioning", "KeyError")
 
 
 def test_a_report_that_cannot_even_be_rendered_stays_pending_instead_of_escaping():

@@ -22,7 +22,7 @@ class FakeWireserver:
 
     def goal_state(self):
         if self.fail:
-            raise WireserverError("network unreachable")
+            raise WireserverError(detail="network unreachable")
         return GS
 
     def report_ready(self, gs):

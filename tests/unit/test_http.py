@@ -146,7 +146,7 @@ def test_other_status_fails_at_once_with_typed_error():
     data = info.value.supporting_data
     assert data["status"] == 403 and data["attempts"] == 1
     assert data["url_path"] == "/machine/"
-    assert info.value.reason == WireserverError.default_reason
+    assert info.value.reason == WireserverError.reason
 
 
 def test_return_statuses_hand_the_response_back():

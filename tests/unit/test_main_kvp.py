@@ -10,12 +10,14 @@ def test_kvp_command_decodes_the_provisioning_report(tmp_path, capsys):
     from cloudinit_azure.__main__ import main
 
     pool = tmp_path / ".kvp_pool_1"
-    text = report.Report.from_error(report.OvfError("bad | xml", line=3), vm_id="v1").encode()
+    error = report.OvfNotWellFormedError(error="bad | xml", line=3)
+    text = report.Report.from_error(error, vm_id="v1").encode()
     kvp.append(pool, [("CLOUD_INIT_AZURE_media", "ok 0.01 s"), (kvp.REPORT_KEY, text)])
     assert main(["kvp", "--pool", str(pool)]) == 0
     out = capsys.readouterr().out
     assert "CLOUD_INIT_AZURE_media: ok 0.01 s" in out
-    assert "    reason: bad | xml\n" in out and "    line: 3\n" in out
+    assert "    reason: ovf-env.xml is not well-formed XML\n" in out
+    assert "    error: bad | xml\n" in out and "    line: 3\n" in out
     assert main(["kvp", "--pool", str(pool), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[1]["decoded"]["vm_id"] == "v1" and "decoded" not in rows[0]

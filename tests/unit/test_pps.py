@@ -97,16 +97,20 @@ def test_customer_document_parsed():
     assert (ovf.username, ovf.hostname) == ("alice", "cust")
 
 
-@pytest.mark.parametrize("data,reason", [
-    (b"", "reprovisiondata: empty document"),
-    (b"<Environment><bad", "reprovisiondata: "),
-    (b'{"error": "Not found"}', "reprovisiondata: "),
-    (GOOD % b"true", "a preprovisioned (pool) document"),
+@pytest.mark.parametrize("data,reason,ovf_error", [
+    (b"", "reprovisiondata: empty document", None),
+    (b"<Environment><bad", "reprovisiondata: not a valid ovf-env.xml",
+     "ovf-env.xml is not well-formed XML"),
+    (b'{"error": "Not found"}', "reprovisiondata: not a valid ovf-env.xml",
+     "ovf-env.xml is not well-formed XML"),
+    (GOOD % b"true", "reprovisiondata: a preprovisioned (pool) document, not the customer's",
+     None),
 ])
-def test_customer_document_refused_with_a_reason(data, reason):
+def test_customer_document_refused_with_a_reason(data, reason, ovf_error):
     with pytest.raises(OvfError) as err:
         pps.customer_document(data)
-    assert reason in err.value.reason
+    assert err.value.reason == reason
+    assert err.value.supporting_data.get("ovf_error") == ovf_error
 
 
 # --- the wait ------------------------------------------------------------------------
@@ -178,7 +182,7 @@ def test_running_polls_between_link_waits_so_a_missed_switch_cannot_hang():
 
 def test_savable_tolerates_a_failed_pool_ready_then_waits_for_the_new_nic():
     reuse = FakeReuse(links={"nic_detach": 2}, answers=[(200, b"doc")],
-                      ready_error=ProvisioningError("connection reset"))
+                      ready_error=ProvisioningError(detail="connection reset"))
     assert pps.wait_for_customer(pps.Pool(pps.SAVABLE), reuse) == b"doc"
     calls = reuse.calls
     assert calls[:3] == ["open_watch", "pool ready", "remember savable"]
@@ -189,7 +193,7 @@ def test_savable_tolerates_a_failed_pool_ready_then_waits_for_the_new_nic():
 
 
 def test_running_pool_ready_failure_is_a_provisioning_failure():
-    reuse = FakeReuse(ready_error=ProvisioningError("wireserver unreachable"))
+    reuse = FakeReuse(ready_error=ProvisioningError(detail="wireserver unreachable"))
     with pytest.raises(ProvisioningError):
         pps.wait_for_customer(pps.Pool(pps.RUNNING), reuse)
     assert "remember running" not in reuse.calls

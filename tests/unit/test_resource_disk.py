@@ -857,7 +857,8 @@ def test_failed_mkfs_is_reported_with_the_command(vm):
     vm.runner.fail["mkfs.ext4"] = "bad superblock"
     with pytest.raises(rd.ResourceDiskError) as err:
         rd.setup(vm.cfg, "i-1", vm.m)
-    assert err.value.reason == "mkfs.ext4 failed"
+    assert err.value.reason == "resource disk command failed"
+    assert err.value.supporting_data["tool"] == "mkfs.ext4"
     assert err.value.supporting_data["error"] == "bad superblock"
     assert "mount" not in vm.runner.commands()
 
