@@ -49,18 +49,19 @@ integration: $(DEPS)
 CORE_INTEGRATION := tests/integration/test_plugin.py tests/integration/test_simulator.py \
 	tests/integration/test_diff.py
 test: $(DEPS) lint
-	$(PY) -m pytest -q -m "not powercut" tests/unit $(CORE_INTEGRATION)
+	$(PY) -m pytest -q -m "not powercut" -n 2 tests/unit $(CORE_INTEGRATION)
 	# The adapters import cloud-init: unit tests again against 25.1.4.
 	CLOUD_INIT=25.1.4 $(PY) -m pytest -q -p no:cacheprovider tests/unit
 
+# Two boots side by side (xdist): each test checks only its own leftovers.
 test-integration: $(DEPS)
-	$(PY) -m pytest -q -m "not powercut" tests/integration \
+	$(PY) -m pytest -q -m "not powercut" -n 2 tests/integration \
 	  $(foreach f,$(CORE_INTEGRATION),--ignore=$(f))
 
 # azure-sim diff over every scenario on both versions (make test runs a subset;
 # docs/differences.md). About 40 boots.
 test-parity: $(DEPS)
-	AZURE_SIM_DIFF=all $(PY) -m pytest -q tests/integration/test_diff.py
+	AZURE_SIM_DIFF=all $(PY) -m pytest -q -n 2 tests/integration/test_diff.py
 
 demo: $(DEPS)
 	$(PY) tools/azure-sim boot
