@@ -106,7 +106,7 @@ vm-image: deb $(STAMP)
 	cd tools && ../$(PY) -m azure_sim.vmimage --deb ../$(DEB)
 
 test-vm: $(DEPS) vm-image
-	AZURE_SIM_VM=1 $(PY) -m pytest -q tests/vm
+	AZURE_SIM_VM=1 $(PY) -m pytest -q -m "not powercut" tests/vm
 
 # The power-cut matrix (docs/reliability.md): every cut point in the sandbox on
 # both cloud-init versions, then the VM tier's points (one QEMU at a time).
