@@ -58,6 +58,14 @@ if os.environ.get("AZURE_SIM_POWERCUT_FULL") == "1":
 SCENARIOS = {"default": {}, "user-files": USER_FILES, "grub": GRUB}
 
 
+def _known_degraded(report):
+    from tests.vm.test_vm_boot import KNOWN_PLUGIN_BUGS
+
+    text = "\n".join(report.get("warnings") or [])
+    return any(version in (None, report["cloud_init_version"]) and signature in text
+               for version, signature, _ in KNOWN_PLUGIN_BUGS)
+
+
 @contextlib.contextmanager
 def qemu_lock():
     path = os.environ.get("AZURE_SIM_QEMU_LOCK")
@@ -98,8 +106,14 @@ def test_vm_power_cut_then_recovery(cloud_init, kind, at, tmp_path):
         problems = [p for p in problems if p != "Ready reported 2 times"]
     else:
         assert r["ready_count"] == 1, r["health_reports"]
+    status = [b["cloud_init_status"] for b in r["vm"]["boots"]][-1]
+    if _known_degraded(r):
+        # A known Debian 13 plug-in WARNING (test_vm_boot.KNOWN_PLUGIN_BUGS), not the cut:
+        # it excuses the degraded status only.
+        problems = [p for p in problems if not p.startswith("cloud-init status is")]
+        status = status.replace("degraded ", "")
     assert not problems, (r["verdict"], r["power_cut"])
-    assert [b["cloud_init_status"] for b in r["vm"]["boots"]][-1] == "done"
+    assert status == "done", status
     if kind == "user-files":
         assert r["power_cut"]["user_files"]["intact"], r["power_cut"]["user_files"]
     if at.startswith("during:"):  # the guest's hook announced it on the serial port
