@@ -260,9 +260,11 @@ def test_vm_guest_hooks_cover_every_during_step_and_stay_off_the_console():
 
     during = POWER_CUT_PATTERN.split("during:(", 1)[1].split(")", 1)[0].split("|")
     assert vmpowercut.VM_STEPS == set(during)  # every during: point has its VM hook
-    unit = files["etc/systemd/system/azure-sim-power-cut.service"][0].decode()
+    name = "sim-power-cut-hooks.service"
+    unit = files[f"etc/systemd/system/{name}"][0].decode()
     assert "Before=cloud-init-main.service cloud-init-local.service" in unit
-    described = unit.split("Description=", 1)[1].split("\n", 1)[0]
+    # systemd prints "Starting <name> - <description>..." on the console
+    described = name + " - " + unit.split("Description=", 1)[1].split("\n", 1)[0]
     assert not any(marker in described for _, marker in vmconsole.STAGE_MARKERS)
     arm = files["usr/lib/azure-sim/power-cut/arm.sh"][0].decode()
     assert "[ -e $fw/power-cut/raw ] || exit 0" in arm  # unarmed boots stop here

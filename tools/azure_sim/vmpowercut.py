@@ -13,7 +13,7 @@ checks (``recovery.py``) run on that copy.
 in the test image's guest files (``guest_files``, under
 ``/usr/lib/azure-sim/power-cut``): only the cut boot gets the fw_cfg file
 ``opt/azure-sim/power-cut`` (the armed text), and only then does the test-only
-unit ``azure-sim-power-cut.service`` (before cloud-init) write
+unit ``sim-power-cut-hooks.service`` (before cloud-init) write
 /run/azure-sim/power-cut.armed and bind-mount the wrappers over
 /usr/local/sbin (first on systemd's PATH) and the Python hook's directory
 over /usr/local/lib/python3.*/dist-packages (a .pth loads it). Nothing of it
@@ -78,7 +78,8 @@ for d in /usr/local/lib/python3.*/dist-packages; do
 done
 echo "power-cut hooks armed: $(head -n1 /{powercut.ARMED})"
 """
-# Not "azure-sim" in what reaches the console: vmconsole reads that as the report stage.
+# Not "azure-sim" in the unit name or description: systemd prints both on the
+# console and vmconsole reads that as the report stage (a stage cut would land early).
 ARM_UNIT = f"""\
 [Unit]
 Description=Power-cut test hooks (test only)
@@ -111,9 +112,9 @@ def guest_files() -> dict[str, tuple[bytes, int]]:
         f"{GUEST_DIR}/python/azure_sim_power_cut.pth": (b"import azure_sim_power_cut\n",
                                                         0o644),
         f"{GUEST_DIR}/arm.sh": (ARM_SCRIPT.encode(), 0o755),
-        "etc/systemd/system/azure-sim-power-cut.service": (ARM_UNIT.encode(), 0o644),
-        "etc/systemd/system/sysinit.target.wants/azure-sim-power-cut.service":
-            (b"->/etc/systemd/system/azure-sim-power-cut.service", 0),
+        "etc/systemd/system/sim-power-cut-hooks.service": (ARM_UNIT.encode(), 0o644),
+        "etc/systemd/system/sysinit.target.wants/sim-power-cut-hooks.service":
+            (b"->/etc/systemd/system/sim-power-cut-hooks.service", 0),
     })
     return out
 
