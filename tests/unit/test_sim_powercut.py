@@ -43,12 +43,78 @@ def test_wrappers_are_inert_until_armed_and_the_hook_targets_the_file(tmp_path):
             "platform": {}}
     powercut.install(plan, tmp_path)
     wrapper = (tmp_path / "usr/local/sbin/useradd").read_text()
-    assert "if [ -e /run/azure-sim/power-cut.armed ]" in wrapper
+    assert 'if [ "$step" = "useradd" ]' in wrapper
     assert 'exec /usr/sbin/useradd "$@"' in wrapper
     assert powercut.fired(plan, tmp_path) is None
     powercut.arm(plan, tmp_path)
-    (tmp_path / powercut.ANNOUNCE).write_text("useradd exited 0\n")
+    assert (tmp_path / powercut.ARMED).read_text() == "useradd\n"
+    (tmp_path / powercut.ANNOUNCE).write_text("AZURE-SIM-POWER-CUT useradd exited 0\n")
     assert powercut.fired(plan, tmp_path) == "useradd exited 0"
+
+
+def _sh_tree(tmp_path, step):
+    """A wrapper run for real: a fake program, an armed file for ``step``."""
+    real = tmp_path / "real"
+    real.write_text(f"#!/bin/sh\necho ran \"$@\" >> {tmp_path}/log\nexit 3\n")
+    real.chmod(0o755)
+    wrapper = tmp_path / "wrapper"
+    text = powercut.wrapper("format", "mkfs.ext4", str(real), str(tmp_path / "said"))
+    wrapper.write_text(text.replace("/" + powercut.ARMED, str(tmp_path / "armed"))
+                       .replace("sleep 600", "sleep 0"))
+    wrapper.chmod(0o755)
+    if step:
+        (tmp_path / "armed").write_text(step + "\n/etc/fstab\n")
+    return wrapper
+
+
+@pytest.mark.parametrize("step", [None, "fstab"])
+def test_wrapper_runs_the_real_program_untouched_unless_its_step_is_armed(tmp_path, step):
+    import subprocess
+
+    res = subprocess.run([str(_sh_tree(tmp_path, step)), "-q", "a b"], check=False)
+    assert res.returncode == 3
+    assert (tmp_path / "log").read_text() == "ran -q a b\n"
+    assert not (tmp_path / "said").exists()
+
+
+def test_armed_wrapper_runs_the_program_to_its_end_then_announces(tmp_path):
+    import subprocess
+
+    res = subprocess.run([str(_sh_tree(tmp_path, "format")), "/dev/vdb1"], check=False)
+    assert res.returncode == 3
+    assert (tmp_path / "log").read_text() == "ran /dev/vdb1\n"
+    assert powercut.announced((tmp_path / "said").read_text()) == "mkfs.ext4 exited 3"
+
+
+def test_python_hook_cuts_before_the_rename_onto_a_watched_file_only(tmp_path):
+    import subprocess
+    import sys
+
+    armed, said = tmp_path / "armed", tmp_path / "said"
+    hook = tmp_path / "azure_sim_power_cut.py"
+    hook.write_text(powercut.hook(str(said)).replace("/" + powercut.ARMED, str(armed))
+                    .replace("time.sleep(600)", "raise SystemExit(9)"))
+    fstab = tmp_path / "fstab"
+    armed.write_text(f"fstab\n{fstab}\n")
+    code = ("import os, azure_sim_power_cut\n"
+            f"open({str(tmp_path / 'other')!r}, 'w').write('x')\n"
+            f"open({str(tmp_path / 'tmp')!r}, 'w').write('new')\n"
+            f"os.replace({str(tmp_path / 'tmp')!r}, {str(fstab)!r})\n")
+    run = [sys.executable, "-c", code]
+    res = subprocess.run(run, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)}, check=False)
+    assert res.returncode == 9
+    assert powercut.announced(said.read_text()) == f"rename onto {fstab}"
+    assert not fstab.exists() and (tmp_path / "other").exists()
+    armed.write_text("useradd\n")  # armed for another step: the hook stays out
+    said.unlink()
+    res = subprocess.run(run, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)}, check=False)
+    assert res.returncode == 0 and fstab.read_text() == "new" and not said.exists()
+
+
+def test_announced_finds_the_mark_among_other_serial_output():
+    assert powercut.announced("boot noise\r\nAZURE-SIM-POWER-CUT useradd exited 0\r\n") \
+        == "useradd exited 0"
+    assert powercut.announced("AZURE-SIM-REPORT-BEGIN\nabc\n") is None
 
 
 def test_after_ready_fires_only_once_ready_is_delivered(tmp_path):
@@ -155,5 +221,55 @@ def test_vm_cut_is_due_at_the_next_stage_the_nth_request_or_ready(tmp_path):
     journal.write_text(json.dumps({"endpoint": "health", "status": 200,
                                    "health": {"state": "Ready"}}) + "\n")
     assert vmpowercut.due(p, 1, "init-local") == "Ready reached the platform"
-    with pytest.raises(vmpowercut.VmCutError):
-        plan("during:useradd")
+
+
+def test_vm_during_cut_is_armed_by_fw_cfg_in_the_cut_boot_and_due_on_the_serial_line(
+        tmp_path):
+    from azure_sim import vmpowercut
+
+    p = {"platform": {}, "workdir": str(tmp_path)}
+    scenario = load_scenario('power_cut: {at: "during:grub"}\n'
+                             'image_files: {/etc/default/grub: "GRUB_TIMEOUT=5\\n"}\n')
+    vmpowercut.plan(p, scenario, tmp_path / "plat")
+    args = vmpowercut.qemu_args(p, 1)
+    assert args == ["-fw_cfg", f"name=opt/azure-sim/power-cut,file={tmp_path}/power-cut.armed",
+                    "-fw_cfg", f"name=opt/azure-sim/image-files,file={tmp_path}/"
+                               "image-files.tar"]
+    assert (tmp_path / "power-cut.armed").read_text().splitlines() == [
+        "grub", "/etc/default/grub", "/etc/default/grub.d/50-cloudinit-azure.cfg"]
+    assert vmpowercut.qemu_args(p, 2) == []  # the recovery boot runs the image unchanged
+    import tarfile
+
+    with tarfile.open(tmp_path / "image-files.tar") as tar:
+        member = tar.getmember("etc/default/grub")
+        assert (member.uid, member.mode) == (0, 0o644)
+        assert tar.extractfile(member).read() == b"GRUB_TIMEOUT=5\n"
+    assert vmpowercut.due(p, 1, "init") is None
+    (tmp_path / "report-1.raw").write_text("AZURE-SIM-POWER-CUT rename onto /etc/default/grub\r\n")
+    assert vmpowercut.due(p, 1, "init") == "guest: rename onto /etc/default/grub"
+    assert vmpowercut.due(p, 2, "init") is None
+
+
+def test_vm_guest_hooks_cover_every_during_step_and_stay_off_the_console():
+    from azure_sim import vmconsole, vmpowercut
+
+    files = vmpowercut.guest_files()
+    wrapped = {name.rsplit("/", 1)[1] for name in files if "/sbin/" in name}
+    assert wrapped == {"mkfs.ext4", "useradd", "ssh-keygen"}
+    from azure_sim.scenario import POWER_CUT_PATTERN
+
+    during = POWER_CUT_PATTERN.split("during:(", 1)[1].split(")", 1)[0].split("|")
+    assert vmpowercut.VM_STEPS == set(during)  # every during: point has its VM hook
+    name = "sim-power-cut-hooks.service"
+    unit = files[f"etc/systemd/system/{name}"][0].decode()
+    assert "Before=cloud-init-main.service cloud-init-local.service" in unit
+    # systemd prints "Starting <name> - <description>..." on the console
+    described = name + " - " + unit.split("Description=", 1)[1].split("\n", 1)[0]
+    assert not any(marker in described for _, marker in vmconsole.STAGE_MARKERS)
+    arm = files["usr/lib/azure-sim/power-cut/arm.sh"][0].decode()
+    assert "[ -e $fw/power-cut/raw ] || exit 0" in arm  # unarmed boots stop here
+    for name, (data, _) in files.items():
+        if name.endswith(("arm.sh", "/sbin/useradd")):
+            import subprocess
+
+            subprocess.run(["sh", "-n"], input=data, check=True)

@@ -16,27 +16,54 @@ import os
 import pytest
 import yaml
 
+from tests.integration.test_kernel import DEBIAN_GRUB
+
 pytestmark = pytest.mark.powercut
 
 USER_FILES = {"resource_disk": {"files": ["dataloss_warning_readme.txt", "projects.txt"]}}
-# Seven cases (~140 s each under TCG) keep make test-powercut under 30 minutes;
-# AZURE_SIM_POWERCUT_FULL=1 adds the rest of the measured set (docs/reliability.md).
+# The image is Debian's own: no boot loader, so no grub defaults; the grub case
+# brings Debian's (written before cloud-init in the first boot, vmpowercut.py).
+GRUB = {"image_files": {"/etc/default/grub": DEBIAN_GRUB}}
+# The nightly set (make test-powercut, under 30 minutes with the sandbox
+# matrix; ~140 s per case under TCG, docs/reliability.md): the guest-hook
+# points on both images, the stage and report points that found or pin a fix.
 CASES = [
     ("22.4.2", "default", "after:init-local"),
-    ("22.4.2", "default", "after:init"),
     ("22.4.2", "default", "request:health:1"),
-    ("22.4.2", "default", "after:ready"),
+    ("22.4.2", "default", "during:useradd"),
+    ("22.4.2", "default", "during:format"),
+    ("22.4.2", "default", "during:fstab"),
     ("22.4.2", "user-files", "after:init"),
     ("25.1.4", "default", "after:init-local"),
+    ("25.1.4", "default", "during:useradd"),
+    ("25.1.4", "default", "during:format"),
+    ("25.1.4", "default", "during:fstab"),
+]
+# AZURE_SIM_POWERCUT_FULL=1: every other measured case (about 25 minutes more).
+FULL = [
+    ("22.4.2", "default", "after:init"),
+    ("22.4.2", "default", "after:ready"),
+    ("22.4.2", "default", "during:ssh-keygen"),
+    ("22.4.2", "grub", "during:grub"),
+    ("22.4.2", "default", "after:modules-final"),
+    ("22.4.2", "default", "request:imds:1"),
+    ("22.4.2", "user-files", "after:modules-final"),
+    ("25.1.4", "default", "request:health:1"),
     ("25.1.4", "user-files", "after:init"),
+    ("25.1.4", "default", "during:ssh-keygen"),
+    ("25.1.4", "grub", "during:grub"),
 ]
 if os.environ.get("AZURE_SIM_POWERCUT_FULL") == "1":
-    CASES += [
-        ("22.4.2", "default", "after:modules-final"),
-        ("22.4.2", "default", "request:imds:1"),
-        ("22.4.2", "user-files", "after:modules-final"),
-        ("25.1.4", "default", "request:health:1"),
-    ]
+    CASES += FULL
+SCENARIOS = {"default": {}, "user-files": USER_FILES, "grub": GRUB}
+
+
+def _known_degraded(report):
+    from tests.vm.test_vm_boot import KNOWN_PLUGIN_BUGS
+
+    text = "\n".join(report.get("warnings") or [])
+    return any(version in (None, report["cloud_init_version"]) and signature in text
+               for version, signature, _ in KNOWN_PLUGIN_BUGS)
 
 
 @contextlib.contextmanager
@@ -59,16 +86,15 @@ def test_vm_power_cut_then_recovery(cloud_init, kind, at, tmp_path):
     from azure_sim import vm
     from azure_sim.scenario import load_scenario
 
-    # The image is Debian's own: no grub defaults (no boot loader), so no grub edit.
     scenario = {"name": f"vm-power-cut-{kind}-{at}", "power_cut": {"at": at},
-                **(USER_FILES if kind == "user-files" else {})}
+                **SCENARIOS[kind]}
     with qemu_lock():
         r = vm.boot(load_scenario(yaml.safe_dump(scenario)), cloud_init=cloud_init,
                     logs_to=str(tmp_path / "logs"))
-    vm = r["vm"]
+    seen = r["vm"]
     print(f"{cloud_init} {kind} {at}: verdict {r['verdict']} power_cut {r['power_cut']} "
-          f"ready {vm['boot_to_ready_s']} s after QEMU start, wall {r['wall_s']} s, "
-          f"boots {[b['seconds'] for b in vm['boots']]}")
+          f"ready {seen['boot_to_ready_s']} s after QEMU start, wall {r['wall_s']} s, "
+          f"boots {[b['seconds'] for b in seen['boots']]}")
     assert r["sim_error"] is None, (r["sim_error"], r["vm"])
     assert r["power_cut"]["why"], r["power_cut"]
     problems = list(r["verdict"]["problems"])
@@ -80,7 +106,15 @@ def test_vm_power_cut_then_recovery(cloud_init, kind, at, tmp_path):
         problems = [p for p in problems if p != "Ready reported 2 times"]
     else:
         assert r["ready_count"] == 1, r["health_reports"]
+    status = [b["cloud_init_status"] for b in r["vm"]["boots"]][-1]
+    if _known_degraded(r):
+        # A known Debian 13 plug-in WARNING (test_vm_boot.KNOWN_PLUGIN_BUGS), not the cut:
+        # it excuses the degraded status only.
+        problems = [p for p in problems if not p.startswith("cloud-init status is")]
+        status = status.replace("degraded ", "")
     assert not problems, (r["verdict"], r["power_cut"])
-    assert [b["cloud_init_status"] for b in r["vm"]["boots"]][-1] == "done"
+    assert status == "done", status
     if kind == "user-files":
         assert r["power_cut"]["user_files"]["intact"], r["power_cut"]["user_files"]
+    if at.startswith("during:"):  # the guest's hook announced it on the serial port
+        assert r["power_cut"]["why"].startswith("guest: "), r["power_cut"]

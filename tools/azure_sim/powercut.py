@@ -12,7 +12,9 @@ the same root and resource disk (docs/reliability.md). Points:
   and ``ssh-keygen``: the real program runs to its end, then the cut lands
   before its caller learns the result; ``fstab`` and ``grub``: a Python hook
   cuts when the file is opened for writing in place (it is truncated), or
-  just before it is renamed into place.
+  just before it is renamed into place. A hook announces the cut with a line
+  starting ``AZURE-SIM-POWER-CUT`` (the sandbox: a file in /run; the VM: the
+  report serial port, vmpowercut.py) and waits to be killed.
 
 Weaker than a real power cut: the page cache survives a process kill, so a
 write that was never synced still reaches the disk. The VM tier's cut
@@ -37,13 +39,19 @@ WRAPPED = {"format": ("mkfs.ext4", "mkfs.xfs", "mkfs.btrfs"),
 FILES = {"fstab": ["/etc/fstab"],
          "grub": ["/etc/default/grub", "/etc/default/grub.d/50-cloudinit-azure.cfg"]}
 
+MARK = "AZURE-SIM-POWER-CUT"               # what an announcement starts with
+
+# The armed file: the step on its first line, then the files the Python hook
+# watches. A wrapper acts only for its own step (the VM image has all of them).
 WRAPPER = """#!/bin/sh
 # azure-sim power-cut hook (test-only): in the armed boot, run the real
 # program to its end, then announce the cut and wait for it.
-if [ -e /{armed} ]; then
+step=
+{{ read -r step < /{armed}; }} 2>/dev/null
+if [ "$step" = "{step}" ]; then
   {real} "$@"
   rc=$?
-  echo "{name} exited $rc" > /{announce}
+  echo "{mark} {name} exited $rc" > {announce}
   sleep 600
   exit $rc
 fi
@@ -56,7 +64,7 @@ import os
 import time
 
 _ARMED = "/{armed}"
-_ANNOUNCE = "/{announce}"
+_ANNOUNCE = "{announce}"
 
 
 def _install():
@@ -79,7 +87,7 @@ def _install():
 
     def cut(what):
         with real_open(_ANNOUNCE, "w", encoding="utf-8") as fh:
-            fh.write(what + "\\n")
+            fh.write("{mark} " + what + "\\n")
         time.sleep(600)
 
     def hooked_open(file, mode="r", *args, **kwargs):
@@ -128,6 +136,31 @@ def platform_trigger(cut: dict[str, Any], plat_dir: Path) -> dict[str, Any]:
             "file": str(plat_dir / "power-cut"), "armed": str(plat_dir / "power-cut.armed")}
 
 
+def wrapper(step: str, name: str, real: str, announce: str) -> str:
+    """The shell wrapper of ``name`` for ``step``: announces on ``announce`` (a file
+    the sandbox watches, the VM's report serial port)."""
+    return WRAPPER.format(armed=ARMED, step=step, mark=MARK, announce=announce,
+                          name=name, real=real)
+
+
+def hook(announce: str) -> str:
+    """The Python hook (fstab, grub): loaded by a .pth, acts only when armed."""
+    return HOOK.format(armed=ARMED, mark=MARK, announce=announce)
+
+
+def armed_text(cut: dict[str, Any]) -> str:
+    """What the armed file holds for the cut: its step, then the hook's files."""
+    return "\n".join([cut["target"], *FILES.get(cut["target"], [])]) + "\n"
+
+
+def announced(text: str) -> Optional[str]:
+    """The first announcement in ``text`` (what a hook said, without the mark), or None."""
+    for line in text.replace("\r", "").splitlines():
+        if line.startswith(MARK):
+            return line[len(MARK):].strip() or MARK
+    return None
+
+
 def install(plan: dict[str, Any], root: Path) -> None:
     """Put the (inert until armed) guest hooks for a ``during:`` point into the image."""
     cut = plan.get("power_cut")
@@ -141,13 +174,11 @@ def install(plan: dict[str, Any], root: Path) -> None:
             continue
         path = root / "usr/local/sbin" / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(WRAPPER.format(armed=ARMED, announce=ANNOUNCE, name=name,
-                                       real=f"/{real}/{name}"))
+        path.write_text(wrapper(step, name, f"/{real}/{name}", f"/{ANNOUNCE}"))
         os.chmod(path, 0o755)  # noqa: S103 - a program the VM runs
     if step in FILES:
         site = root / sysconfig.get_paths()["purelib"].lstrip("/")
-        (site / "azure_sim_power_cut.py").write_text(
-            HOOK.format(armed=ARMED, announce=ANNOUNCE))
+        (site / "azure_sim_power_cut.py").write_text(hook(f"/{ANNOUNCE}"))
         (site / "azure_sim_power_cut.pth").write_text("import azure_sim_power_cut\n")
 
 
@@ -156,7 +187,7 @@ def arm(plan: dict[str, Any], root: Path) -> None:
     cut = plan["power_cut"]
     armed = root / ARMED
     armed.parent.mkdir(parents=True, exist_ok=True)
-    armed.write_text("\n".join(FILES.get(cut["target"], [])) + "\n")
+    armed.write_text(armed_text(cut))
     if cut["kind"] == "request":
         Path(plan["platform"]["power_cut"]["armed"]).write_text("armed\n")
 
@@ -169,12 +200,15 @@ def disarm(plan: dict[str, Any]) -> None:
 def fired(plan: dict[str, Any], root: Path) -> Optional[str]:
     """What announced the cut (a guest hook, the platform, Ready delivered), or None."""
     cut = plan["power_cut"]
-    for path in (root / ANNOUNCE, Path(plan["platform"].get("power_cut", {}).get(
-            "file", "/nonexistent"))):
-        try:
-            return path.read_text().strip() or path.name
-        except OSError:
-            pass
+    try:
+        return announced((root / ANNOUNCE).read_text()) or ANNOUNCE
+    except OSError:
+        pass
+    try:
+        return Path(plan["platform"].get("power_cut", {}).get(
+            "file", "/nonexistent")).read_text().strip() or "power-cut"
+    except OSError:
+        pass
     if cut["at"] == "after:ready":
         for marker in (root / "var/lib/cloudinit-azure").glob("health-*.json"):
             try:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from azure_sim import deps
+from azure_sim import deps, vmpowercut
 
 VM_CACHE = deps.CACHE / "vm"
 # cloud-init version -> the Debian release that ships it
@@ -281,6 +281,8 @@ def _guest_files() -> dict[str, tuple[bytes, int]]:
         "usr/lib/azure-sim/azure_sim/guest.py": ((here / "guest.py").read_bytes(), 0o644),
         # guest.observe imports it (azure-sim diff's collection in the VM)
         "usr/lib/azure-sim/azure_sim/collect.py": ((here / "collect.py").read_bytes(), 0o644),
+        # the during: power-cut hooks, inert unless the host arms a boot (vmpowercut)
+        **vmpowercut.guest_files(),
     }
 
 

@@ -54,6 +54,7 @@ def qemu_command(plan: dict[str, Any], boot: int = 1) -> list[str]:
            "-fw_cfg", f"name=opt/azure-sim/plan,file={work / 'guest-plan.json'}"]
     for name, path in sorted((plan.get("fw_cfg_files") or {}).items()):
         cmd += ["-fw_cfg", f"name=opt/azure-sim/{name},file={path}"]
+    cmd += vmpowercut.qemu_args(plan, boot)  # a during: power cut's fw_cfg files
     if plan.get("iso"):
         cmd += ["-device", "virtio-scsi-pci,id=scsi0",
                 "-drive", f"file={plan['iso']},if=none,id=cd0,media=cdrom,format=raw,"
