@@ -86,7 +86,7 @@ class DataSourceAzure(sources.DataSource):
         cfg = self._settings()
         if not self._on_azure():
             return False
-        atomic.drop_empty([os.path.join(self.paths.get_cpath("data"), "set-hostname")])
+        self._drop_torn_state()
         here = host.this_machine()
         platform = LivePlatform(cfg, host=here, mount=machine.mount_reader,
                                 dhcp_fallback=lambda nic: machine.cloudinit_dhcp(self.distro, nic))
@@ -116,8 +116,13 @@ class DataSourceAzure(sources.DataSource):
         # ephemeral0 is azure_resource_disk's: cloud-init's mounts must not act on it.
         return None
 
+    def _drop_torn_state(self) -> None:
+        """A power cut can leave 22.4's set-hostname empty: its reader would fail the stage."""
+        atomic.drop_empty([os.path.join(self.paths.get_cpath("data"), "set-hostname")])
+
     def check_instance_id(self, sys_cfg: Any) -> bool:
         """On reboot: same VM (up to case or Gen1/Gen2 byte order) keeps its cache."""
+        self._drop_torn_state()  # a cached datasource never runs _get_data
         return flowstate.same_instance(_read_dmi("system-uuid") or "",
                                        (self.metadata or {}).get("instance-id"))
 
@@ -133,13 +138,8 @@ class DataSourceAzure(sources.DataSource):
     # userData is root-only, as 25.1 does by its lower-cased "userdata".
     sensitive_metadata_keys = sources.DataSource.sensitive_metadata_keys + ("userData",)
 
-    @property
-    def region(self) -> Optional[str]:
-        return metadata.region(self.metadata or {})
-
-    @property
-    def availability_zone(self) -> Optional[str]:
-        return metadata.availability_zone(self.metadata or {})
+    region = property(lambda self: metadata.region(self.metadata or {}))
+    availability_zone = property(lambda self: metadata.availability_zone(self.metadata or {}))
 
 
 datasources = [(DataSourceAzure, (sources.DEP_FILESYSTEM,))]

@@ -75,6 +75,25 @@ def test_check_instance_id_keeps_the_same_vm(ds, monkeypatch, current, same):
     assert ds.check_instance_id({}) is same
 
 
+def test_a_reboot_on_the_cached_datasource_drops_a_torn_set_hostname(ds, monkeypatch,
+                                                                     tmp_path):
+    """Power cut (VM tier, Debian 12, during:grub): 22.4 wrote set-hostname without
+    fsync, the file came back empty, and cc_set_hostname failed the recovery boot,
+    which restores this object from obj.pkl and so never runs _get_data."""
+    data = tmp_path / "cloud" / "data"
+    data.mkdir(parents=True)
+    (data / "set-hostname").write_text("")
+    (data / "instance-id").write_text("")  # not ours to judge: left alone
+    ds.metadata = {"instance-id": UUID}
+    monkeypatch.setattr(dsmod, "_read_dmi", lambda key: UUID)
+    assert ds.check_instance_id({}) is True
+    assert not (data / "set-hostname").exists()
+    assert (data / "instance-id").exists()
+    (data / "set-hostname").write_text('{"fqdn": "vm1"}')
+    assert ds.check_instance_id({}) is True
+    assert (data / "set-hostname").read_text() == '{"fqdn": "vm1"}'
+
+
 def test_unpickling_an_object_of_the_plug_in_before_the_flow(ds):
     """Loose attributes of the old adapter become one FlowState (azure_ready's path)."""
     del ds.state
