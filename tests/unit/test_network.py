@@ -806,6 +806,78 @@ def test_configure_with_an_invalid_hostname_publishes_the_live_one(tmp_path):
     assert out.published.client == "networkd" and "\nHostname=" not in dropin.read_text()
 
 
+NO_121_LEASE = "ADDRESS=10.0.0.4\nNETMASK=255.255.255.0\nROUTER=10.0.0.1\nOPTION_245=A83F8110\n"
+ROUTES_DROPIN = "50-azure-platform-routes.conf"
+
+
+def _networkd_without_121(tmp_path, state=NETWORKD_LINK_STATE, **kw):
+    root = _netplan_root(tmp_path, state=state, **kw)
+    (root / "run/systemd/netif/leases").mkdir(parents=True)
+    (root / "run/systemd/netif/leases/2").write_text(NO_121_LEASE)
+    return root
+
+
+def test_configure_keeps_missing_routes_for_networkd_across_reboots(tmp_path, caplog):
+    # Debian 13: networkd applies netplan's Name=eth* default, which hides the
+    # rendered config's [Route]s; ip(8) routes are foreign to networkd and
+    # gone at the next boot, so networkd must be told about them.
+    root = _networkd_without_121(tmp_path)
+    with caplog.at_level(logging.INFO):
+        for _ in range(2):
+            runner = FakeRunner()
+            out = _configure(_settings(publish_hostname={"enabled": False}), root=root,
+                             runner=runner, log=LOG)
+    assert [c[:4] for c in runner.calls] == [["ip", "route", "replace", "168.63.129.16/32"],
+                                             ["ip", "route", "replace", "169.254.169.254/32"]]
+    assert len(out.routes) == 2
+    dropin = root / f"etc/systemd/network/10-netplan-all-eth.network.d/{ROUTES_DROPIN}"
+    sections = dropin.read_text().split("\n\n")[1:]
+    assert sections == ["[Route]\nDestination=168.63.129.16/32\nGateway=10.0.0.1",
+                        "[Route]\nDestination=169.254.169.254/32\nGateway=10.0.0.1\n"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+def test_configure_writes_no_route_dropin_when_networkds_file_has_the_routes(tmp_path):
+    state = NETWORKD_LINK_STATE.replace("all-eth", "eth0")
+    root = _networkd_without_121(tmp_path, state=state)
+    eth0 = root / "run/systemd/network/10-netplan-eth0.network"
+    eth0.write_text(NETPLAN_ETH0 + "\n[Route]\nDestination=169.254.169.254/32\n"
+                    "Gateway=10.0.0.1\n")
+    _configure(_settings(publish_hostname={"enabled": False}), root=root, runner=FakeRunner(),
+               log=LOG)
+    assert not (root / "etc/systemd/network").exists()
+
+
+def test_configure_does_not_put_one_nics_routes_on_another(tmp_path, caplog):
+    root = _networkd_without_121(tmp_path)
+    make_nic(root / "sys/class/net", "eth1", "00:0d:3a:12:34:57", "hv_netvsc", ifindex=3)
+    with caplog.at_level(logging.INFO):
+        out = _configure(_settings(publish_hostname={"enabled": False}), root=root,
+                         runner=FakeRunner(), log=LOG)
+    assert len(out.routes) == 2  # in place now
+    assert not (root / "etc/systemd/network").exists()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["routes to the platform are in place on eth0 until the next boot only: "
+                        "10-netplan-all-eth.network, the .network file networkd applies to it, "
+                        "also configures eth1"]
+
+
+def test_configure_on_debian_13_networkd_warns_nothing_and_runs_no_networkctl(tmp_path, caplog):
+    # The Debian 13 boot, option 121 given (the default scenario): routes
+    # covered, the host name drop-in written, not one WARNING.
+    root = _netplan_root(tmp_path, state=NETWORKD_LINK_STATE)
+    (root / "run/systemd/netif/leases").mkdir(parents=True)
+    (root / "run/systemd/netif/leases/2").write_text(NETWORKD_LEASE.replace(
+        "169.254.169.254/32,10.0.0.1", "169.254.169.254/32,10.0.0.1 168.63.129.16/32,10.0.0.1"))
+    runner = FakeRunner()
+    with caplog.at_level(logging.INFO):
+        out = _configure(_settings(), root=root, runner=runner, hostname="sim-vm-01", log=LOG)
+    assert runner.calls == [] and out.routes == ()
+    assert out.published.files_changed == (str(
+        root / "etc/systemd/network/10-netplan-all-eth.network.d/50-azure-hostname.conf"),)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
 def test_module_adapter_meta_and_handle_on_both_signatures(monkeypatch):
     from cloudinit_azure.modules import network as mod
     assert mod.meta["frequency"] == "once-per-instance" and mod.meta["distros"] == ["all"]
