@@ -7,6 +7,7 @@
 - :mod:`.routes`: routes to the platform; a lease as ip(8) commands;
 - :mod:`.dhcpcd`, :mod:`.ephemeral`: the init-local ephemeral DHCP run;
 - :mod:`.hostname`, :mod:`.watcher`: host name publishing to Azure DNS;
+- :mod:`.networkd`: the ``.network`` file networkd applies to a NIC (no D-Bus);
 - :mod:`.hostkey`: the legacy host key thumbprint report;
 - :mod:`.netconfig`: the typed IMDS interfaces as cloud-init network config v2;
 - :mod:`.configure`: what the ``azure_network`` module does.
@@ -43,11 +44,9 @@ from cloudinit_azure.network.hostname import (  # noqa: F401
     detect_dhcp_client,
     ensure_dhclient_hostname,
     ensure_dhcpcd_hostname,
-    find_network_file,
     hostname_from,
     networkd_dropin,
     parse_ipv4_address,
-    parse_network_file,
     publish_hostname,
     running_clients,
 )
@@ -58,6 +57,12 @@ from cloudinit_azure.network.leases import (  # noqa: F401
     newest_dhclient_block,
     parse_classless_routes,
     parse_lease,
+)
+from cloudinit_azure.network.networkd import (  # noqa: F401
+    file_matches,
+    find_network_file,
+    network_file_for,
+    parse_state,
 )
 from cloudinit_azure.network.nics import (  # noqa: F401
     PERSISTENT_NET_GENERATOR,

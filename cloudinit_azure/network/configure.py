@@ -26,6 +26,7 @@ from cloudinit_azure.network.leases import (
     dhcp_packet_option,
     parse_lease,
 )
+from cloudinit_azure.network.networkd import persist_routes
 from cloudinit_azure.network.nics import (
     Nic,
     classify_nics,
@@ -107,7 +108,8 @@ def configure(settings: Mapping[str, Any], *, root: Path, runner: Runner,
     if settings["mask_persistent_net_rules"]:
         masked = mask_persistent_net_rules(root, log)
         moved = remove_stale_net_rules(root, log)
-    nic = primary_nic(classify_nics(root / "sys/class/net"), primary_mac)
+    nics = classify_nics(root / "sys/class/net")
+    nic = primary_nic(nics, primary_mac)
     client = detect_dhcp_client(root)
     if nic is None:
         log.warning("no network interface found: routes and host name skipped")
@@ -121,6 +123,8 @@ def configure(settings: Mapping[str, Any], *, root: Path, runner: Runner,
             lease = {**lease, "routers": [gateway] if gateway else []}
         wanted = platform_routes(lease, target, interface=nic.name)
         routes = tuple(apply_routes(wanted, runner, log))
+        if client == "networkd" and wanted:
+            persist_routes(root, nic, nics, wanted, log)
     pub = settings["publish_hostname"]
     if nic is not None and pub["enabled"]:
         name = None

@@ -5,7 +5,6 @@ ever releasing the lease or taking a link down.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import signal
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from cloudinit_azure.network.clients import (
 from cloudinit_azure.network.leases import (
     dhclient_blocks,
 )
+from cloudinit_azure.network.networkd import dropin_path, network_file_for
 from cloudinit_azure.network.nics import (
     _read,
 )
@@ -140,35 +140,6 @@ def networkd_dropin(hostname: Optional[str]) -> str:
 
 
 NETWORKD_DROPIN = "50-azure-hostname.conf"
-
-
-_NETWORK_DIRS = ("etc/systemd/network", "run/systemd/network", "usr/lib/systemd/network",
-                 "lib/systemd/network")
-
-
-def parse_network_file(networkctl_status: str) -> Optional[str]:
-    """``networkctl status <nic>`` -> the path after ``Network File:``."""
-    match = re.search(r"Network File:\s*(\S+)", networkctl_status)
-    return match.group(1) if match and match.group(1) != "n/a" else None
-
-
-def find_network_file(root: Path, nic: str, mac: Optional[str] = None) -> Optional[str]:
-    """The basename of the .network file whose [Match] names ``nic`` or its MAC.
-
-    A fallback for when networkctl cannot say; first in systemd's lexical order.
-    """
-    files: dict[str, Path] = {}
-    for d in _NETWORK_DIRS:
-        for path in sorted((Path(root) / d).glob("*.network")):
-            files.setdefault(path.name, path)
-    for name in sorted(files):
-        text = _read(files[name]) or ""
-        for key, val in re.findall(r"^\s*(Name|MACAddress)\s*=\s*(.+?)\s*$", text, re.M):
-            values = val.lower().split()
-            if (key == "Name" and nic.lower() in values) or (
-                    key == "MACAddress" and mac and mac.lower() in values):
-                return name
-    return None
 
 
 def hostname_from(value: Any) -> Optional[str]:
@@ -309,22 +280,29 @@ def publish_hostname(root: Path, nic: str, hostname: Optional[str], runner: Runn
         else:
             notes.append("dhcpcd not running: takes effect at its next start")
     elif client == "networkd":
-        status = _try_run(runner, ["networkctl", "--no-pager", "status", nic], log)
-        path = parse_network_file(status.stdout) if status is not None else None
-        name = os.path.basename(path) if path else find_network_file(root, nic, mac)
+        name = network_file_for(root, nic, mac)
         if name is None:
+            # networkd runs but configures no DHCP for the primary NIC: a real
+            # misconfiguration of the image, not a moment to wait for.
             notes.append(f"no .network file for {nic}")
-            log.warning("no systemd-networkd .network file matches %s", nic)
+            log.warning("systemd-networkd runs but no .network file matches %s: host name "
+                        "not published to Azure DNS", nic)
         else:
-            dropin = root / "etc/systemd/network" / f"{name}.d" / NETWORKD_DROPIN
+            dropin = dropin_path(root, name, NETWORKD_DROPIN)
             if write_if_changed(dropin, networkd_dropin(hostname)):
                 changed.append(str(dropin))
-            # No `networkctl reload`: a changed file makes networkd reconfigure
-            # the link, which stops its DHCP client (SendRelease=yes by
-            # default). The drop-in applies from the next boot; the running
-            # client already sends the live host name, so renew now.
-            result = _try_run(runner, ["networkctl", "renew", nic], log)
-            renewed = bool(result is not None and result.returncode == 0)
+            # networkd reads the host name when it configures the link and its
+            # DHCP client sends that name in every request and renewal;
+            # cloud-init sets it in init-local, before networkd starts. A
+            # renewal (`networkctl renew`, over D-Bus, which is not up yet in
+            # cloud-init's network stage) would resend the same name; a reload
+            # or reconfigure restarts the client, which sends a RELEASE. So
+            # nothing is renewed: the drop-in holds from the link's next
+            # configuration (the next boot).
+            notes.append(f"networkd: {name} sends the host name it had when it configured "
+                         f"{nic}; the drop-in holds from its next configuration")
+            log.info("networkd: host name drop-in for %s is in place (%s)", name,
+                     "written" if changed else "unchanged")
     elif client == "networkmanager":
         con = _try_run(runner, ["nmcli", "-g", "GENERAL.CONNECTION", "device", "show", nic], log)
         con_name = con.stdout.strip() if con is not None and con.returncode == 0 else ""

@@ -128,6 +128,22 @@ def apply_routes(routes: Iterable[Route], runner: Runner,
     return done
 
 
+NETWORKD_ROUTES_DROPIN = "50-azure-platform-routes.conf"
+
+
+def networkd_routes_dropin(routes: Iterable[Route]) -> str:
+    """Drop-in for the NIC's .network file with the routes, as the rendered config has them.
+
+    networkd installs these at every configuration of the link; a route
+    added with ip(8) is foreign to it and gone at the next boot (and at a
+    networkd restart, which removes foreign routes: ``ManageForeignRoutes=yes``).
+    """
+    text = "# cloudinit-azure: host routes to the platform (the lease has no option 121 route)\n"
+    for route in routes:
+        text += f"\n[Route]\nDestination={route.destination}\nGateway={route.gateway}\n"
+    return text
+
+
 Command = tuple[str, ...]
 
 

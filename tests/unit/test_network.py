@@ -442,32 +442,106 @@ def test_publish_with_dhcpcd_rebinds_only_when_running(tmp_path):
     assert result.files_changed == ()
 
 
-def test_publish_with_networkd_writes_a_dropin_and_renews_without_reload(tmp_path):
+# What Debian 13's netplan 1.1 generates (netplan generate over the image's
+# 90-default.yaml and the 50-cloud-init.yaml cloud-init 25.1.4 renders from our
+# network config): the default's wildcard files sort before cloud-init's.
+NETPLAN_ALL_ETH = ("[Match]\nName=eth*\n\n[Network]\nDHCP=yes\nLinkLocalAddressing=ipv6\n\n"
+                   "[DHCP]\nRouteMetric=100\nUseMTU=true\nUseDomains=true\n")
+NETPLAN_ETH0 = ("[Match]\nDriver=virtio_net\nPermanentMACAddress=00:0d:3a:12:34:56\n\n"
+                "[Network]\nDHCP=ipv4\nLinkLocalAddressing=ipv6\n\n"
+                "[Route]\nDestination=168.63.129.16/32\nGateway=10.0.0.1\n")
+NETWORKD_LINK_STATE = """\
+# This is private data. Do not parse.
+ADMIN_STATE=configured
+OPER_STATE=routable
+NETWORK_FILE=/run/systemd/network/10-netplan-all-eth.network
+NETWORK_FILE_DROPINS=""
+"""
+
+
+def _netplan_root(tmp_path, files=("all-en", "all-eth", "eth0"), state=None):
     root = _root_with(tmp_path, "systemd-network")
-    status = "● 2: eth0\n  Network File: /run/systemd/network/10-netplan-eth0.network\n"
-    for _ in range(3):
-        runner = FakeRunner({("networkctl", "--no-pager", "status"): Result(0, status, "")})
-        result = _publish(root, "eth0", "vm1", runner, LOG)
-    dropin = root / "etc/systemd/network/10-netplan-eth0.network.d/50-azure-hostname.conf"
+    run = root / "run/systemd/network"
+    run.mkdir(parents=True)
+    texts = {"all-en": NETPLAN_ALL_ETH.replace("eth*", "en*"), "all-eth": NETPLAN_ALL_ETH,
+             "eth0": NETPLAN_ETH0}
+    for name in files:
+        (run / f"10-netplan-{name}.network").write_text(texts[name])
+    if state is not None:
+        (root / "run/systemd/netif/links").mkdir(parents=True)
+        (root / "run/systemd/netif/links/2").write_text(state)
+    return root
+
+
+def test_networkd_publish_reads_networkds_own_state_and_needs_no_dbus(tmp_path, caplog):
+    # cloud-init's network stage runs before dbus.socket: any networkctl call
+    # there fails with "Failed to connect to system bus" (the Debian 13 boot's
+    # WARNING). The state file networkd writes names the file it applied.
+    root = _netplan_root(tmp_path, state=NETWORKD_LINK_STATE)
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            runner = FakeRunner()
+            result = _publish(root, "eth0", "vm1", runner, LOG)
+            assert runner.calls == []  # no networkctl: no D-Bus needed, no renewal
+    dropin = root / "etc/systemd/network/10-netplan-all-eth.network.d/50-azure-hostname.conf"
     assert dropin.read_text().endswith("[DHCPv4]\nSendHostname=yes\nHostname=vm1\n")
-    assert result.files_changed == () and result.renewed
-    assert ["networkctl", "renew", "eth0"] in runner.calls
-    assert not any("reload" in call for call in runner.calls)
+    assert result.client == "networkd" and result.files_changed == () and not result.renewed
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
-def test_networkd_file_found_by_scanning_when_networkctl_is_missing(tmp_path):
-    root = _root_with(tmp_path, "systemd-network")
-    d = root / "etc/systemd/network"
-    d.mkdir(parents=True)
-    (d / "05-other.network").write_text("[Match]\nName=eth9\n")
-    (d / "10-cloud-init-eth0.network").write_text(
-        "[Match]\nMACAddress=00:0d:3a:12:34:56\n\n[Network]\nDHCP=ipv4\n")
-    runner = FakeRunner(missing={"networkctl"})
-    result = _publish(root, "eth0", None, runner, LOG,
-                                      mac="00:0d:3a:12:34:56")
-    dropin = d / "10-cloud-init-eth0.network.d/50-azure-hostname.conf"
-    assert "\nHostname=" not in dropin.read_text()
-    assert not result.renewed  # networkctl missing: a log line, not a crash
+def test_networkd_file_found_by_scanning_what_netplan_generates(tmp_path):
+    # No state file yet: the scan follows networkd's rules, so the wildcard
+    # Name=eth* file that sorts first wins, as it does for networkd.
+    root = _netplan_root(tmp_path)
+    assert network.network_file_for(root, "eth0") == "10-netplan-all-eth.network"
+    # cloud-init's file alone: netplan matches by PermanentMACAddress= and Driver=
+    root = _netplan_root(tmp_path / "own", files=("eth0",))
+    assert network.network_file_for(root, "eth0") is None  # driver hv_netvsc != virtio_net
+    assert network.find_network_file(root, "eth0", "00:0d:3a:12:34:56",
+                                     "virtio_net") == "10-netplan-eth0.network"
+    assert network.find_network_file(root, "eth0", "00:0d:3a:12:34:57", "virtio_net") is None
+
+
+def test_networkd_etc_file_hides_the_run_file_of_the_same_name(tmp_path):
+    root = _netplan_root(tmp_path, files=("all-eth",))
+    etc = root / "etc/systemd/network"
+    etc.mkdir(parents=True)
+    (etc / "10-netplan-all-eth.network").write_text("[Match]\nName=eth9\n")
+    (etc / "20-eth0.network").write_text("[Match]\nName=eth0\n")
+    assert network.find_network_file(root, "eth0") == "20-eth0.network"
+
+
+@pytest.mark.parametrize("match, expected", [
+    ("", True),                                      # no [Match]: every link
+    ("[Match]\nName=en* eth*\n", True),
+    ("[Match]\nName=!eth*\n", False),
+    ("[Match]\nName=eth*\nDriver=mlx5_core\n", False),  # every condition must hold
+    ("[Match]\nMACAddress=00:0D:3A:12:34:56\n", True),
+    ("[Match]\nPermanentMACAddress=00:0d:3a:12:34:57\n", False),
+    ("[Match]\nName=eth0\nPath=pci-0000:00:03.0\n", None),  # cannot tell: not chosen
+    ("[Network]\nName=eth9\n[Match]\nType=ether\n", True),   # only [Match] counts
+])
+def test_networkd_match_rules(match, expected):
+    assert network.file_matches(match, "eth0", "00:0d:3a:12:34:56", "hv_netvsc") is expected
+
+
+def test_networkd_without_a_file_for_the_nic_is_one_clear_warning(tmp_path, caplog):
+    root = _netplan_root(tmp_path, files=("all-en",))
+    runner = FakeRunner()
+    with caplog.at_level(logging.INFO):
+        result = _publish(root, "eth0", "vm1", runner, LOG)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["systemd-networkd runs but no .network file matches eth0: host name "
+                        "not published to Azure DNS"]
+    assert result.files_changed == () and runner.calls == []
+    assert not (root / "etc/systemd/network").exists()
+
+
+def test_networkd_state_parser_ignores_comments_and_quotes():
+    state = network.parse_state(NETWORKD_LINK_STATE)
+    assert state["NETWORK_FILE"] == "/run/systemd/network/10-netplan-all-eth.network"
+    assert state["NETWORK_FILE_DROPINS"] == "" and "# This is private data. Do not parse." \
+        not in state
 
 
 def test_publish_with_networkmanager_sets_the_profile_and_does_not_reapply(tmp_path):
@@ -708,10 +782,82 @@ def test_configure_with_an_invalid_hostname_publishes_the_live_one(tmp_path):
     (root / "etc/systemd/network").mkdir(parents=True)
     (root / "etc/systemd/network/10-eth0.network").write_text("[Match]\nName=eth0\n")
     out = _configure(_settings(platform_routes={"enabled": False}), root=root,
-                            runner=FakeRunner(missing={"networkctl"}), hostname="bad name",
+                            runner=FakeRunner(), hostname="bad name",
                             log=LOG)
     dropin = root / "etc/systemd/network/10-eth0.network.d/50-azure-hostname.conf"
     assert out.published.client == "networkd" and "\nHostname=" not in dropin.read_text()
+
+
+NO_121_LEASE = "ADDRESS=10.0.0.4\nNETMASK=255.255.255.0\nROUTER=10.0.0.1\nOPTION_245=A83F8110\n"
+ROUTES_DROPIN = "50-azure-platform-routes.conf"
+
+
+def _networkd_without_121(tmp_path, state=NETWORKD_LINK_STATE, **kw):
+    root = _netplan_root(tmp_path, state=state, **kw)
+    (root / "run/systemd/netif/leases").mkdir(parents=True)
+    (root / "run/systemd/netif/leases/2").write_text(NO_121_LEASE)
+    return root
+
+
+def test_configure_keeps_missing_routes_for_networkd_across_reboots(tmp_path, caplog):
+    # Debian 13: networkd applies netplan's Name=eth* default, which hides the
+    # rendered config's [Route]s; ip(8) routes are foreign to networkd and
+    # gone at the next boot, so networkd must be told about them.
+    root = _networkd_without_121(tmp_path)
+    with caplog.at_level(logging.INFO):
+        for _ in range(2):
+            runner = FakeRunner()
+            out = _configure(_settings(publish_hostname={"enabled": False}), root=root,
+                             runner=runner, log=LOG)
+    assert [c[:4] for c in runner.calls] == [["ip", "route", "replace", "168.63.129.16/32"],
+                                             ["ip", "route", "replace", "169.254.169.254/32"]]
+    assert len(out.routes) == 2
+    dropin = root / f"etc/systemd/network/10-netplan-all-eth.network.d/{ROUTES_DROPIN}"
+    sections = dropin.read_text().split("\n\n")[1:]
+    assert sections == ["[Route]\nDestination=168.63.129.16/32\nGateway=10.0.0.1",
+                        "[Route]\nDestination=169.254.169.254/32\nGateway=10.0.0.1\n"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+def test_configure_writes_no_route_dropin_when_networkds_file_has_the_routes(tmp_path):
+    state = NETWORKD_LINK_STATE.replace("all-eth", "eth0")
+    root = _networkd_without_121(tmp_path, state=state)
+    eth0 = root / "run/systemd/network/10-netplan-eth0.network"
+    eth0.write_text(NETPLAN_ETH0 + "\n[Route]\nDestination=169.254.169.254/32\n"
+                    "Gateway=10.0.0.1\n")
+    _configure(_settings(publish_hostname={"enabled": False}), root=root, runner=FakeRunner(),
+               log=LOG)
+    assert not (root / "etc/systemd/network").exists()
+
+
+def test_configure_does_not_put_one_nics_routes_on_another(tmp_path, caplog):
+    root = _networkd_without_121(tmp_path)
+    make_nic(root / "sys/class/net", "eth1", "00:0d:3a:12:34:57", "hv_netvsc", ifindex=3)
+    with caplog.at_level(logging.INFO):
+        out = _configure(_settings(publish_hostname={"enabled": False}), root=root,
+                         runner=FakeRunner(), log=LOG)
+    assert len(out.routes) == 2  # in place now
+    assert not (root / "etc/systemd/network").exists()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["routes to the platform are in place on eth0 until the next boot only: "
+                        "10-netplan-all-eth.network, the .network file networkd applies to it, "
+                        "also configures eth1"]
+
+
+def test_configure_on_debian_13_networkd_warns_nothing_and_runs_no_networkctl(tmp_path, caplog):
+    # The Debian 13 boot, option 121 given (the default scenario): routes
+    # covered, the host name drop-in written, not one WARNING.
+    root = _netplan_root(tmp_path, state=NETWORKD_LINK_STATE)
+    (root / "run/systemd/netif/leases").mkdir(parents=True)
+    (root / "run/systemd/netif/leases/2").write_text(NETWORKD_LEASE.replace(
+        "169.254.169.254/32,10.0.0.1", "169.254.169.254/32,10.0.0.1 168.63.129.16/32,10.0.0.1"))
+    runner = FakeRunner()
+    with caplog.at_level(logging.INFO):
+        out = _configure(_settings(), root=root, runner=runner, hostname="sim-vm-01", log=LOG)
+    assert runner.calls == [] and out.routes == ()
+    assert out.published.files_changed == (str(
+        root / "etc/systemd/network/10-netplan-all-eth.network.d/50-azure-hostname.conf"),)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 def test_module_adapter_meta_and_handle_on_both_signatures(monkeypatch):

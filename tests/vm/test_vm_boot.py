@@ -68,14 +68,8 @@ def _boot(name, version, text=None, known_bugs=True, **kw):
 # ends in exactly one of these is an expected failure; any other outcome, or
 # the fix, runs the test as usual.
 KNOWN_PLUGIN_BUGS: list[tuple[Optional[str], str, str]] = [
-    # Seen once the dhcpcd fix let Debian 13 provision (Ready, SSH login work):
-    # two WARNINGs make cloud-init's status "degraded done".
-    ("25.1.4", "networkctl --no-pager status eth0 exited 1",
-     "network/routes.py runs networkctl in init-local before D-Bus is up ('Failed to "
-     "connect to system bus') and logs a WARNING: status degraded"),
-    ("25.1.4", "no systemd-networkd .network file matches eth0",
-     "network/hostname.py finds no .network file for eth0 in init-local (netplan "
-     "renders it later) and logs a WARNING: status degraded"),
+    # Empty: the two Debian 13 WARNINGs (networkctl without D-Bus in cloud-init's
+    # network stage; no .network file found for eth0) are fixed (docs/vm.md).
 ]
 
 
@@ -118,12 +112,17 @@ def test_default_reaches_ready(version):
 
 
 def test_default_provisions_user_key_hostname_customdata(version):
-    from azure_sim.scenario import DEFAULT_KEY
+    from azure_sim.scenario import DEFAULT_KEY, DEFAULT_MAC
 
     r = _boot("default", version)
     assert r["user"]["exists"] and r["user"]["name"] == "azureuser"
     assert DEFAULT_KEY in r["user"]["authorized_keys"]
     assert r["hostname"] == "sim-vm-01"
+    # Azure DNS: the platform's DHCP server heard the name from the OS client
+    # (dhclient on Debian 12, networkd on Debian 13)
+    assert {"mac": DEFAULT_MAC, "ip": "10.0.0.4", "hostname": "sim-vm-01"} in r["dhcp_leases"]
+    assert not [w for w in r["warnings"] if "azure_network" in w or "networkctl" in w
+                or ".network file" in w], r["warnings"]
     assert r["custom_data_applied"]
     assert r["time_to_login_s"] is not None
 
@@ -189,6 +188,26 @@ def test_reboot_with_a_redeployed_resource_disk(version):
     assert r["resource_disk"] == {"fstype": "ext4", "mountpoint": "/mnt"}, _why(r)
     assert [line.split()[1] for line in r["fstab"].splitlines()
             if not line.startswith("#") and len(line.split()) > 1].count("/mnt") == 1
+
+
+NO_121_TWO_BOOTS = """
+name: vm-no-option-121-two-boots
+description: >
+  DHCP sends no option 121: the host routes to the wireserver and IMDS are
+  added in boot 1 and are back in boot 2, when the module does not run
+boots: 2
+dhcp: {option_121: false}
+"""
+
+
+def test_without_option_121_the_platform_routes_survive_a_reboot(version):
+    r = _boot("no-121", version, NO_121_TWO_BOOTS)
+    assert r["verdict"]["ok"], _why(r)
+    boots = r["vm"]["boots"]
+    assert [b["cloud_init_status"] for b in boots] == ["done", "done"], boots
+    routes = {(x.get("dst"), x.get("gateway"), x.get("dev")) for x in r["routes"]}
+    for dst in ("168.63.129.16", "169.254.169.254"):
+        assert (dst, "10.0.0.1", "eth0") in routes, r["routes"]
 
 
 def test_keys_by_fingerprint(version):
