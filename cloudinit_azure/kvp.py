@@ -187,12 +187,23 @@ def report_to_kvp(path: PathLike, report_text: str) -> bool:
     KVP is best effort: off Hyper-V there is no pool directory, and that must
     never fail provisioning.
     """
+    if not pool_dir_exists(path):
+        return False
     try:
         append(path, [(REPORT_KEY, report_text)])
     except (OSError, ValueError) as exc:
         LOG.warning("could not write %s to KVP pool %s: %s", REPORT_KEY, path, exc)
         return False
     return True
+
+
+def pool_dir_exists(path: PathLike) -> bool:
+    """Off Hyper-V (or without its KVP daemon) there is no pool directory: KVP is
+    simply off, logged at debug; only a failure to write an existing pool warns."""
+    if os.path.isdir(os.path.dirname(os.fspath(path)) or "."):
+        return True
+    LOG.debug("no KVP pool directory for %s (not Hyper-V, or no KVP daemon): skipped", path)
+    return False
 
 
 def diagnostic_value(message: str, now: Optional[datetime] = None) -> str:
@@ -212,6 +223,8 @@ def diagnostic(
 ) -> bool:
     """Write a diagnostic event as ``CLOUD_INIT_AZURE|<event>|<uuid>``; False on failure."""
     key = f"{DIAGNOSTIC_PREFIX}|{event.replace('|', '_')}|{uuid.uuid4()}"
+    if not pool_dir_exists(path):
+        return False
     try:
         append(path, [(key, diagnostic_value(message, now))])
     except (OSError, ValueError) as exc:
