@@ -83,7 +83,7 @@ sys.path[:0] = [sys.argv[4], sys.argv[4] + "/tools"]
 from azure_sim import vmimage
 from cloudinit_azure.doctor import cli
 root = vmimage.overlay(Path(sys.argv[1]), Path(sys.argv[3]))
-vmimage._install_deb(root, Path(sys.argv[2]))
+vmimage._install_debs(root, [Path(p) for p in sys.argv[2].split(",")])
 host = subprocess.run([sys.executable, "-m", "cloudinit_azure", "doctor", "--root",
                        str(root), "--json"], capture_output=True, text=True, cwd=sys.argv[4])
 # the package's own console script, run by the image's python on the image

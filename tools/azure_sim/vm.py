@@ -161,14 +161,15 @@ def plan_vm(scenario: dict[str, Any], work: Path, deb: Path, timeout: float, *,
             base_image: Optional[Path] = None,
             guest_files: Optional[dict[str, str]] = None) -> dict[str, Any]:
     """Images, platform config and guest plan of one run (writes them into ``work``)."""
-    from azure_sim import vmimage
+    from azure_sim import vmimage, waagent_image
 
     if scenario["media"] == "seed":
         raise SimError("media: seed is not supported with --vm (the image stays Debian's)")
     if not deb.exists():
         raise SimError(f"{deb} is missing: run 'make deb'")
     try:
-        root_image = base_image or vmimage.build_root_image(deb, release=release)
+        root_image = base_image or vmimage.build_root_image(
+            deb, release=release, extras=waagent_image.extras(scenario, release))
         kernel, initrd = vmimage.kernel_files(vmimage.tree_dir(release))
     except vmimage.ImageError as exc:
         raise SimError(str(exc)) from exc
@@ -204,7 +205,7 @@ def plan_vm(scenario: dict[str, Any], work: Path, deb: Path, timeout: float, *,
         "expect_user": ovf.get("username") or documents.imds_document(scenario)[
             "compute"]["osProfile"]["adminUsername"],
         "expect_files": ["/var/tmp/custom-data-applied"],
-        "after_boot": guest_actions or {},
+        "after_boot": guest_actions or {}, "waagent": bool(scenario.get("waagent")),
     }
     if ovf.get("password"):
         guest_plan["password"] = ovf["password"]
@@ -224,6 +225,7 @@ def plan_vm(scenario: dict[str, Any], work: Path, deb: Path, timeout: float, *,
         "dhcp": {**scenario["dhcp"], "log": str(plat / "dnsmasq.log"),
                  "leases": str(plat / "dnsmasq.leases"), "pid": str(plat / "dnsmasq.pid")},
         "host_netns": os.readlink("/proc/self/ns/net"),
+        "waagent": bool(scenario.get("waagent")),
     }
     if certificates:
         plan["platform"]["certificates_pkcs12"] = str(work / "certificates.p12")
