@@ -133,6 +133,17 @@ def agent_manifest() -> bytes:
 """.encode()
 
 
+def qemu_cpu(accel: str) -> Optional[str]:
+    """The VM's CPU for the agent: Debian's unit has ``ConditionVirtualization=microsoft``.
+
+    systemd trusts CPUID before DMI: under TCG QEMU's ``TCGTCGTCGTCG`` hypervisor
+    signature says "qemu" and the agent never starts. Without it (``tcg-cpuid=off``)
+    the hypervisor is unnamed and systemd goes on to the DMI vendor, Microsoft
+    Corporation, as on Azure (whose CPUID says Hyper-V).
+    """
+    return "qemu64,tcg-cpuid=off" if accel == "tcg" else None
+
+
 def tenant_bundle() -> bytes:
     """A PKCS#12 with one certificate and its key, as Azure's tenant certificate."""
     from azure_sim import certs  # cryptography: only when the agent runs

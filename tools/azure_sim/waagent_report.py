@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from azure_sim.scenario import DEFAULT_VM_ID
+
 STATUS_ENDPOINTS = ("hostplugin-status", "status-blob")
 
 
@@ -118,7 +120,7 @@ def summarize(guest: Optional[dict[str, Any]], journal: list[dict[str, Any]],
 
 
 def add(report: dict[str, Any], raw: dict[str, Any], journal: list[dict[str, Any]],
-        scenario: dict[str, Any], vm_id: str) -> None:
+        scenario: dict[str, Any], vm_id: str = DEFAULT_VM_ID) -> None:
     """``vmresult``'s hook: the section and its verdict problems (``waagent: true`` only)."""
     if not scenario.get("waagent"):
         return
