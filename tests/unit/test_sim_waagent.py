@@ -172,3 +172,15 @@ def test_the_scenario_key():
     assert said["ovf"]["provision_guest_agent"] is False
     with pytest.raises(ScenarioError, match="'waagent'"):
         load_scenario("waagent: yes please\n")
+
+
+def test_the_sandbox_refuses_the_agent():
+    from azure_sim.boot import SimError, boot
+
+    with pytest.raises(SimError, match="needs a VM"):
+        boot(load_scenario("waagent: true\n"), cloud_init="22.4.2", datasource="plugin")
+
+
+def test_the_vm_cpu_names_no_hypervisor_under_tcg():
+    assert waagent.qemu_cpu("tcg") == "qemu64,tcg-cpuid=off"
+    assert waagent.qemu_cpu("kvm") is None
