@@ -38,6 +38,7 @@ from azure_sim import documents
 WIRESERVER = "168.63.129.16"
 HOSTPLUGIN_PORT = 32526
 STORAGE = "/simstorage"
+ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 OLD_AGENT = "2.2.53"  # an agent older than any Debian ships: the manifest offers no update
 
 
@@ -63,39 +64,35 @@ def manifest_url() -> str:
     return f"http://{WIRESERVER}:80{STORAGE}/agents/Microsoft.OSTCLinuxAgent_Prod_manifest.xml"
 
 
+def _deployment(vm_id: str, hostname: str, role_attrs: str) -> str:
+    """Deployment, Incarnation and Role: how both configuration documents begin."""
+    cid, role, name = (escape(documents.CONTAINER_ID),
+                       escape(documents.role_instance_id(vm_id)), escape(hostname))
+    return (f'  <Deployment name="{cid}" guid="{{{vm_id}}}" incarnation="0">\n'
+            f'    <Service name="{name}" guid="{{{ZERO_GUID}}}" />\n'
+            f'    <ServiceInstance name="{cid}.0" guid="{{{vm_id}}}" />\n'
+            "  </Deployment>\n"
+            f'  <Incarnation number="1" instance="{role}" guid="{{{vm_id}}}" />\n'
+            f'  <Role guid="{{{vm_id}}}" name="{name}" {role_attrs} />\n')
+
+
 def hosting_environment_config(vm_id: str, hostname: str) -> bytes:
-    role = documents.role_instance_id(vm_id)
-    return f"""<?xml version="1.0" encoding="utf-8"?>
-<HostingEnvironmentConfig version="1.0.0.0" goalStateIncarnation="1">
-  <StoredCertificates />
-  <Deployment name="{escape(documents.CONTAINER_ID)}" guid="{{{vm_id}}}" incarnation="0">
-    <Service name="{escape(hostname)}" guid="{{00000000-0000-0000-0000-000000000000}}" />
-    <ServiceInstance name="{escape(documents.CONTAINER_ID)}.0" guid="{{{vm_id}}}" />
-  </Deployment>
-  <Incarnation number="1" instance="{escape(role)}" guid="{{{vm_id}}}" />
-  <Role guid="{{{vm_id}}}" name="{escape(hostname)}" hostingEnvironmentVersion="1" />
-</HostingEnvironmentConfig>
-""".encode()
+    return ('<?xml version="1.0" encoding="utf-8"?>\n'
+            '<HostingEnvironmentConfig version="1.0.0.0" goalStateIncarnation="1">\n'
+            "  <StoredCertificates />\n"
+            + _deployment(vm_id, hostname, 'hostingEnvironmentVersion="1"')
+            + "</HostingEnvironmentConfig>\n").encode()
 
 
 def shared_config(vm_id: str, hostname: str, ip: str) -> bytes:
-    role = documents.role_instance_id(vm_id)
-    return f"""<?xml version="1.0" encoding="utf-8"?>
-<SharedConfig version="1.0.0.0" goalStateIncarnation="1">
-  <Deployment name="{escape(documents.CONTAINER_ID)}" guid="{{{vm_id}}}" incarnation="0">
-    <Service name="{escape(hostname)}" guid="{{00000000-0000-0000-0000-000000000000}}" />
-    <ServiceInstance name="{escape(documents.CONTAINER_ID)}.0" guid="{{{vm_id}}}" />
-  </Deployment>
-  <Incarnation number="1" instance="{escape(role)}" guid="{{{vm_id}}}" />
-  <Role guid="{{{vm_id}}}" name="{escape(hostname)}" settleTimeSeconds="0" />
-  <Instances>
-    <Instance id="{escape(role)}" address="{escape(ip)}">
-      <FaultDomains randomId="0" updateId="0" updateCount="0" />
-      <InputEndpoints />
-    </Instance>
-  </Instances>
-</SharedConfig>
-""".encode()
+    role = escape(documents.role_instance_id(vm_id))
+    return ('<?xml version="1.0" encoding="utf-8"?>\n'
+            '<SharedConfig version="1.0.0.0" goalStateIncarnation="1">\n'
+            + _deployment(vm_id, hostname, 'settleTimeSeconds="0"')
+            + f'  <Instances>\n    <Instance id="{role}" address="{escape(ip)}">\n'
+            '      <FaultDomains randomId="0" updateId="0" updateCount="0" />\n'
+            "      <InputEndpoints />\n    </Instance>\n  </Instances>\n"
+            "</SharedConfig>\n").encode()
 
 
 def extensions_config(vm_id: str, location: str) -> bytes:
