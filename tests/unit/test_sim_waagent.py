@@ -182,5 +182,5 @@ def test_the_sandbox_refuses_the_agent():
 
 
 def test_the_vm_cpu_names_no_hypervisor_under_tcg():
-    assert waagent.qemu_cpu("tcg") == "qemu64,tcg-cpuid=off"
-    assert waagent.qemu_cpu("kvm") is None
+    assert waagent.qemu_args("tcg")[:2] == ["-cpu", "qemu64,tcg-cpuid=off"]
+    assert waagent.qemu_args("kvm") == ["-smbios", "type=1,version=Hyper-V UEFI Release v4.1"]

@@ -104,7 +104,7 @@ def qemu_command(plan: dict[str, Any], boot: int = 1) -> list[str]:
            "-no-reboot",
            "-kernel", plan["kernel"], "-initrd", plan["initrd"],
            "-append", kernel_cmdline(plan.get("datasource", "plugin")),
-           *(["-cpu", plan["cpu"]] if plan.get("cpu") else []),
+           *(plan.get("qemu_extra") or []),
            # the root disk first, so it is vda and the resource disk vdb
            "-drive", f"file={plan['root_disk']},if=none,id=root0,format=qcow2",
            "-device", "virtio-blk-pci,drive=root0,serial=AZURE-SIM-ROOT",
@@ -191,7 +191,7 @@ def plan_vm(scenario: dict[str, Any], work: Path, deb: Path, timeout: float, *,
         "tool_path": env["PATH"], "tool_ld_path": env.get("LD_LIBRARY_PATH", ""),
         "boots": scenario["boots"], "before_boot": {}, "login": login,
         "fw_cfg_files": dict(guest_files or {}),
-        "cpu": waagent.qemu_cpu(accel()) if scenario.get("waagent") else None,
+        "qemu_extra": waagent.qemu_args(accel()) if scenario.get("waagent") else [],
     }
     if scenario["media"] == "iso":
         plan["iso"] = str(images.build_iso(work / "ovf.iso", {"ovf-env.xml": ovf_bytes}))

@@ -130,15 +130,18 @@ def agent_manifest() -> bytes:
 """.encode()
 
 
-def qemu_cpu(accel: str) -> Optional[str]:
-    """The VM's CPU for the agent: Debian's unit has ``ConditionVirtualization=microsoft``.
+def qemu_args(accel: str) -> list[str]:
+    """QEMU options for the agent: Debian's unit has ``ConditionVirtualization=microsoft``.
 
-    systemd trusts CPUID before DMI: under TCG QEMU's ``TCGTCGTCGTCG`` hypervisor
-    signature says "qemu" and the agent never starts. Without it (``tcg-cpuid=off``)
-    the hypervisor is unnamed and systemd goes on to the DMI vendor, Microsoft
-    Corporation, as on Azure (whose CPUID says Hyper-V).
+    systemd (252, 257) trusts CPUID before DMI: under TCG QEMU's ``TCGTCGTCGTCG``
+    signature says "qemu". Without it (``tcg-cpuid=off``) the hypervisor is
+    unnamed and systemd reads DMI, where only a field starting "Hyper-V" names
+    Microsoft: Azure's Gen2 product version "Hyper-V UEFI Release v4.1" (Azure's
+    own CPUID says "Microsoft Hv"). QEMU merges this ``-smbios type=1`` with the
+    VM's other one.
     """
-    return "qemu64,tcg-cpuid=off" if accel == "tcg" else None
+    out = ["-smbios", "type=1,version=Hyper-V UEFI Release v4.1"]
+    return (["-cpu", "qemu64,tcg-cpuid=off"] if accel == "tcg" else []) + out
 
 
 def tenant_bundle() -> bytes:
