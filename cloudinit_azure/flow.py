@@ -26,7 +26,7 @@ import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from cloudinit_azure import identity, keypairs, pps, provision
+from cloudinit_azure import identity, keypairs, pps, provision, waagent
 from cloudinit_azure.flowstate import (
     READY_FROM_MODULE,
     ApplyError,
@@ -100,6 +100,7 @@ class Run:
         self.platform.kvp("PROVISIONING_REPORT", report.encode())
         pending = Outcome("failed", False, report.encode(max_len=MAX_DESCRIPTION))
         self.platform.remember(key, pending)
+        self.platform.hand_off(waagent.after_failure())
         result = "pending (no network)"
         if online:
             result = deliver(self.platform, self.state.wireserver, key, pending,
@@ -112,6 +113,8 @@ class Run:
         key = self.state.instance_id or "unknown"
         self.platform.kvp("PROVISIONING_REPORT", Report.success(vm_id=self.vm_id).encode())
         self.platform.remember(key, Outcome("ready", False))
+        if self.state.instance_id:
+            self.platform.hand_off(waagent.after_ready(self.state.instance_id))
         return deliver(self.platform, self.state.wireserver, key, Outcome("ready", False),
                         self.config.ready_budget_s)
 
@@ -240,6 +243,7 @@ def step_media(flow: Run) -> tuple[Optional[Media], Optional[OvfEnvironment]]:
         ovf = parse_ovf(media.data)
         if media.kind != "cache":
             flow.platform.cache_ovf(redact_ovf(media.data))
+            flow.platform.hand_off(waagent.on_copy(ovf.provision_guest_agent))
     except ProvisioningError as exc:
         flow.phase("media", "failed", started, exc.reason)
         raise

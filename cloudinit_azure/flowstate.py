@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol, Sequence
 
-from cloudinit_azure import identity, provision
+from cloudinit_azure import identity, provision, waagent
 from cloudinit_azure.health import Outcome
 from cloudinit_azure.report import ApplyError, ProvisioningError  # noqa: F401 (ApplyError: flow's import)
 from cloudinit_azure.settings import DATASOURCE_NAMESPACE, with_defaults
@@ -95,6 +95,7 @@ class FlowState:
 class Platform(Protocol):
     def read_media(self) -> Optional[Media]: ...  # None: no media at all; MediaError
     def cache_ovf(self, redacted: bytes) -> None: ...
+    def hand_off(self, handoff: waagent.Handoff) -> None: ...  # never raises
     def network(self) -> AbstractContextManager[Link]: ...  # DhcpError
     def instance_metadata(self) -> InstanceMetadata: ...  # ImdsError
     def certificate_keys(self, wireserver: str, private: bool) -> CertificateKeys: ...

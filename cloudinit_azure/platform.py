@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
-from cloudinit_azure import health, kvp, media
+from cloudinit_azure import health, kvp, media, waagent
 from cloudinit_azure.flow import Link, Media
 from cloudinit_azure.health import Outcome
 from cloudinit_azure.host import RUN_DIR, STATE_DIR, Host
@@ -74,6 +74,13 @@ class LivePlatform:
 
     def cache_ovf(self, redacted: bytes) -> None:
         media.write_cached_copy(self.root, redacted, data_dir=self.settings["data_dir"])
+
+    def hand_off(self, handoff: waagent.Handoff) -> None:
+        """What the Azure Linux Agent finds in ``data_dir``; never fails provisioning."""
+        try:
+            waagent.apply(handoff, self.root / self.settings["data_dir"].lstrip("/"))
+        except OSError as exc:
+            LOG.error("Azure Linux Agent hand-off %s failed: %s", handoff, exc)
 
     @contextmanager
     def network(self) -> Iterator[Link]:

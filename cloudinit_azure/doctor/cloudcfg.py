@@ -201,6 +201,14 @@ def _waagent_conf(text: str) -> dict[str, str]:
 
 
 def _waagent(facts: Facts) -> Check:
+    """The Azure Linux Agent's configuration, judged by what its 2.7-2.12 code does.
+
+    ``auto`` (the default) and ``cloud-init`` use its cloud-init handler, which the
+    plug-in's marker (cloudinit_azure.waagent) keeps quiet; ``waagent`` provisions
+    too; ``disabled`` writes the marker and reports Ready on every start, also after
+    a ProvisioningFailed. ``ResourceDisk.Format=y`` (Debian's packaged default)
+    formats at start any unmounted NTFS resource disk.
+    """
     c = Subject("waagent", AREA, "no second provisioning agent")
     text = facts.tree.read_text("etc/waagent.conf")
     if text is None:
@@ -215,11 +223,16 @@ def _waagent(facts: Facts) -> Check:
         setting = (f"Provisioning.Agent={agent}" if agent else "Provisioning.Enabled=y")
         return c.error(f"/etc/waagent.conf has {setting}: the agent provisions too and reports "
                      "Ready on its own", fix)
+    if agent == "disabled":
+        return c.error("/etc/waagent.conf has Provisioning.Agent=disabled: the agent reports "
+                       "Ready on every start, also after a ProvisioningFailed", fix)
     if conf.get("ResourceDisk.Format", "n").lower() == "y" or \
             conf.get("ResourceDisk.EnableSwap", "n").lower() == "y":
+        mount = conf.get("ResourceDisk.MountPoint", "/mnt/resource")
         return c.warning("/etc/waagent.conf formats the resource disk (ResourceDisk.Format/"
-                       "EnableSwap=y): it races azure_resource_disk",
-                       "set ResourceDisk.Format=n and ResourceDisk.EnableSwap=n")
+                         "EnableSwap=y): it races azure_resource_disk, reformatting at its "
+                         "start an NTFS disk left alone as not provably empty, mounted at "
+                         f"{mount}", "set ResourceDisk.Format=n and ResourceDisk.EnableSwap=n")
     return c.ok(f"/etc/waagent.conf leaves provisioning to cloud-init "
               f"(Provisioning.Agent={agent or 'unset'})")
 

@@ -233,6 +233,18 @@ BROKEN = [
     ("waagent formats the resource disk",
      _write("etc/waagent.conf", "Provisioning.Agent=auto\nResourceDisk.Format=y\n"),
      "waagent", "warning", "races azure_resource_disk"),
+    ("waagent with provisioning disabled reports Ready on every start",
+     _write("etc/waagent.conf", "Provisioning.Agent=disabled\n"),
+     "waagent", "error", "also after a ProvisioningFailed"),
+    # Debian 12's and 13's packaged /etc/waagent.conf (its settings, comments left out)
+    ("Debian's packaged waagent.conf",
+     _write("etc/waagent.conf", "Extensions.Enabled=y\nProvisioning.Agent=cloud-init\n"
+            "Provisioning.DeleteRootPassword=y\nProvisioning.RegenerateSshHostKeyPair=y\n"
+            "Provisioning.MonitorHostName=y\nProvisioning.DecodeCustomData=n\n"
+            "Provisioning.ExecuteCustomData=n\nResourceDisk.Format=y\n"
+            "ResourceDisk.Filesystem=ext4\nResourceDisk.MountPoint=/mnt/resource\n"
+            "ResourceDisk.EnableSwap=n\nAutoUpdate.Enabled=n\nOS.EnableFirewall=n\n"),
+     "waagent", "warning", "mounted at /mnt/resource"),
 ]
 
 

@@ -73,6 +73,7 @@ class FakePlatform:
         self.outbox = {} if outbox is None else outbox
         self.attempted = attempted
         self.certs = certs or CertificateKeys()
+        self.handoffs: list = []
 
     def read_media(self):
         self.events.append(("media",))
@@ -83,6 +84,9 @@ class FakePlatform:
     def cache_ovf(self, redacted):
         self.events.append(("cache", b"REDACTED" in redacted or b"UserPassword" not in
                             redacted))
+
+    def hand_off(self, handoff):
+        self.handoffs.append(handoff)
 
     @contextmanager
     def network(self):

@@ -83,7 +83,7 @@ sys.path[:0] = [sys.argv[4], sys.argv[4] + "/tools"]
 from azure_sim import vmimage
 from cloudinit_azure.doctor import cli
 root = vmimage.overlay(Path(sys.argv[1]), Path(sys.argv[3]))
-vmimage._install_deb(root, Path(sys.argv[2]))
+vmimage._install_debs(root, [Path(p) for p in sys.argv[2].split(",")])
 host = subprocess.run([sys.executable, "-m", "cloudinit_azure", "doctor", "--root",
                        str(root), "--json"], capture_output=True, text=True, cwd=sys.argv[4])
 # the package's own console script, run by the image's python on the image
@@ -94,9 +94,9 @@ print(json.dumps({"host": [host.returncode, host.stdout, host.stderr],
 """
 
 
-@_no_vm_needed
-@pytest.mark.parametrize("release", RELEASES)
-def test_debian_tree_with_our_package_passes(release, tmp_path):
+def doctor_with_packages(release, tmp_path, extras=()):
+    """The doctor's JSON report, run by the host and by the image, on an overlay of the
+    release's tree with our .deb (and ``extras``) installed: {who: (exit, report)}."""
     from azure_sim import vm
 
     tree = _tree(release)
@@ -108,13 +108,22 @@ def test_debian_tree_with_our_package_passes(release, tmp_path):
     # dpkg -i into a throw-away overlay in a private mount namespace: the
     # tree stays pristine and every mount vanishes with the namespace
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
-                           "-c", _INSIDE, str(tree), str(deb), str(tmp_path / "ovl"),
-                           str(REPO)], capture_output=True, text=True, timeout=300)
+                           "-c", _INSIDE, str(tree), ",".join(map(str, [deb, *extras])),
+                           str(tmp_path / "ovl"), str(REPO)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = {}
     for who in ("host", "image"):
-        rc, out, err = runs[who]
-        assert out, f"{who}: no report (exit {rc}): {err[-2000:]}"
-        report = json.loads(out)
+        rc, text, err = runs[who]
+        assert text, f"{who}: no report (exit {rc}): {err[-2000:]}"
+        out[who] = (rc, json.loads(text))
+    return out
+
+
+@_no_vm_needed
+@pytest.mark.parametrize("release", RELEASES)
+def test_debian_tree_with_our_package_passes(release, tmp_path):
+    for who, (rc, report) in doctor_with_packages(release, tmp_path).items():
         problems = {c["id"]: c["why"] for c in report["checks"] if c["status"] != "ok"}
         assert rc == 0 and problems == {}, f"{who}: exit {rc}: {problems}"

@@ -314,6 +314,8 @@ def boot(scenario: dict[str, Any], *, cloud_init: str, datasource: str,
          keep: Optional[str] = None, timeout: Optional[float] = None,
          logs_to: Optional[str] = None) -> dict[str, Any]:
     """Run one simulated boot and return the report (a dict)."""
+    if scenario.get("waagent"):  # docs/vm.md: the agent needs a service manager
+        raise SimError("waagent: true needs a VM: azure-sim boot --vm")
     require_host()
     work = Path(tempfile.mkdtemp(prefix="azure-sim-"))
     os.chmod(work, 0o700)

@@ -105,7 +105,7 @@ def render_ovf(ovf: Mapping[str, Any]) -> bytes:
         el("Version", "1.0"),
         f"<{tag('PlatformSettings')}>",
         el("KmsServerHostname", "kms.core.windows.net"),
-        el("ProvisionGuestAgent", "false"),
+        el("ProvisionGuestAgent", str(bool(ovf.get("provision_guest_agent"))).lower()),
         f"<{tag('GuestAgentPackageName')} i:nil=\"true\"/>",
         el("PreprovisionedVm", str(bool(ovf.get("preprovisioned_vm"))).lower()),
     ]
@@ -208,9 +208,11 @@ def imds_body(doc: Mapping[str, Any], api_version: str) -> bytes:
 
 
 def goal_state(incarnation: str, container_id: str, instance_id: str,
-               certificates_url: str | None) -> bytes:
+               certificates_url: str | None, extensions_url: str | None = None) -> bytes:
     certs = (f"<Certificates>{escape(certificates_url)}</Certificates>"
              if certificates_url else "")
+    if extensions_url:  # the Azure Linux Agent's (azure_sim.waagent)
+        certs += f"<ExtensionsConfig>{escape(extensions_url)}</ExtensionsConfig>"
     return f"""<?xml version="1.0" encoding="utf-8"?>
 <GoalState xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" \
 xsi:noNamespaceSchemaLocation="goalstate10.xsd">

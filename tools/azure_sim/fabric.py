@@ -26,12 +26,18 @@ from urllib.parse import parse_qs, urlsplit
 
 from defusedxml import ElementTree
 
-from azure_sim import documents, pps
+from azure_sim import documents, pps, waagent
+from azure_sim.dnsmasq import (  # noqa: F401  (fabric's names since before the split)
+    IMDS_ADDR,
+    WIRESERVER_ADDR,
+    dnsmasq_command,
+    start_dnsmasq,
+    stop_dnsmasq,
+)
 from azure_sim.faults import FaultScript
 
-IMDS_ADDR = "169.254.169.254"
-WIRESERVER_ADDR = "168.63.129.16"
-IMDS_VERSIONS = {"2017-04-02", "2017-08-01", "2017-12-01", "2018-10-01", "2019-06-01",
+IMDS_VERSIONS = {"2017-04-02", "2017-08-01", "2017-12-01", "2018-02-01", "2018-10-01",
+                 "2019-06-01",
                  "2019-08-15", "2020-09-01", "2021-01-01", "2021-02-01", "2021-08-01",
                  "2021-12-13", "2023-07-01"}
 
@@ -66,17 +72,21 @@ class Platform:
         self.imds_doc = cfg["imds_doc"]
         self.imds_raw: Optional[str] = cfg.get("imds_raw")
         self.ovf = Path(cfg["ovf_path"]).read_bytes() if cfg.get("ovf_path") else b""
+        # The Azure Linux Agent's documents (waagent: true): ExtensionsConfig and more
+        self.waagent = waagent.Documents(cfg) if cfg.get("waagent") else None
         self.goal_state = documents.goal_state(
             documents.INCARNATION, documents.CONTAINER_ID,
             documents.role_instance_id(cfg["vm_id"]),
-            cfg.get("certificates_url"))
+            cfg.get("certificates_url") or (
+                waagent.certificates_url(cfg["vm_id"]) if self.waagent else None),
+            waagent.extensions_config_url(cfg["vm_id"]) if self.waagent else None)
         self.certificates_xml: Optional[bytes] = None
         self.power_cut: Optional[dict[str, Any]] = cfg.get("power_cut")
         self.cut_seen = 0  # requests to the cut endpoint while armed
         if cfg.get("certificates_pkcs12"):
             self.pkcs12 = Path(cfg["certificates_pkcs12"]).read_bytes()
-        else:
-            self.pkcs12 = None
+        else:  # with the agent, Azure's tenant certificate: the goal state always has one
+            self.pkcs12 = waagent.tenant_bundle() if self.waagent else None
         self.pps: Optional[pps.PoolController] = None
         if cfg.get("pps"):
             self.pps = pps.PoolController(cfg["pps"], self,
@@ -176,14 +186,19 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._dispatch()
 
+    def do_PUT(self) -> None:  # noqa: N802  (status uploads: azure_sim.waagent)
+        self._dispatch()
+
     def _dispatch(self) -> None:
         t0 = time.time()
-        body = self._body() if self.command == "POST" else b""
+        body = self._body() if self.command in ("POST", "PUT") else b""
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         try:
             if self.role == "imds":
                 self._imds(url.path, query, body, t0)
+            elif self.role == "hostplugin":
+                waagent.hostplugin(self, self.platform.waagent, url.path, body, t0)
             else:
                 self._wireserver(url.path, query, body, t0)
         except (BrokenPipeError, ConnectionResetError):
@@ -278,6 +293,9 @@ class Handler(BaseHTTPRequestHandler):
             self._record("certificates", status, body, t0)
             self._send(status, payload, "text/xml; charset=utf-8")
             return
+        if self.platform.waagent and waagent.wireserver(self, self.platform.waagent, path,
+                                                        query, body, t0):
+            return
         self._record("wireserver-other", 404, body, t0)
         self._send(404, b"", "text/xml")
 
@@ -317,45 +335,16 @@ def configure_network(cfg: dict[str, Any]) -> None:
         _ip("link", "set", nic["peer"], "up")
 
 
-def dnsmasq_command(cfg: dict[str, Any], dnsmasq: str = "dnsmasq") -> list[str]:
-    """The dnsmasq command line for the scenario's DHCP behaviour (pure)."""
-    d = cfg["dhcp"]
-    cmd = [dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
-           "--bind-interfaces", "--except-interface=lo", "--no-ping",
-           "--dhcp-authoritative", "--log-dhcp", f"--log-facility={d['log']}",
-           f"--dhcp-leasefile={d['leases']}", f"--pid-file={d['pid']}",
-           "--user=root", "--group=root", "--no-resolv", "--no-hosts"]
-    for i, nic in enumerate(cfg["nics"]):
-        tag = f"nic{i}"
-        gw = nic["gateway"]
-        cmd += [f"--interface={nic['peer']}",
-                f"--dhcp-range=set:{tag},{nic['ip']},{nic['ip']},255.255.255.0,1h",
-                f"--dhcp-host={nic['mac']},{nic['ip']}",
-                f"--dhcp-option=tag:{tag},option:router,{gw}",
-                f"--dhcp-option=tag:{tag},option:dns-server,{WIRESERVER_ADDR}",
-                f"--dhcp-option=tag:{tag},option:domain-name,"
-                "sim.internal.cloudapp.net"]
-        if d.get("option_121", True):
-            routes = [f"{WIRESERVER_ADDR}/32,{gw}", f"{IMDS_ADDR}/32,{gw}"]
-            if i == 0:
-                routes.append(f"0.0.0.0/0,{gw}")
-            cmd.append(f"--dhcp-option=tag:{tag},121," + ",".join(routes))
-        if d.get("option_245", True):
-            address = d.get("option_245_address") or WIRESERVER_ADDR
-            if d.get("option_245_address"):
-                # As hex octets: dnsmasq would send its own address for 0.0.0.0.
-                address = ":".join(f"{int(o):02x}" for o in address.split("."))
-            cmd.append(f"--dhcp-option-force=tag:{tag},245,{address}")
-    return cmd
-
-
 def serve(cfg: dict[str, Any]) -> int:
     configure_network(cfg)
     plat = Platform(cfg)
     servers = []
-    for role, addr in (("imds", IMDS_ADDR), ("wireserver", WIRESERVER_ADDR)):
+    roles = [("imds", IMDS_ADDR, 80), ("wireserver", WIRESERVER_ADDR, 80)]
+    if plat.waagent:
+        roles.append(("hostplugin", WIRESERVER_ADDR, waagent.HOSTPLUGIN_PORT))
+    for role, addr, port in roles:
         handler = type(f"{role}Handler", (Handler,), {"platform": plat, "role": role})
-        srv = ThreadingHTTPServer((addr, 80), handler)
+        srv = ThreadingHTTPServer((addr, port), handler)
         srv.daemon_threads = True
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         servers.append(srv)
@@ -385,28 +374,6 @@ def serve(cfg: dict[str, Any]) -> int:
     for srv in servers:
         srv.shutdown()
     return 0
-
-
-def start_dnsmasq(cfg: dict[str, Any]) -> subprocess.Popen:
-    pid_file = Path(cfg["dhcp"]["pid"])
-    pid_file.unlink(missing_ok=True)
-    dns = subprocess.Popen(dnsmasq_command(cfg), env=dict(os.environ),
-                           stdin=subprocess.DEVNULL)
-    # dnsmasq writes its pid file once it listens.
-    deadline = time.time() + 10
-    while not pid_file.exists():
-        if dns.poll() is not None or time.time() > deadline:
-            raise RuntimeError(f"dnsmasq failed (exit {dns.poll()})")
-        time.sleep(0.005)
-    return dns
-
-
-def stop_dnsmasq(dns: subprocess.Popen) -> None:
-    dns.terminate()
-    try:
-        dns.wait(5)
-    except subprocess.TimeoutExpired:
-        dns.kill()
 
 
 def main(argv: list[str]) -> int:

@@ -81,6 +81,7 @@ _OVF = {
         "preprovisioned_vm": _BOOL,
         "preprovisioned_vm_type": _STR,
         "namespace_prefix": _STR,
+        "provision_guest_agent": _BOOL,
     },
 }
 
@@ -153,6 +154,8 @@ SCHEMA: dict[str, Any] = {
         "expect": {"enum": ["ready", "failure", "silence"]},
         "timeout_s": {"type": "number", "minimum": 5, "maximum": 3600},
         "pps": _PPS,
+        # Debian's waagent package in the VM image, served by the platform (--vm)
+        "waagent": _BOOL,
     },
 }
 
@@ -175,6 +178,7 @@ DEFAULTS: dict[str, Any] = {
     "boots": 1,
     "expect": "ready",
     "timeout_s": 240,
+    "waagent": False,
 }
 
 OVF_DEFAULTS: dict[str, Any] = {
@@ -310,6 +314,8 @@ def load_scenario(text: Optional[str] = None) -> dict[str, Any]:
         out["ovf"] = deep_merge(OVF_DEFAULTS, out.get("ovf", {}))
     if "pps" in raw:
         _complete_pps(raw, yaml.safe_load(DEFAULT_SCENARIO_YAML)["ovf"], out)
+    if out["waagent"] and "ovf_xml" not in raw:  # Azure's OVF when the VM has the agent
+        out["ovf"].setdefault("provision_guest_agent", True)
     if raw.get("resource_disk") is not None and raw["resource_disk"] is not False:
         out["resource_disk"] = deep_merge(DEFAULTS["resource_disk"], raw["resource_disk"])
     for fault in out["faults"]:

@@ -13,12 +13,12 @@ One image per release: Debian 12 (bookworm, cloud-init 22.4.2) and Debian 13
 * ``root-<key>.img``: an ext4 image of that tree with our ``.deb`` installed
   by dpkg and the test-only guest files (udev rule for the resource disk,
   the report unit); ``mkfs.ext4 -d`` makes it without mounting anything. The
-  key hashes the .deb and the guest files, so a new build of either makes a
-  new image (a few seconds) and an unchanged one is reused.
+  key hashes the .debs (with ``waagent: true`` also Debian's waagent,
+  ``waagent_image``) and the guest files: a new build makes a new image (a
+  few seconds), an unchanged one is reused.
 
-The mirror is the one of the machine's own apt sources. The image's cloud-init
-configuration is Debian's: ``datasource_list`` is not touched, ds-identify
-finds Azure from the DMI chassis asset tag alone.
+The mirror is the machine's own apt sources'. cloud-init's configuration is
+Debian's: ds-identify finds Azure from the DMI chassis asset tag alone.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
-from azure_sim import deps, vmpowercut
+from azure_sim import aptsources, deps, vmpowercut
 
 VM_CACHE = deps.CACHE / "vm"
 # cloud-init version -> the Debian release that ships it
@@ -90,6 +90,7 @@ def cache_dir(release: str = DEFAULT_RELEASE) -> Path:
 def tree_dir(release: str = DEFAULT_RELEASE) -> Path:
     return cache_dir(release) / "tree"
 
+
 RESOURCE_SERIAL = "AZURE-SIM-RESOURCE"
 KEEP_IMAGES = 4  # root images kept per release
 
@@ -137,41 +138,11 @@ def mirror_uri(suite: str = DEFAULT_RELEASE) -> str:
     The source for ``suite`` if there is one, else the mirror of the machine's
     own Debian release (one archive serves every release).
     """
-    found = _mirrors()
+    found = aptsources.mirrors()
     for wanted in (suite, *RELEASES.values()):
         if wanted in found:
             return found[wanted]
     raise ImageError(f"no Debian '{suite}' mirror in this machine's apt sources")
-
-
-def _mirrors() -> dict[str, str]:
-    """suite -> URI of every 'main' source in this machine's apt configuration."""
-    out: dict[str, str] = {}
-    srcdir = Path("/etc/apt/sources.list.d")
-    candidates = sorted(srcdir.glob("*.sources")) + sorted(srcdir.glob("*.list"))
-    candidates.append(Path("/etc/apt/sources.list"))
-    for path in candidates:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        if path.suffix == ".sources":
-            for stanza in text.split("\n\n"):
-                fields: dict[str, str] = {}
-                for line in stanza.splitlines():
-                    key, _, value = line.partition(":")
-                    if value and not line.startswith((" ", "#")):
-                        fields[key.strip()] = value.strip()
-                if "main" in fields.get("Components", "").split() and fields.get("URIs"):
-                    for suite in fields.get("Suites", "").split():
-                        out.setdefault(suite, fields["URIs"].split()[0])
-        else:
-            for line in text.splitlines():
-                words = line.split("#", 1)[0].split()
-                words = [w for w in words if not w.startswith("[")]
-                if len(words) >= 4 and words[0] == "deb" and "main" in words[3:]:
-                    out.setdefault(words[2], words[1])
-    return out
 
 
 def missing_tools() -> Optional[str]:
@@ -281,33 +252,31 @@ def _guest_files() -> dict[str, tuple[bytes, int]]:
         "usr/lib/azure-sim/azure_sim/guest.py": ((here / "guest.py").read_bytes(), 0o644),
         # guest.observe imports it (azure-sim diff's collection in the VM)
         "usr/lib/azure-sim/azure_sim/collect.py": ((here / "collect.py").read_bytes(), 0o644),
+        "usr/lib/azure-sim/azure_sim/waagent_guest.py":
+            ((here / "waagent_guest.py").read_bytes(), 0o644),
         # the during: power-cut hooks, inert unless the host arms a boot (vmpowercut)
         **vmpowercut.guest_files(),
     }
 
 
-def image_key(deb: Path, release: str = DEFAULT_RELEASE) -> str:
+def image_key(deb: Path, release: str = DEFAULT_RELEASE, extras: Sequence[Path] = ()) -> str:
     h = hashlib.sha256(_stamp_text(release).encode())
-    h.update(hashlib.sha256(deb.read_bytes()).digest())
+    for package in (deb, *extras):
+        h.update(hashlib.sha256(package.read_bytes()).digest())
     for name, (data, mode) in sorted(_guest_files().items()):
         h.update(name.encode() + data + str(mode).encode())
     return h.hexdigest()[:16]
 
 
-def _install_deb(root: Path, deb: Path) -> None:
-    """dpkg -i our package into ``root`` (maintainer scripts run chrooted)."""
-    staged = root / "tmp" / deb.name
-    shutil.copy2(deb, staged)
+def _install_debs(root: Path, debs: Sequence[Path]) -> None:
+    """dpkg -i packages into ``root`` (maintainer scripts run chrooted)."""
+    from azure_sim import waagent_image
+
     try:
-        proc = subprocess.run(["chroot", str(root), "dpkg", "-i", f"/tmp/{deb.name}"],
-                              capture_output=True, text=True, check=False,
-                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                                   "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"})
-    finally:
-        staged.unlink()
-    if proc.returncode != 0:
-        raise ImageError(f"dpkg -i {deb.name} into the image failed:\n"
-                         f"{proc.stdout}\n{proc.stderr}")
+        waagent_image.install(root, debs, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                                           "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"})
+    except RuntimeError as exc:
+        raise ImageError(f"into the image: {exc}") from exc
 
 
 def overlay(tree: Path, scratch: Path) -> Path:
@@ -323,10 +292,10 @@ def overlay(tree: Path, scratch: Path) -> Path:
     return scratch / "merged"
 
 
-def _make_root_inside(tree: Path, deb: Path, dest: Path, size: str) -> None:
+def _make_root_inside(tree: Path, debs: Sequence[Path], dest: Path, size: str) -> None:
     """In a private mount namespace: overlay, dpkg -i, guest files, mkfs.ext4 -d."""
     root = overlay(tree, tree.parent / "ovl")
-    _install_deb(root, deb)
+    _install_debs(root, debs)
     for name, (data, mode) in _guest_files().items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -344,15 +313,15 @@ def _make_root_inside(tree: Path, deb: Path, dest: Path, size: str) -> None:
 
 
 def build_root_image(deb: Path, log=sys.stderr, size: str = "3G",
-                     release: str = DEFAULT_RELEASE) -> Path:
-    """The bootable root image with ``deb`` installed; cached by content.
+                     release: str = DEFAULT_RELEASE, extras: Sequence[Path] = ()) -> Path:
+    """The bootable root image with ``deb`` (and ``extras``, e.g. waagent) installed.
 
-    The base tree stays pristine (the install/purge test uses it): the .deb
-    goes into an overlay in a private mount namespace that vanishes after.
+    Cached by content. The base tree stays pristine (the install/purge test uses
+    it): the .debs go into an overlay in a private mount namespace that vanishes after.
     """
     tree = build_tree(log, release)
     cache = cache_dir(release)
-    key = image_key(deb, release)
+    key = image_key(deb, release, extras)
     img = cache / f"root-{key}.img"
     if img.exists():
         return img
@@ -363,7 +332,8 @@ def build_root_image(deb: Path, log=sys.stderr, size: str = "3G",
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     proc = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", sys.executable, "-m",
-         "azure_sim.vmimage", "_make-root", str(tree), str(deb.resolve()), str(tmp), size],
+         "azure_sim.vmimage", "_make-root", str(tree), str(tmp), size,
+         *[str(p.resolve()) for p in (deb, *extras)]],
         capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0 or not tmp.exists():
         tmp.unlink(missing_ok=True)
@@ -388,7 +358,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["_make-root"]:
-        _make_root_inside(Path(argv[1]), Path(argv[2]), Path(argv[3]), argv[4])
+        _make_root_inside(Path(argv[1]), [Path(p) for p in argv[4:]], Path(argv[2]), argv[3])
         return 0
     args = parser.parse_args(argv)
     try:

@@ -41,6 +41,7 @@ def qemu_command(plan: dict[str, Any], boot: int = 1) -> list[str]:
            "-no-reboot",
            "-kernel", plan["kernel"], "-initrd", plan["initrd"],
            "-append", kernel_cmdline(plan.get("datasource", "plugin")),
+           *(plan.get("qemu_extra") or []),
            # the root disk first, so it is vda and the resource disk vdb
            "-drive", f"file={plan['root_disk']},if=none,id=root0,format=qcow2",
            "-device", "virtio-blk-pci,drive=root0,serial=AZURE-SIM-ROOT",
@@ -99,14 +100,15 @@ def plan_vm(scenario: dict[str, Any], work: Path, deb: Path, timeout: float, *,
             base_image: Optional[Path] = None,
             guest_files: Optional[dict[str, str]] = None) -> dict[str, Any]:
     """Images, platform config and guest plan of one run (writes them into ``work``)."""
-    from azure_sim import vmimage
+    from azure_sim import vmimage, waagent, waagent_image
 
     if scenario["media"] == "seed":
         raise SimError("media: seed is not supported with --vm (the image stays Debian's)")
     if not deb.exists():
         raise SimError(f"{deb} is missing: run 'make deb'")
     try:
-        root_image = base_image or vmimage.build_root_image(deb, release=release)
+        root_image = base_image or vmimage.build_root_image(
+            deb, release=release, extras=waagent_image.extras(scenario, release))
         kernel, initrd = vmimage.kernel_files(vmimage.tree_dir(release))
     except vmimage.ImageError as exc:
         raise SimError(str(exc)) from exc
@@ -127,6 +129,7 @@ def plan_vm(scenario: dict[str, Any], work: Path, deb: Path, timeout: float, *,
         "tool_path": env["PATH"], "tool_ld_path": env.get("LD_LIBRARY_PATH", ""),
         "boots": scenario["boots"], "before_boot": {}, "login": login,
         "fw_cfg_files": dict(guest_files or {}),
+        "qemu_extra": waagent.qemu_args(accel()) if scenario.get("waagent") else [],
     }
     if scenario["media"] == "iso":
         plan["iso"] = str(images.build_iso(work / "ovf.iso", {"ovf-env.xml": ovf_bytes}))
@@ -142,7 +145,7 @@ def plan_vm(scenario: dict[str, Any], work: Path, deb: Path, timeout: float, *,
         "expect_user": ovf.get("username") or documents.imds_document(scenario)[
             "compute"]["osProfile"]["adminUsername"],
         "expect_files": ["/var/tmp/custom-data-applied"],
-        "after_boot": guest_actions or {},
+        "after_boot": guest_actions or {}, "waagent": bool(scenario.get("waagent")),
     }
     if ovf.get("password"):
         guest_plan["password"] = ovf["password"]
@@ -162,6 +165,7 @@ def plan_vm(scenario: dict[str, Any], work: Path, deb: Path, timeout: float, *,
         "dhcp": {**scenario["dhcp"], "log": str(plat / "dnsmasq.log"),
                  "leases": str(plat / "dnsmasq.leases"), "pid": str(plat / "dnsmasq.pid")},
         "host_netns": os.readlink("/proc/self/ns/net"),
+        "waagent": bool(scenario.get("waagent")),
     }
     if certificates:
         plan["platform"]["certificates_pkcs12"] = str(work / "certificates.p12")

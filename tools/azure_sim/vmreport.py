@@ -110,6 +110,11 @@ def collect():
 
     p = plan()
     raw = {"plan_seen": bool(p)}
+    try:  # waagent: true: waits (bounded) for the agent to settle first
+        from azure_sim import waagent_guest
+        raw["waagent"] = waagent_guest.observe(p)
+    except Exception:
+        raw["waagent"] = {"error": traceback.format_exc()}
     mono_now = time.monotonic()
     real_now = time.time()
     raw["guest_realtime"] = real_now

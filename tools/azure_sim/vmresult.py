@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from azure_sim import waagent_report
 from azure_sim.report import build_report
 from azure_sim.vmssh import key_changed
 
@@ -150,6 +151,7 @@ def assemble(*, scenario: dict[str, Any], plan: dict[str, Any], result: dict[str
     if raw.get("observe_error"):
         vm["observe_error"] = raw["observe_error"]
     report["certificate_keys"] = plan.get("certificate_keys") or {}
+    waagent_report.add(report, raw, journal, scenario)
     if not report["verdict"]["ok"]:
         vm["cloud_init_log_tail"] = raw.get("cloud_init_log_tail")
     report["vm"] = vm
