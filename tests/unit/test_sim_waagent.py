@@ -115,9 +115,12 @@ def test_certificates_decrypt_as_the_agent_does(sim, tmp_path):
     assert status == 200
     doc = ElementTree.fromstring(body)
     assert doc.find("Format").text == "Pkcs7BlobWithPfxContents"
-    der = base64.b64decode(doc.find("Data").text)
-    p12 = subprocess.run(["openssl", "cms", "-decrypt", "-inform", "DER", "-inkey", key,
-                          "-recip", crt], input=der, capture_output=True, check=True).stdout
+    # waagent writes Data verbatim below a MIME header and lets openssl read it as S/MIME
+    p7m = ("MIME-Version:1.0\nContent-Disposition: attachment; filename=\"c.p7m\"\n"
+           "Content-Type: application/x-pkcs7-mime; name=\"c.p7m\"\n"
+           "Content-Transfer-Encoding: base64\n\n" + doc.find("Data").text).encode()
+    p12 = subprocess.run(["openssl", "cms", "-decrypt", "-inkey", key, "-recip", crt],
+                         input=p7m, capture_output=True, check=True).stdout
     pem = subprocess.run(["openssl", "pkcs12", "-nodes", "-password", "pass:"], input=p12,
                          capture_output=True, check=True).stdout
     assert b"BEGIN CERTIFICATE" in pem and b"PRIVATE KEY" in pem

@@ -64,7 +64,10 @@ def envelope(bundle: bytes, transport_cert_b64: str) -> bytes:
 
 
 def certificates_xml(enveloped: bytes) -> bytes:
-    data = base64.b64encode(enveloped).decode()
+    # Azure wraps Data at 64 characters (WALinuxAgent's own test data shows it);
+    # the agent hands it to openssl's S/MIME reader, which rejects one long line.
+    raw = base64.b64encode(enveloped).decode()
+    data = "\n".join(raw[i:i + 64] for i in range(0, len(raw), 64))
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n<CertificatesFile>'
         "<Version>2012-11-30</Version><Incarnation>1</Incarnation>"
