@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from cloudinit_azure.network import ifupdown
 from cloudinit_azure.network.hostkey import (
     report_host_key,
     wireserver_role_properties,
@@ -125,6 +126,8 @@ def configure(settings: Mapping[str, Any], *, root: Path, runner: Runner,
         routes = tuple(apply_routes(wanted, runner, log))
         if client == "networkd" and wanted:
             persist_routes(root, nic, nics, wanted, log)
+        elif wanted:
+            ifupdown.persist_routes(root, nic.name, wanted, log)
     pub = settings["publish_hostname"]
     if nic is not None and pub["enabled"]:
         name = None

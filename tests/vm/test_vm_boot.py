@@ -47,6 +47,8 @@ RUNTIME_FILES = ("/var/lib/cloudinit-azure /etc/default/grub.d/50-cloudinit-azur
                  "/etc/systemd/system/azure-hostname-publish.service "
                  "/etc/systemd/system/multi-user.target.wants/azure-hostname-publish.path "
                  "/etc/systemd/network/*.network.d/50-azure-hostname.conf "
+                 "/etc/systemd/network/*.network.d/50-azure-platform-routes.conf "
+                 "/etc/network/if-up.d/azure-platform-routes "
                  "/etc/cloud/cloud.cfg.d/91_cloudinit_azure.cfg "
                  "/usr/lib/python3/dist-packages/cloudinit_azure")
 LIST_RUNTIME = f"for p in {RUNTIME_FILES}; do [ -e \"$p\" ] && echo \"present $p\"; done; true"
@@ -205,11 +207,6 @@ dhcp: {option_121: false}
 
 
 def test_without_option_121_the_platform_routes_survive_a_reboot(version):
-    if version == "22.4.2":
-        # Open bug (issue 12): 22.4's ENI renderer writes the routes as
-        # "post-up route add ... || true" and Debian 12 has no net-tools 'route':
-        # after the reboot the routes are gone. Needs an ifupdown hook of ours.
-        pytest.xfail("Debian 12: ENI post-up routes need net-tools' route (open)")
     r = _boot("no-121", version, NO_121_TWO_BOOTS)
     assert r["verdict"]["ok"], _why(r)
     boots = r["vm"]["boots"]
