@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Optional
 
 from cloudinit_azure import keypairs
-from cloudinit_azure.flow import Run, deliver
+from cloudinit_azure.flow import Run
 from cloudinit_azure.flowstate import (
     READY_FROM_MODULE,
     ApplyError,
@@ -21,6 +21,7 @@ from cloudinit_azure.flowstate import (
     Machine,
     Platform,
 )
+from cloudinit_azure.health import deliver
 
 
 def finish_deferred(state: FlowState, platform: Platform, machine: Machine,

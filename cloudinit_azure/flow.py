@@ -38,7 +38,7 @@ from cloudinit_azure.flowstate import (
     Phase,
     Platform,
 )
-from cloudinit_azure.health import Outcome
+from cloudinit_azure.health import Outcome, deliver
 from cloudinit_azure.imds import InstanceMetadata
 from cloudinit_azure.ovf import OvfEnvironment, parse_ovf, redact_ovf
 from cloudinit_azure.report import (
@@ -117,21 +117,6 @@ class Run:
             self.platform.hand_off(waagent.after_ready(self.state.instance_id))
         return deliver(self.platform, self.state.wireserver, key, Outcome("ready", False),
                         self.config.ready_budget_s)
-
-
-def deliver(platform: Platform, wireserver: str, key: str, outcome: Outcome,
-             budget_s: float) -> str:
-    """Send a pending outcome; mark it delivered only once the wireserver took it."""
-    try:
-        platform.report_health(wireserver, outcome.description, budget_s)
-    except Exception as exc:  # any failure: the report stays pending, never lost
-        LOG.error("%s report not delivered (pending for the next boot): %s",
-                  outcome.state, exc)
-        return "pending"
-    platform.remember(key, dataclasses.replace(outcome, delivered=True))
-    LOG.info("reported %s to the wireserver at %s",
-             "Ready" if outcome.state == "ready" else "ProvisioningFailed", wireserver)
-    return "delivered"
 
 
 def _unexpected(exc: Exception, where: str) -> ProvisioningError:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from cloudinit_azure import atomic
 
 if TYPE_CHECKING:
+    from cloudinit_azure.flowstate import Platform
     from cloudinit_azure.wireserver import WireserverClient
 
 LOG = logging.getLogger(__name__)
@@ -90,3 +91,18 @@ def send(wireserver: str, description: Optional[str], budget_s: float,
         client.report_ready(goal_state)
     else:
         client.report_failure(goal_state, description)
+
+
+def deliver(platform: Platform, wireserver: str, key: str, outcome: Outcome,
+            budget_s: float) -> str:
+    """Send a pending outcome; mark it delivered only once the wireserver took it."""
+    try:
+        platform.report_health(wireserver, outcome.description, budget_s)
+    except Exception as exc:  # any failure: the report stays pending, never lost
+        LOG.error("%s report not delivered (pending for the next boot): %s",
+                  outcome.state, exc)
+        return "pending"
+    platform.remember(key, replace(outcome, delivered=True))
+    LOG.info("reported %s to the wireserver at %s",
+             "Ready" if outcome.state == "ready" else "ProvisioningFailed", wireserver)
+    return "delivered"
