@@ -161,7 +161,10 @@ def cloud_config(state: FlowState, modules: Optional[Sequence[Any]],
     ``users_groups`` re-applies the same user; its sudo rule is already
     written (cloud-init 22.4 would append it twice), so ``sudo`` is null.
     Host keys made before Ready must survive ``cc_ssh``: ``ssh_deletekeys``
-    is false.
+    is false. ``disk_setup`` is empty, not absent: cloud-init skips a module
+    without config and records nothing, so after an ``apt remove`` its own
+    datasource ran ``disk_setup`` for the first time on this instance and
+    reformatted the resource disk our module had set up (docs/packaging.md).
     """
     plan = state.provisioning
     cfg: dict[str, Any] = copy.deepcopy(dict(plan.config)) if plan else {}
@@ -170,6 +173,7 @@ def cloud_config(state: FlowState, modules: Optional[Sequence[Any]],
         user["sudo"] = None
     if state.host_keys:
         cfg["ssh_deletekeys"] = False
+    cfg.setdefault("disk_setup", {})
     if insert_modules:
         cfg["cloud_init_modules"] = provision.place_modules(modules or [])
     return cfg

@@ -18,6 +18,8 @@ def test_after_init_local_made_the_account_cloud_init_keeps_it_as_it_is():
     assert cfg["system_info"]["default_user"]["sudo"] is None
     assert cfg["ssh_deletekeys"] is False and cfg["ssh_pwauth"] is True
     assert "azure_ready" in cfg["cloud_init_modules"]
+    # cloud-init runs disk_setup (nothing to do) and records it for the instance
+    assert cfg["disk_setup"] == {}
     assert PLAN.config["system_info"]["default_user"]["sudo"] == ["ALL=(ALL) ALL"]
 
 

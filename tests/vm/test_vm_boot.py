@@ -51,6 +51,9 @@ RUNTIME_FILES = ("/var/lib/cloudinit-azure /etc/default/grub.d/50-cloudinit-azur
                  "/etc/network/if-up.d/azure-platform-routes "
                  "/etc/cloud/cloud.cfg.d/91_cloudinit_azure.cfg "
                  "/usr/lib/python3/dist-packages/cloudinit_azure")
+# A user's file on the resource disk, checked after the package is removed.
+USER_FILE_WRITE = "echo kept > /mnt/azure-sim-user-file && sync"
+USER_FILE_CHECK = "findmnt -n -o TARGET /mnt && cat /mnt/azure-sim-user-file"
 LIST_RUNTIME = f"for p in {RUNTIME_FILES}; do [ -e \"$p\" ] && echo \"present $p\"; done; true"
 
 
@@ -226,12 +229,12 @@ def test_keys_by_fingerprint(version):
 
 def test_remove_then_reboot_gives_cloud_init_its_own_datasource_then_purge(version):
     r = _boot("lifecycle", version, LIFECYCLE, guest_actions={
-        "1": [LIST_RUNTIME, "apt-get remove -y python3-cloudinit-azure"],
-        "2": ["apt-get purge -y python3-cloudinit-azure", LIST_RUNTIME]})
+        "1": [LIST_RUNTIME, USER_FILE_WRITE, "apt-get remove -y python3-cloudinit-azure"],
+        "2": [USER_FILE_CHECK, "apt-get purge -y python3-cloudinit-azure", LIST_RUNTIME]})
     boots = r["vm"]["boots"]
     assert len(boots) == 2, _why(r)
     first, second = boots
-    assert [a["rc"] for a in first["actions"] + second["actions"]] == [0] * 4, boots
+    assert [a["rc"] for a in first["actions"] + second["actions"]] == [0] * 6, boots
     # boot 1: ours provisioned and wrote its state
     assert first["datasource_module"] == "cloudinit_azure.sources.DataSourceAzure"
     assert "/var/lib/cloudinit-azure" in _present(first["actions"][0])
@@ -246,8 +249,11 @@ def test_remove_then_reboot_gives_cloud_init_its_own_datasource_then_purge(versi
     # datasource) and, having a DHCP lease in init-local, reports Ready again for
     # the same instance, on 22.4 as on 25.1 (docs/packaging.md).
     assert second["ready_reports"] == 1, boots
+    # the user's file on the resource disk survived cloud-init's own datasource
+    # (its disk_setup had never run for this instance: it reformatted the disk)
+    assert second["actions"][0]["output"].split() == ["/mnt", "kept"], second["actions"][0]
     # purge: nothing the plug-in wrote at run time is left
-    assert _present(second["actions"][1]) == [], second["actions"][1]
+    assert _present(second["actions"][2]) == [], second["actions"][2]
 
 
 def test_upgrade_over_the_old_build_keeps_the_cached_datasource(version):
