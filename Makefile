@@ -113,11 +113,13 @@ test-vm: $(DEPS) vm-image
 	  --durations=15 tests/vm
 
 # The power-cut matrix (docs/reliability.md): every cut point in the sandbox on
-# both cloud-init versions, then the VM tier's points (one QEMU at a time).
-# AZURE_SIM_QEMU_LOCK=FILE makes each VM case wait for FILE's lock (a shared machine).
+# both cloud-init versions, then the VM tier's nightly points (two QEMUs side by
+# side, one per image). AZURE_SIM_POWERCUT_FULL=1 adds every other point on both
+# images; AZURE_SIM_QEMU_LOCK=FILE makes each VM case wait for FILE's lock.
 .PHONY: test-powercut test-powercut-sandbox
 test-powercut-sandbox: $(DEPS)
-	$(PY) -m pytest -q -m powercut tests/integration
+	$(PY) -m pytest -q -m powercut -n 2 tests/integration
 
 test-powercut: test-powercut-sandbox vm-image
-	AZURE_SIM_VM=1 $(PY) -m pytest -q -m powercut tests/vm
+	AZURE_SIM_VM=1 $(PY) -m pytest -q -m powercut -n 2 --dist loadgroup \
+	  --durations=30 tests/vm

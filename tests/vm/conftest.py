@@ -66,13 +66,19 @@ def _image_group(item) -> Optional[str]:
     return None
 
 
+def pytest_itemcollected(item):
+    # Marked as each item is collected: xdist's worker turns the xdist_group
+    # marks into node ids in its own pytest_collection_modifyitems, which ran
+    # before ours, so marks added there came too late (no image stayed on one
+    # worker, and each worker booted again what the other had cached).
+    group = _image_group(item)
+    if group and HERE in Path(str(item.fspath)).resolve().parents:
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_collection_modifyitems(config, items):
     mark_tier(items, HERE, pytest.mark.vm, missing_requirement,
               exempt=lambda item: getattr(item.function, "_no_vm_needed", False))
-    for item in items:
-        group = _image_group(item)
-        if group and HERE in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(pytest.mark.xdist_group(group))
     if os.environ.get("CI") == "true" and os.environ.get("AZURE_SIM_VM") == "1":
         reason = missing_requirement()
         if reason and any(HERE in Path(str(i.fspath)).resolve().parents for i in items):
