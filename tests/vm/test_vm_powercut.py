@@ -130,7 +130,9 @@ def test_vm_power_cut_then_recovery(cloud_init, kind, at, tmp_path):
         problems = [p for p in problems if not p.startswith("cloud-init status is")]
         status = status.replace("degraded ", "")
     assert not problems, (r["verdict"], r["power_cut"])
-    assert status == "done", status
+    # After a ProvisioningFailed, cloud-init 25.1 says "degraded done" (our
+    # datasource logged why): the verdict judges a failure scenario.
+    assert status == "done" or (kind == "failure" and status == "degraded done"), status
     if kind == "user-files":
         assert r["power_cut"]["user_files"]["intact"], r["power_cut"]["user_files"]
     if at.startswith("during:"):  # the guest's hook announced it on the serial port
