@@ -17,6 +17,8 @@ import pytest
 import yaml
 
 from tests.integration.test_kernel import DEBIAN_GRUB
+from tests.integration.test_powercut import POINTS
+from tests.integration.test_powercut import SCENARIOS as SANDBOX_SCENARIOS
 
 pytestmark = pytest.mark.powercut
 
@@ -42,10 +44,6 @@ CASES = [
 # AZURE_SIM_POWERCUT_FULL=1: every other point on both images, so that the two
 # sets together are the sandbox's matrix (tests/integration/test_powercut.py) on
 # real crash semantics (about 35 minutes more with two QEMUs side by side).
-POINTS = ["after:init-local", "after:os-network", "after:init", "after:modules-config",
-          "after:modules-final", "request:imds:1", "request:goalstate:1",
-          "request:health:1", "after:ready", "during:useradd", "during:ssh-keygen",
-          "during:format", "during:fstab", "during:grub"]
 # The user's disk is never formatted nor its fstab line edited; the stage points
 # around the resource disk are the ones that can lose its files.
 USER_FILE_POINTS = ["after:init", "after:modules-final"]
@@ -66,7 +64,7 @@ FULL = _full()
 if os.environ.get("AZURE_SIM_POWERCUT_FULL") == "1":
     CASES += FULL
 SCENARIOS = {"default": {}, "user-files": USER_FILES, "grub": GRUB,
-             "failure": {"ovf_xml": "<Environment><bad", "expect": "failure"}}
+             "failure": SANDBOX_SCENARIOS["failure"]}
 
 
 def _known_degraded(report):
