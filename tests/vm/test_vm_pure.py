@@ -104,6 +104,31 @@ def test_a_boot_that_gives_no_report_is_named():
 
 
 @_no_vm_needed
+def test_a_hung_boot_carries_the_console_tail_and_the_platforms_last_requests():
+    from azure_sim import vmresult
+
+    console = "".join(f"\x1b[0;32mline {i}\x1b[0m\n\n" for i in range(60))
+    console += "cloud-init[259]: running 'init-local'\n"
+    journal = [{"t": 50.0, "endpoint": "imds", "method": "GET", "path": "/metadata/instance",
+                "status": 200},
+               {"t": 51.5, "endpoint": "pps", "event": "assigned"}]
+    result = {"boots": [dict(_boot(1), timed_out=True, last_stage="init-local")]}
+    plan = {"accel": "tcg", "root_image": "/x/root-k.img", "boots": 1}
+    args = dict(scenario={"name": "t", "expect": "ready"}, plan=plan, result=result,
+                journal=journal, leases="", cloud_init="22.4.2", datasource="plugin",
+                limit=600, started=90.0, t_boot=95.0, serial_log=None, now=700.0)
+    vm = vmresult.assemble(**args, console=console)["vm"]
+    tail = vm["console_tail"]
+    assert len(tail) == vmresult.TAIL_LINES and tail[-1].endswith("running 'init-local'")
+    assert tail[0] == "line 21" and not any("\x1b" in line for line in tail)
+    assert vm["platform_requests"] == ["+0.00s GET /metadata/instance -> 200",
+                                       "+1.50s assigned pps -> "]
+    # a boot that reported has neither
+    ok = dict(args, result={"boots": [_boot(1, report={"stages": [], "t0": 115.0})]})
+    assert "console_tail" not in vmresult.assemble(**ok, console=console)["vm"]
+
+
+@_no_vm_needed
 def test_vm_bench_ratios_and_wrong_datasource_is_a_failed_row():
     from azure_sim import vmbench
 

@@ -61,8 +61,11 @@ def _boot(name, version, text):
 
 
 def _why(r):
+    vm = r.get("vm") or {}
     return json.dumps({"verdict": r["verdict"], "waagent": r.get("waagent"),
-                       "warnings": (r.get("warnings") or [])[:10]}, indent=1)[:6000]
+                       "warnings": (r.get("warnings") or [])[:10],
+                       "platform_requests": vm.get("platform_requests"),
+                       "console_tail": vm.get("console_tail")}, indent=1)[:9000]
 
 
 @pytest.fixture(params=VERSIONS)

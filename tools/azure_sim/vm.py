@@ -135,6 +135,11 @@ def _keep_logs(work: Path, dest: Path) -> None:
             shutil.copy2(src, dest / item)
 
 
+def _read_console(work: Path) -> str:
+    path = work / "console.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
 def boot(scenario: dict[str, Any], *, deb: Optional[str] = None,
          timeout: Optional[float] = None, logs_to: Optional[str] = None,
          cloud_init: str = "22.4.2", datasource: str = "plugin",
@@ -191,7 +196,8 @@ def boot(scenario: dict[str, Any], *, deb: Optional[str] = None,
             scenario=scenario, plan=plan, result=res, journal=journal,
             leases=leases.read_text() if leases.exists() else "", cloud_init=cloud_init,
             datasource=datasource, limit=limit, started=started, t_boot=t_boot,
-            serial_log=str(kept / "console.log") if kept else None)
+            serial_log=str(kept / "console.log") if kept else None,
+            console=_read_console(work) if failed else None)
         if plan.get("power_cut"):
             vmpowercut.finish(plan, work, report, scenario, deps.tool_env())
         if kept:

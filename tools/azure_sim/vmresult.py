@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -69,6 +70,24 @@ def boot_error(boot: dict[str, Any], limit: float, boots: int) -> Optional[str]:
     return f"{prefix}{what}; last stage on the serial console: {boot['last_stage']}"
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+TAIL_LINES = 40
+
+
+def console_tail(text: str, lines: int = TAIL_LINES) -> list[str]:
+    """The console's last lines without colour codes: why a boot hung, in the report itself."""
+    clean = [ANSI.sub("", line).rstrip() for line in text.splitlines()]
+    return [line for line in clean if line.strip()][-lines:]
+
+
+def platform_requests(journal: list[dict[str, Any]], last: int = 20) -> list[str]:
+    """The platform's last requests ('+s METHOD path -> status'): how far the guest got."""
+    t0 = journal[0].get("t", 0.0) if journal else 0.0
+    return [f"+{e.get('t', t0) - t0:.2f}s {e.get('method') or e.get('event') or ''} "
+            f"{e.get('path') or e.get('endpoint', '?')} -> {e.get('status', '')}"
+            for e in journal[-last:]]
+
+
 def ssh_summary(boot: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
     """The first boot's SSH findings, in seconds from QEMU start and from init-local."""
     ssh = boot.get("ssh")
@@ -91,7 +110,8 @@ def ssh_summary(boot: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
 def assemble(*, scenario: dict[str, Any], plan: dict[str, Any], result: dict[str, Any],
              journal: list[dict[str, Any]], leases: str, cloud_init: str, datasource: str,
              limit: float, started: float, t_boot: float,
-             serial_log: Optional[str], now: Optional[float] = None) -> dict[str, Any]:
+             serial_log: Optional[str], now: Optional[float] = None,
+             console: Optional[str] = None) -> dict[str, Any]:
     import time
 
     boots = result["boots"]
@@ -154,5 +174,8 @@ def assemble(*, scenario: dict[str, Any], plan: dict[str, Any], result: dict[str
     waagent_report.add(report, raw, journal, scenario)
     if not report["verdict"]["ok"]:
         vm["cloud_init_log_tail"] = raw.get("cloud_init_log_tail")
+    if errors:  # no guest report: the console and the platform say how far it got
+        vm["console_tail"] = console_tail(console or "")
+        vm["platform_requests"] = platform_requests(journal)
     report["vm"] = vm
     return report
