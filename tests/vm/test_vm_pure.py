@@ -129,6 +129,35 @@ def test_a_hung_boot_carries_the_console_tail_and_the_platforms_last_requests():
 
 
 @_no_vm_needed
+def test_guest_stage_rows_find_25_1s_network_unit_and_count_its_single_process():
+    from azure_sim import vmreport
+
+    units = {  # what systemctl show says on Debian 13: no cloud-init.service at all
+        "cloud-init-local.service": {"ExecMainStartTimestampMonotonic": "10000000",
+                                     "ExecMainExitTimestampMonotonic": "12000000",
+                                     "CPUUsageNSec": "5000000"},
+        "cloud-init-network.service": {"ExecMainStartTimestampMonotonic": "14000000",
+                                       "ExecMainExitTimestampMonotonic": "15000000",
+                                       "ExecMainStatus": "0", "CPUUsageNSec": "[not set]"},
+        "cloud-init-main.service": {"CPUUsageNSec": "7250000000"},
+    }
+
+    def show(unit):
+        return units.get(unit, {"ExecMainStartTimestampMonotonic": "0"})
+
+    rows = vmreport.stages(lambda usec: usec / 1e6, show=show)
+    assert [(r["stage"], r["start"], r["end"], r["cpu_s"]) for r in rows] == [
+        ("init-local", 10.0, 12.0, 0.005), ("init", 14.0, 15.0, 0.0)]
+    assert vmreport.main_cpu(show) == 7.25
+    # Debian 12: the old unit name, and no single process
+    units["cloud-init.service"] = units.pop("cloud-init-network.service")
+    del units["cloud-init-main.service"]
+    assert [r["stage"] for r in vmreport.stages(lambda u: u, show=show)] == [
+        "init-local", "init"]
+    assert vmreport.main_cpu(show) == 0.0
+
+
+@_no_vm_needed
 def test_vm_bench_ratios_and_wrong_datasource_is_a_failed_row():
     from azure_sim import vmbench
 

@@ -25,8 +25,15 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 FW_CFG = Path("/sys/firmware/qemu_fw_cfg/by_name/opt/azure-sim/plan/raw")
-UNITS = {"init-local": "cloud-init-local.service", "init": "cloud-init.service",
-         "modules-config": "cloud-config.service", "modules-final": "cloud-final.service"}
+# Each stage's unit; 24.3+ renamed cloud-init.service to cloud-init-network.service
+# and runs every stage in cloud-init-main.service (the stage units only signal it).
+UNITS = {"init-local": ("cloud-init-local.service",),
+         "init": ("cloud-init-network.service", "cloud-init.service"),
+         "modules-config": ("cloud-config.service",),
+         "modules-final": ("cloud-final.service",)}
+MAIN_UNIT = "cloud-init-main.service"
+PROPS = "ExecMainStartTimestampMonotonic,ExecMainExitTimestampMonotonic," \
+        "ExecMainStatus,CPUUsageNSec,MemoryPeak"
 PSEUDO = {"proc", "sysfs", "tmpfs", "devpts", "devtmpfs", "cgroup2", "cgroup", "securityfs",
           "pstore", "bpf", "debugfs", "tracefs", "mqueue", "hugetlbfs", "configfs",
           "fusectl", "autofs", "ramfs", "binfmt_misc", "efivarfs", "rpc_pipefs"}
@@ -73,24 +80,36 @@ def mounts():
     return out
 
 
-def stages(mono_to_real):
+def unit_info(unit):
+    text = run("systemctl", "show", "-p", PROPS, unit)
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def _cpu(info):
+    cpu = info.get("CPUUsageNSec") or ""
+    return int(cpu) / 1e9 if cpu.isdigit() else 0.0
+
+
+def stages(mono_to_real, show=unit_info):
+    """One row per stage that ran, from the first of its unit names that started."""
     rows = []
-    props = "ExecMainStartTimestampMonotonic,ExecMainExitTimestampMonotonic," \
-            "ExecMainStatus,CPUUsageNSec,MemoryPeak"
-    for stage, unit in UNITS.items():
-        text = run("systemctl", "show", "-p", props, unit)
-        info = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-        start = int(info.get("ExecMainStartTimestampMonotonic") or 0)
-        end = int(info.get("ExecMainExitTimestampMonotonic") or 0)
-        if not start:
+    for stage, names in UNITS.items():
+        info = next((i for i in map(show, names)
+                     if int(i.get("ExecMainStartTimestampMonotonic") or 0)), None)
+        if info is None:
             continue
-        cpu = info.get("CPUUsageNSec") or ""
+        start = int(info["ExecMainStartTimestampMonotonic"])
+        end = int(info.get("ExecMainExitTimestampMonotonic") or 0)
         rows.append({"boot": 1, "stage": stage, "start": mono_to_real(start),
                      "end": mono_to_real(end) if end else mono_to_real(start),
                      "rc": int(info.get("ExecMainStatus") or 0),
-                     "cpu_s": int(cpu) / 1e9 if cpu.isdigit() else 0.0,
-                     "maxrss_kb": 0})
+                     "cpu_s": _cpu(info), "maxrss_kb": 0})
     return rows
+
+
+def main_cpu(show=unit_info):
+    """CPU of cloud-init's single process (24.3+), where the stages' work is done."""
+    return _cpu(show(MAIN_UNIT))
 
 
 def mtime(*paths):
@@ -123,6 +142,7 @@ def collect():
         return real_now - (mono_now - usec / 1e6)
 
     raw["stages"] = stages(mono_to_real)
+    raw["cpu_main_s"] = main_cpu()
     raw["t0"] = raw["stages"][0]["start"] if raw["stages"] else None
     try:
         raw.update(guest.observe(p, Path("/")))
