@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
 from tests.vm.test_requirements import _no_vm_needed
 
 
@@ -155,6 +157,28 @@ def test_guest_stage_rows_find_25_1s_network_unit_and_count_its_single_process()
     assert [r["stage"] for r in vmreport.stages(lambda u: u, show=show)] == [
         "init-local", "init"]
     assert vmreport.main_cpu(show) == 0.0
+
+
+@_no_vm_needed
+@pytest.mark.parametrize("extra, named", [
+    ("pps: {type: running}", "pps (the VM platform does not play the pool"),
+    ("media: seed", "media: seed"),
+    ("on_azure: false", "on_azure: false"),
+    ("cloud_config: {a: 1}", "cloud_config"),
+    ("mount_shim: true", "mount_shim"),
+    ("image_files: {/etc/x: hi}", "image_files without power_cut"),
+])
+def test_vm_refuses_what_only_the_sandbox_plays(extra, named, tmp_path):
+    from azure_sim import vmplan
+    from azure_sim.boot import SimError
+    from azure_sim.scenario import load_scenario
+
+    assert vmplan.unsupported(load_scenario("name: plain\n")) is None
+    scenario = load_scenario(f"name: x\n{extra}\n")
+    assert named in vmplan.unsupported(scenario)
+    with pytest.raises(SimError, match="not supported with --vm"):
+        vmplan.plan_vm(scenario, tmp_path, tmp_path / "no.deb", 60)
+    assert not list(tmp_path.iterdir())  # refused before anything was made
 
 
 @_no_vm_needed

@@ -94,6 +94,28 @@ def _login(scenario: dict[str, Any], work: Path) -> Optional[dict[str, Any]]:
     return login if ("key" in login or "askpass" in login) else None
 
 
+# What only the sandbox plays: a VM boot must refuse it, never ignore it (a pool
+# scenario booted as a plain VM would judge the plug-in against the wrong platform).
+SANDBOX_ONLY = (
+    (lambda s: s["media"] == "seed", "media: seed (the image stays Debian's)"),
+    (lambda s: s.get("pps"), "pps (the VM platform does not play the pool: "
+                             "no vnet switch, NIC hot-plug or power cycle)"),
+    (lambda s: s.get("on_azure") is False, "on_azure: false (the VM always has "
+                                           "Azure's chassis asset tag)"),
+    (lambda s: s.get("cloud_config"), "cloud_config (the image's /etc/cloud is Debian's)"),
+    (lambda s: s.get("mount_shim"), "mount_shim (the VM mounts with its own kernel)"),
+    (lambda s: s.get("image_files") and not s.get("power_cut"),
+     "image_files without power_cut (only the power-cut hook writes them)"),
+)
+
+
+def unsupported(scenario: dict[str, Any]) -> Optional[str]:
+    """Why ``--vm`` cannot boot this scenario as written, or None (pure)."""
+    found = [why for test, why in SANDBOX_ONLY if test(scenario)]
+    return ("not supported with --vm (the sandbox boots it): " + "; ".join(found)
+            if found else None)
+
+
 def plan_vm(scenario: dict[str, Any], work: Path, deb: Path, timeout: float, *,
             datasource: str = "plugin", release: str = "bookworm",
             guest_actions: Optional[dict[str, list[str]]] = None,
@@ -102,8 +124,9 @@ def plan_vm(scenario: dict[str, Any], work: Path, deb: Path, timeout: float, *,
     """Images, platform config and guest plan of one run (writes them into ``work``)."""
     from azure_sim import vmimage, waagent, waagent_image
 
-    if scenario["media"] == "seed":
-        raise SimError("media: seed is not supported with --vm (the image stays Debian's)")
+    refused = unsupported(scenario)
+    if refused:
+        raise SimError(refused)
     if not deb.exists():
         raise SimError(f"{deb} is missing: run 'make deb'")
     try:
