@@ -118,21 +118,47 @@ class CloudInitMachine:
                 return ""
         return early.account_blocker(home, read("/etc/fstab"), read("/proc/self/mountinfo"))
 
-    def create_user(self, plan: Provisioning) -> None:
-        """``users_groups``' own steps over the config the init stage will have.
+    def _default_user(self, plan_config: Mapping[str, Any]) -> tuple[str, dict]:
+        """The default user and its config, as ``users_groups`` will see them.
 
         cloud-init hands datasources its config without ``system_info``: the
         image's default user comes from the distro, and the init stage merges the
         datasource's ``default_user`` over it, as done here.
         """
-        ours = ((plan.config.get("system_info") or {}).get("default_user")) or {}
+        ours = ((plan_config.get("system_info") or {}).get("default_user")) or {}
         default_user = util.mergemanydict([dict(ours), self.distro.get_default_user() or {}])
         users, _groups = ug_util.normalize_users_groups(
-            merged_config(plan.config, self.sys_cfg), _WithDefaultUser(default_user))
+            merged_config(plan_config, self.sys_cfg), _WithDefaultUser(default_user))
         name, config = ug_util.extract_default(users)
+        return name, {k: v for k, v in (config or {}).items()
+                      if k not in ("default", "ssh_redirect_user")}
+
+    def prepare_account(self) -> None:
+        """While a pool VM waits: the groups the default user joins, and sshd's module.
+
+        No customer changes them (their documents carry no groups): the image's
+        default user's, made with the distro's ``create_group`` as its
+        ``create_user`` would make them right before ``useradd``, in the same
+        order, so the ids are the same. An empty group is all a customer whose
+        document then fails is left with.
+        """
+        from cloudinit.config import cc_set_passwords  # noqa: F401 (22.4 parses its schema)
+
+        _name, config = self._default_user({})
+        if not config.get("create_groups", True):
+            return
+        groups = config.get("groups") or []
+        if isinstance(groups, str):
+            groups = groups.split(",")
+        for group in [g.strip() for g in groups] + [config.get("primary_group") or ""]:
+            if group and not util.is_group(group):
+                self.distro.create_group(group)
+
+    def create_user(self, plan: Provisioning) -> None:
+        """``users_groups``' own steps over the config the init stage will have."""
+        name, config = self._default_user(plan.config)
         if name != plan.username:
             raise RuntimeError(f"the default user is {name!r}, not {plan.username!r}")
-        config = {k: v for k, v in config.items() if k not in ("default", "ssh_redirect_user")}
         config["ssh_authorized_keys"] = list(plan.public_keys)
         LOG.debug("creating %s as users_groups would (%s)", name, ", ".join(sorted(config)))
         self.distro.create_user(name, **config)
@@ -150,6 +176,20 @@ class CloudInitMachine:
         from cloudinit.config import cc_set_passwords
 
         cc_set_passwords.handle_ssh_pwauth(allow, self.distro)
+
+    def password_auth_in_drop_in(self) -> bool:
+        """cloud-init writes sshd's setting to ``sshd_config.d/50-cloud-init.conf``.
+
+        Its own test (both versions): ``sshd_config`` includes the drop-in
+        directory. Otherwise it rewrites ``sshd_config`` in place, the file its
+        key step reads for ``AuthorizedKeysFile``: not beside the account, then.
+        """
+        from cloudinit import ssh_util
+
+        try:
+            return bool(ssh_util._includes_dconf(ssh_util.DEF_SSHD_CFG))
+        except (AttributeError, OSError):  # a cloud-init without it: one after the other
+            return False
 
     def install_key_pairs(self, username: str,
                           files: Sequence[keypairs.KeyPairFile]) -> None:

@@ -62,3 +62,52 @@ def test_host_key_files_are_named_as_cc_ssh_names_them():
     from cloudinit.config import cc_ssh
 
     assert machine.KEY_FILE_TPL == cc_ssh.KEY_FILE_TPL
+
+
+class GroupDistro(Distro):
+    def __init__(self, user=None):
+        super().__init__()
+        self.user = user or dict(IMAGE_USER, groups="adm, netdev,sudo", primary_group="ops")
+        self.groups_made = []
+
+    def get_default_user(self):
+        return dict(self.user)
+
+    def create_group(self, name, members=None):
+        self.groups_made.append(name)
+
+
+def test_preparing_the_account_makes_the_default_users_missing_groups(monkeypatch):
+    existing = {"adm", "sudo"}
+    monkeypatch.setattr(machine.util, "is_group", lambda name: name in existing)
+    distro = GroupDistro()
+    machine.CloudInitMachine(distro, SYS_CFG, None, HOST).prepare_account()
+    # The order distro.create_user would make them in (groups, then the primary group).
+    assert distro.groups_made == ["netdev", "ops"]
+    assert distro.created == []  # no user: the customer is not known yet
+
+
+def test_no_groups_are_prepared_where_the_image_says_not_to_create_them(monkeypatch):
+    monkeypatch.setattr(machine.util, "is_group", lambda name: False)
+    distro = GroupDistro(dict(IMAGE_USER, create_groups=False))
+    machine.CloudInitMachine(distro, SYS_CFG, None, HOST).prepare_account()
+    assert distro.groups_made == []
+
+
+@pytest.mark.parametrize("text, drop_in", [
+    ("Include /etc/ssh/sshd_config.d/*.conf\nPasswordAuthentication yes\n", True),
+    ("AuthorizedKeysFile .ssh/keys\n", False),
+])
+def test_sshd_setting_beside_the_account_only_into_cloud_inits_drop_in(
+        tmp_path, monkeypatch, text, drop_in):
+    from cloudinit import ssh_util
+
+    # cloud-init's own test, which decides where handle_ssh_pwauth writes.
+    cfg = tmp_path / "sshd_config"
+    cfg.write_text(text.replace("/etc/ssh/sshd_config", str(cfg)))
+    monkeypatch.setattr(ssh_util, "DEF_SSHD_CFG", str(cfg))
+    assert machine.CloudInitMachine(Distro(), SYS_CFG, None, HOST) \
+        .password_auth_in_drop_in() is drop_in
+    monkeypatch.delattr(ssh_util, "_includes_dconf")  # a cloud-init without it
+    assert machine.CloudInitMachine(Distro(), SYS_CFG, None, HOST) \
+        .password_auth_in_drop_in() is False

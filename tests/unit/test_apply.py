@@ -1,0 +1,170 @@
+"""The account's and the host's steps side by side: real threads, the flow's rules kept.
+
+Each test that claims concurrency proves it (a step waits for a step of the
+other branch, which can only happen if both run at once); none measures time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from cloudinit_azure import apply, flow
+from cloudinit_azure.flowstate import FlowConfig
+from cloudinit_azure.report import decode_report
+from tests.unit.test_flow import UUID, FakeMachine, FakePlatform
+
+WAIT = 10.0  # seconds: only reached when the steps do not run side by side
+
+
+def threaded_boot(platform, machine):
+    return flow.run(platform, machine, FlowConfig(), system_uuid=UUID,
+                    together=apply.in_threads)
+
+
+class Overlapping(FakeMachine):
+    """``create_user`` finishes only once the host name is set: proof of overlap."""
+
+    def __init__(self, platform, **kw):
+        super().__init__(**kw)
+        self.platform = platform
+        self.hostname_set = threading.Event()
+        self.threads: dict[str, int] = {}
+
+    def _step(self, name, *args):
+        self.threads[name] = threading.get_ident()
+        self.platform.events.append(("machine", name))
+        super()._step(name, *args)
+
+    def create_user(self, plan):
+        assert self.hostname_set.wait(WAIT), "the host's steps did not run beside useradd"
+        super().create_user(plan)
+
+    def set_hostname(self, hostname):
+        try:
+            super().set_hostname(hostname)
+        finally:
+            self.hostname_set.set()
+
+
+def test_in_threads_runs_every_job_at_once_and_returns_after_all():
+    barrier = threading.Barrier(3, timeout=WAIT)
+    done = []
+
+    def job(i):
+        def run():
+            barrier.wait()  # broken (BrokenBarrierError) unless all three run at once
+            done.append(i)
+        return run
+
+    apply.in_threads([job(0), job(1), job(2)])
+    assert sorted(done) == [0, 1, 2]
+
+
+def test_the_first_failure_in_step_order_wins_and_each_branch_stops_at_its_own():
+    later_started = threading.Event()
+    ran = []
+
+    def host_keys():
+        ran.append("host keys")
+        later_started.set()
+        raise OSError("keygen broke")  # fails first in time ...
+
+    def user():
+        assert later_started.wait(WAIT)
+        ran.append("user")
+        raise OSError("useradd broke")  # ... but "user" comes first in the order
+
+    account = apply.Branch("account", [("user", user), ("key pairs", lambda: ran.append("kp"))])
+    host = apply.Branch("host", [("host keys", host_keys),
+                                 ("host name", lambda: ran.append("hn"))])
+    step, exc = apply.run_branches([account, host], apply.in_threads, clock=lambda: 0.0)
+    assert (step, str(exc)) == ("user", "useradd broke")
+    assert sorted(ran) == ["host keys", "user"]  # neither branch went past its failure
+    assert account.failed[0] == "user" and host.failed[0] == "host keys"
+
+
+def test_a_second_failure_is_logged_not_reported(caplog):
+    def boom():
+        raise OSError("x")
+
+    branches = [apply.Branch("account", [("key pairs", boom)]),
+                apply.Branch("host", [("host name", boom)])]
+    with caplog.at_level(logging.ERROR):
+        assert apply.run_branches(branches, apply.in_turn, lambda: 0.0)[0] == "key pairs"
+    assert any("host name also failed" in r.getMessage() for r in caplog.records)
+
+
+def test_an_interrupt_in_a_branch_is_raised_after_the_join_not_reported():
+    finished = []
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    branches = [apply.Branch("account", [("user", interrupted)]),
+                apply.Branch("host", [("host name", lambda: finished.append(1))])]
+    with pytest.raises(KeyboardInterrupt):
+        apply.run_branches(branches, apply.in_threads, lambda: 0.0)
+    assert finished == [1]
+
+
+def test_the_flow_runs_the_host_beside_the_account_and_reports_ready_after_both():
+    p = FakePlatform()
+    m = Overlapping(p)
+    state = threaded_boot(p, m)
+    assert state.provisioned
+    assert m.threads["create_user"] != m.threads["hostname"]
+    assert m.threads["create_user"] == m.threads["key_pairs"]  # keys after their user
+    assert m.threads["password_auth"] == m.threads["host_keys"] == m.threads["hostname"]
+    names = [e[1] if e[0] == "machine" else e[0] for e in p.events]
+    ready = names.index("health")
+    assert all(names.index(step) < ready for step in
+               ("create_user", "key_pairs", "password_auth", "host_keys", "hostname"))
+    phases = {ph.name: ph for ph in state.phases}
+    assert phases["account"].outcome == phases["host"].outcome == "ok"
+
+
+def test_sshd_setting_into_sshd_config_itself_stays_in_the_account_branch():
+    p = FakePlatform()
+    m = Overlapping(p, drop_in=False)
+    assert threaded_boot(p, m).provisioned
+    assert m.threads["password_auth"] == m.threads["create_user"] == m.threads["key_pairs"]
+    order = [e[1] for e in p.events if e[0] == "machine"]
+    assert order.index("create_user") < order.index("password_auth") < \
+        order.index("key_pairs")
+
+
+def test_a_host_failure_waits_for_the_account_and_gives_one_failure_report():
+    p = FakePlatform()
+    m = Overlapping(p, fail_at="hostname")
+    state = threaded_boot(p, m)
+    assert state.failure == "error applying provisioning"
+    [health] = p.health()
+    assert health[2] == "ProvisioningFailed"
+    assert decode_report(health[3])["step"] == "host name"
+    # The report went out only after the account's branch ended (create_user waited).
+    names = [e[1] if e[0] == "machine" else e[0] for e in p.events]
+    assert names.index("key_pairs") < names.index("health")
+    assert ("remove_user", "azureuser") not in m.events  # the account itself is whole
+    phases = {ph.name: (ph.outcome, ph.detail) for ph in state.phases}
+    assert phases["account"] == ("ok", "azureuser")
+    assert phases["host"] == ("failed", "host name")
+
+
+def test_sshd_failing_beside_useradd_removes_the_user_once_it_exists():
+    class SlowUser(Overlapping):
+        def set_hostname(self, hostname):  # never reached: sshd failed before it
+            raise AssertionError("host name after a failed sshd setting")
+
+    p = FakePlatform()
+    m = SlowUser(p, fail_at="password_auth")
+    m.hostname_set.set()  # let useradd go on without the host name
+    state = threaded_boot(p, m)
+    assert state.failure == "error applying provisioning"
+    assert decode_report(p.health()[0][3])["step"] == "password authentication"
+    # Removed after both branches stopped, i.e. after the user and its keys were made.
+    assert m.events[-1] == ("remove_user", "azureuser") and "azureuser" not in m.users
+    assert ("key_pairs", ()) in m.events
+    assert not [e for e in p.events if e[0] == "health" and e[2] == "Ready"]
