@@ -35,6 +35,7 @@ LOG = logging.getLogger(__name__)
 # cc_ssh.KEY_FILE_TPL (22.4 and 25.1; a unit test holds them equal). Importing
 # cc_ssh just for it costs 22.4 a parse of its 130 KB schema before Ready.
 KEY_FILE_TPL = "/etc/ssh/ssh_host_%s_key"
+PASSWORD_KEYS = ("passwd", "hashed_passwd", "plain_text_passwd")
 
 
 def previous_instance_id(paths: Any) -> Optional[str]:
@@ -83,6 +84,29 @@ class _WithDefaultUser:
         return dict(self._default_user)
 
 
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def lock_flag_optional() -> bool:
+    """cloud-init before 24.3 creates a user with ``lock_passwd: false`` without a word.
+
+    24.3 and later warn when a new user without a password is not locked (the
+    status turns "degraded"), so there the lock stays with ``create_user``.
+    """
+    from cloudinit import version
+
+    try:
+        major, minor = (int(part) for part in version.version_string().split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) < (24, 3)
+
+
 def host_key_whole(keyfile: str) -> bool:
     """A host key and its public half both non-empty (what sshd needs to start)."""
     try:
@@ -110,13 +134,7 @@ class CloudInitMachine:
             return posixpath.join("/home", username)
 
     def account_blocker(self, home: str) -> Optional[str]:
-        def read(path: str) -> str:
-            try:
-                with open(path, encoding="utf-8", errors="replace") as fh:
-                    return fh.read()
-            except OSError:
-                return ""
-        return early.account_blocker(home, read("/etc/fstab"), read("/proc/self/mountinfo"))
+        return early.account_blocker(home, _read("/etc/fstab"), _read("/proc/self/mountinfo"))
 
     def _default_user(self, plan_config: Mapping[str, Any]) -> tuple[str, dict]:
         """The default user and its config, as ``users_groups`` will see them.
@@ -160,8 +178,18 @@ class CloudInitMachine:
         if name != plan.username:
             raise RuntimeError(f"the default user is {name!r}, not {plan.username!r}")
         config["ssh_authorized_keys"] = list(plan.public_keys)
+        # shadow's useradd leaves a new account without a password locked ("!"):
+        # ``passwd -l`` would change nothing, one program run less before Ready.
+        # Checked, and locked by the distro where it is not.
+        lock_after = (config.get("lock_passwd", True) and lock_flag_optional()
+                      and not any(config.get(key) for key in PASSWORD_KEYS)
+                      and not util.is_user(name))
+        if lock_after:
+            config["lock_passwd"] = False
         LOG.debug("creating %s as users_groups would (%s)", name, ", ".join(sorted(config)))
         self.distro.create_user(name, **config)
+        if lock_after and not account.password_locked(_read("/etc/shadow"), name):
+            self.distro.lock_passwd(name)
 
     def remove_user(self, name: str) -> None:
         subp.subp(["userdel", "--remove", "--force", name], rcs=[0, 6, 12])

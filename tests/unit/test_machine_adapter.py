@@ -111,3 +111,52 @@ def test_sshd_setting_beside_the_account_only_into_cloud_inits_drop_in(
     monkeypatch.delattr(ssh_util, "_includes_dconf")  # a cloud-init without it
     assert machine.CloudInitMachine(Distro(), SYS_CFG, None, HOST) \
         .password_auth_in_drop_in() is False
+
+
+KEY_ONLY = Provisioning(
+    instance_id="i", vm_id="i", hostname="h", username="azureuser",
+    public_keys=("ssh-ed25519 AAAA k",),
+    config={"system_info": {"default_user": {"name": "azureuser", "lock_passwd": True}}})
+
+
+class LockingDistro(Distro):
+    def __init__(self):
+        super().__init__()
+        self.locked = []
+
+    def lock_passwd(self, name):
+        self.locked.append(name)
+
+
+@pytest.mark.parametrize("shadow, locked_again", [
+    ("root:*:19000:0:99999:7:::\nazureuser:!:20788:0:99999:7:::\n", []),
+    ("azureuser:$6$x$y:20788:0:99999:7:::\n", ["azureuser"]),  # not what useradd left
+    ("", ["azureuser"]),  # unreadable or no entry: locked by the distro
+])
+def test_a_new_key_only_user_skips_a_lock_useradd_already_made(monkeypatch, shadow,
+                                                               locked_again):
+    monkeypatch.setattr(machine, "lock_flag_optional", lambda: True)
+    monkeypatch.setattr(machine.util, "is_user", lambda name: False)
+    monkeypatch.setattr(machine, "_read", lambda path: shadow if path == "/etc/shadow" else "")
+    distro = LockingDistro()
+    machine.CloudInitMachine(distro, SYS_CFG, None, HOST).create_user(KEY_ONLY)
+    [(_name, kw)] = distro.created
+    assert kw["lock_passwd"] is False
+    assert distro.locked == locked_again
+
+
+@pytest.mark.parametrize("optional, exists", [(False, False), (True, True)])
+def test_the_lock_stays_with_create_user_otherwise(monkeypatch, optional, exists):
+    # cloud-init 24.3+ (it warns about an unlocked new user), or an existing user.
+    monkeypatch.setattr(machine, "lock_flag_optional", lambda: optional)
+    monkeypatch.setattr(machine.util, "is_user", lambda name: exists)
+    distro = LockingDistro()
+    machine.CloudInitMachine(distro, SYS_CFG, None, HOST).create_user(KEY_ONLY)
+    assert distro.created[0][1]["lock_passwd"] is True and distro.locked == []
+
+
+def test_the_lock_is_left_out_only_before_cloud_init_24_3():
+    from cloudinit import version
+
+    major, minor = (int(p) for p in version.version_string().split(".")[:2])
+    assert machine.lock_flag_optional() is ((major, minor) < (24, 3))
