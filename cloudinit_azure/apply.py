@@ -3,7 +3,9 @@
 Two branches run side by side (the flow's ``together`` seam runs them):
 
 - the account: the user (cloud-init's distro API), then the key pairs in its home;
-- the host: sshd's password setting, the host keys, the host name.
+- the host: sshd's password setting, the host keys, the host name; a new
+  instance's host keys (ssh-keygen) come after both branches, once the account
+  is whole (a power cut in ssh-keygen must not land inside useradd).
 
 No step of the host branch reads or writes what the account's steps do, with
 one exception the machine tells us about: where sshd's setting goes into
@@ -126,8 +128,15 @@ def apply_plan(flow: Run, plan: provision.Provisioning,
     account = Branch("account", [("user", lambda: machine.create_user(plan)),
                                  ("key pairs", lambda: machine.install_key_pairs(
                                      plan.username, files))])
-    host = Branch("host", [("host keys", lambda: machine.generate_host_keys(new_instance)),
-                           ("host name", lambda: machine.set_hostname(plan.hostname))])
+    keys_step = ("host keys", lambda: machine.generate_host_keys(new_instance))
+    host = Branch("host", [("host name", lambda: machine.set_hostname(plan.hostname))])
+    # A new instance's keys are made (ssh-keygen) once the account is whole, so a
+    # power cut then never lands inside useradd (a killed useradd leaves shadow's
+    # lock files, which a recovery boot may find held by a reused pid); kept keys
+    # (a preprovisioned customer's, made while waiting) are only checked, beside it.
+    later = Branch("host", [keys_step] if new_instance else [])
+    if not new_instance:
+        host.steps.insert(0, keys_step)
     pwauth = plan.config.get("ssh_pwauth")
     if pwauth is not None:
         step = ("password authentication", lambda: machine.set_password_auth(bool(pwauth)))
@@ -136,6 +145,10 @@ def apply_plan(flow: Run, plan: provision.Provisioning,
         else:
             account.steps.insert(1, step)
     failure = run_branches([account, host], flow.together, flow.clock)
+    if failure is None and later.steps:
+        failure = run_branches([later], flow.together, flow.clock)
+        host.failed, host.seconds = later.failed, host.seconds + later.seconds
+        host.results.update(later.results)
     if failure is not None and failure[0] in ACCOUNT_STEPS and not existed:
         try:
             machine.remove_user(plan.username)

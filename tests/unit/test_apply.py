@@ -117,13 +117,28 @@ def test_the_flow_runs_the_host_beside_the_account_and_reports_ready_after_both(
     assert state.provisioned
     assert m.threads["create_user"] != m.threads["hostname"]
     assert m.threads["create_user"] == m.threads["key_pairs"]  # keys after their user
-    assert m.threads["password_auth"] == m.threads["host_keys"] == m.threads["hostname"]
+    assert m.threads["password_auth"] == m.threads["hostname"]
     names = [e[1] if e[0] == "machine" else e[0] for e in p.events]
     ready = names.index("health")
     assert all(names.index(step) < ready for step in
                ("create_user", "key_pairs", "password_auth", "host_keys", "hostname"))
+    # A new instance's host keys are made once the account is whole (power cuts).
+    assert names.index("key_pairs") < names.index("host_keys")
+    assert names.index("hostname") < names.index("host_keys")
     phases = {ph.name: ph for ph in state.phases}
     assert phases["account"].outcome == phases["host"].outcome == "ok"
+
+
+def test_kept_host_keys_are_checked_beside_the_account():
+    # The same instance again (its keys kept, e.g. made while a pool VM waited).
+    p = FakePlatform()
+    m = Overlapping(p)
+    state = flow.run(p, m, FlowConfig(), system_uuid=UUID, previous_instance_id=UUID,
+                     together=apply.in_threads)
+    assert state.provisioned and ("host_keys", False) in m.events
+    assert m.threads["host_keys"] == m.threads["hostname"] != m.threads["create_user"]
+    order = [e[1] for e in p.events if e[0] == "machine"]
+    assert order.index("password_auth") < order.index("host_keys")  # sshd first
 
 
 def test_sshd_setting_into_sshd_config_itself_stays_in_the_account_branch():

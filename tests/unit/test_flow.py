@@ -211,9 +211,10 @@ def test_ready_after_the_account_host_keys_and_host_name_then_clean_up():
     state = boot(p, m)
     assert state.provisioned and state.failure is None
     assert state.ready_from == "init-local"
-    # The account's branch, then the host's (side by side in production: test_apply.py).
+    # The account's branch, then the host's (side by side in production: test_apply.py),
+    # then a new instance's host keys.
     assert [e[0] for e in m.events] == ["create_user", "key_pairs", "password_auth",
-                                        "host_keys", "hostname"]
+                                        "hostname", "host_keys"]
     assert ("password_auth", False) in m.events  # IMDS: disablePasswordAuthentication
     order = [e[0] for e in p.events if e[0] != "kvp"]
     assert order == ["media", "cache", "dhcp-up", "imds", "health", "eject", "dhcp-down"]
@@ -442,11 +443,12 @@ def test_password_vm_sets_sshd_before_ready():
     m = FakeMachine()
     boot(p, m)
     assert [e[0] for e in m.events] == ["create_user", "key_pairs", "password_auth",
-                                        "host_keys", "hostname"]
+                                        "hostname", "host_keys"]
     m = FakeMachine(drop_in=False)  # sshd_config itself: between the user and its keys
-    boot(p, m)
+    boot(FakePlatform(media=Media("seed", "/s", ovf_bytes(password="Secret-1x")),
+                      metadata=imds_doc), m)
     assert [e[0] for e in m.events] == ["create_user", "password_auth", "key_pairs",
-                                        "host_keys", "hostname"]
+                                        "hostname", "host_keys"]
 
 
 def test_key_pair_outside_the_home_fails_before_anything_is_applied():
