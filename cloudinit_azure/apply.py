@@ -1,6 +1,10 @@
 """Apply a plan to the machine: the account, sshd's setting, key pairs, host keys, host name.
 
-Two branches run side by side (the flow's ``together`` seam runs them):
+A first boot that is not a pool VM's runs the steps one after the other, in
+:data:`STEP_ORDER` (the account's, then the host's; the host's only after the
+account succeeded). A preprovisioned VM's customer, whose time from the
+assignment to Ready counts, runs two branches side by side (the flow's
+``together`` seam runs them):
 
 - the account: the user (cloud-init's distro API), then the key pairs in its home;
 - the host: sshd's password setting, the host keys, the host name; a new
@@ -38,6 +42,7 @@ from cloudinit_azure.flowstate import READY_FROM_MODULE, ApplyError
 if TYPE_CHECKING:
     from cloudinit_azure import keypairs, provision
     from cloudinit_azure.flow import Run
+    from cloudinit_azure.flowstate import Machine
 
 LOG = logging.getLogger(__name__)
 
@@ -107,11 +112,44 @@ def run_branches(branches: Sequence[Branch], together: Together,
     return failures[0] if failures else None
 
 
+def _stages(machine: Machine, plan: provision.Provisioning,
+            files: Sequence[keypairs.KeyPairFile], *, new_instance: bool,
+            side_by_side: bool) -> list[list[Branch]]:
+    """The branches of each stage; a stage runs once the one before it succeeded."""
+    user = ("user", lambda: machine.create_user(plan))
+    key_pairs = ("key pairs", lambda: machine.install_key_pairs(plan.username, files))
+    keys = ("host keys", lambda: machine.generate_host_keys(new_instance))
+    name = ("host name", lambda: machine.set_hostname(plan.hostname))
+    pwauth = plan.config.get("ssh_pwauth")
+    sshd = ([("password authentication", lambda: machine.set_password_auth(bool(pwauth)))]
+            if pwauth is not None else [])
+    if not side_by_side:  # one step after the other, in STEP_ORDER
+        return [[Branch("account", [user, *sshd, key_pairs])], [Branch("host", [keys, name])]]
+    account = Branch("account", [user, key_pairs])
+    host = Branch("host", [name])
+    # A new instance's keys are made (ssh-keygen) once the account is whole, so a
+    # power cut then never lands inside useradd (a killed useradd leaves shadow's
+    # lock files, which a recovery boot may find held by a reused pid); kept keys
+    # (a preprovisioned customer's, made while waiting) are only checked, beside it.
+    later = Branch("host", [keys] if new_instance else [])
+    if not new_instance:
+        host.steps.insert(0, keys)
+    if sshd and machine.password_auth_in_drop_in():
+        host.steps[:0] = sshd
+    else:
+        account.steps[1:1] = sshd
+    return [[account, host], [later]]
+
+
 def apply_plan(flow: Run, plan: provision.Provisioning,
-               files: Sequence[keypairs.KeyPairFile], *, new_instance: bool) -> bool:
+               files: Sequence[keypairs.KeyPairFile], *, new_instance: bool,
+               side_by_side: bool = False) -> bool:
     """Account, sshd setting, key pairs, host keys and host name; False when deferred.
 
-    Raises :class:`ApplyError` naming the step that failed (nothing reported here).
+    ``side_by_side`` (a pool VM's customer, where the time to Ready counts):
+    the account's and the host's branches at once; otherwise every step in
+    turn, in :data:`STEP_ORDER`. Raises :class:`ApplyError` naming the step
+    that failed (nothing reported here).
     """
     started = flow.clock()
     machine = flow.machine
@@ -125,41 +163,31 @@ def apply_plan(flow: Run, plan: provision.Provisioning,
         flow.phase("account", "deferred", started, blocker)
         return False
     existed = plan.username in machine.existing_users()
-    account = Branch("account", [("user", lambda: machine.create_user(plan)),
-                                 ("key pairs", lambda: machine.install_key_pairs(
-                                     plan.username, files))])
-    keys_step = ("host keys", lambda: machine.generate_host_keys(new_instance))
-    host = Branch("host", [("host name", lambda: machine.set_hostname(plan.hostname))])
-    # A new instance's keys are made (ssh-keygen) once the account is whole, so a
-    # power cut then never lands inside useradd (a killed useradd leaves shadow's
-    # lock files, which a recovery boot may find held by a reused pid); kept keys
-    # (a preprovisioned customer's, made while waiting) are only checked, beside it.
-    later = Branch("host", [keys_step] if new_instance else [])
-    if not new_instance:
-        host.steps.insert(0, keys_step)
-    pwauth = plan.config.get("ssh_pwauth")
-    if pwauth is not None:
-        step = ("password authentication", lambda: machine.set_password_auth(bool(pwauth)))
-        if machine.password_auth_in_drop_in():
-            host.steps.insert(0, step)
-        else:
-            account.steps.insert(1, step)
-    failure = run_branches([account, host], flow.together, flow.clock)
-    if failure is None and later.steps:
-        failure = run_branches([later], flow.together, flow.clock)
-        host.failed, host.seconds = later.failed, host.seconds + later.seconds
-        host.results.update(later.results)
+    ran: list[Branch] = []
+    failure = None
+    for stage in _stages(machine, plan, files, new_instance=new_instance,
+                         side_by_side=side_by_side):
+        if any(branch.steps for branch in stage):
+            failure = run_branches(stage, flow.together, flow.clock)
+            ran.extend(stage)
+            if failure is not None:
+                break
     if failure is not None and failure[0] in ACCOUNT_STEPS and not existed:
         try:
             machine.remove_user(plan.username)
         except Exception as undo:  # the failure report matters more
             LOG.error("could not remove the half-created user %s: %s", plan.username, undo)
-    if "host keys" in host.results:
-        flow.update(host_keys=host.results["host keys"])
-    for branch, detail in ((account, plan.username),
-                           (host, f"{len(flow.state.host_keys)} host keys")):
-        outcome, text = ("failed", branch.failed[0]) if branch.failed else ("ok", detail)
-        flow.phase(branch.phase, outcome, started, text, seconds=branch.seconds)
+    for branch in ran:
+        if "host keys" in branch.results:
+            flow.update(host_keys=branch.results["host keys"])
+    for phase, detail in (("account", plan.username), ("host", "")):
+        branches = [b for b in ran if b.phase == phase]
+        if not branches:
+            continue
+        failed = [b.failed[0] for b in branches if b.failed]
+        outcome, text = (("failed", failed[0]) if failed else
+                         ("ok", detail or f"{len(flow.state.host_keys)} host keys"))
+        flow.phase(phase, outcome, started, text, seconds=sum(b.seconds for b in branches))
     if failure is not None:
         raise ApplyError(step=failure[0], exc=failure[1]) from failure[1]
     return True

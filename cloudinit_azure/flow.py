@@ -10,8 +10,9 @@ rules kept here:
 - an outcome is written to the outbox as *pending* before it is sent and marked
   *delivered* only after the wireserver took it; a pending one goes out on the
   next boot (:func:`deferred.deliver_pending`), exactly once;
-- no half-created user after a failed account step; the account's and the
-  host's steps run side by side (:mod:`apply`), Ready only after all of them;
+- no half-created user after a failed account step; a pool VM's customer gets
+  the account's and the host's steps side by side, any other VM one after the
+  other (:mod:`apply`), Ready only after all of them;
 - where init-local cannot safely create the account (:mod:`early`), Ready is
   deferred to the ``azure_ready`` module (:mod:`deferred`).
 
@@ -343,7 +344,8 @@ def provision_instance(flow: Run, media: Optional[Media], ovf: Optional[OvfEnvir
     # An outcome in our outbox means this instance was provisioned here before,
     # even if a power cut lost cloud-init's instance-id file: keep its host keys.
     if not apply.apply_plan(flow, plan, files, new_instance=previous != plan.instance_id
-                            and prior is None and plan.instance_id not in premade):
+                            and prior is None and plan.instance_id not in premade,
+                            side_by_side=pool is not None):
         return flow.update()
     state = step_ready(flow, prior)
     if flow.config.eject_media and media is not None and media.kind == "device":

@@ -1,4 +1,5 @@
-"""The account's and the host's steps side by side: real threads, the flow's rules kept.
+"""A pool VM's customer: the account's and the host's steps side by side, in real
+threads, the flow's rules kept; any other first boot: one step after the other.
 
 Each test that claims concurrency proves it (a step waits for a step of the
 other branch, which can only happen if both run at once); none measures time.
@@ -15,6 +16,7 @@ from cloudinit_azure import apply, flow
 from cloudinit_azure.flowstate import FlowConfig
 from cloudinit_azure.report import decode_report
 from tests.unit.test_flow import UUID, FakeMachine, FakePlatform
+from tests.unit.test_pps_flow import CUSTOMER, PoolPlatform
 
 WAIT = 10.0  # seconds: only reached when the steps do not run side by side
 
@@ -22,6 +24,17 @@ WAIT = 10.0  # seconds: only reached when the steps do not run side by side
 def threaded_boot(platform, machine):
     return flow.run(platform, machine, FlowConfig(), system_uuid=UUID,
                     together=apply.in_threads)
+
+
+def pool() -> PoolPlatform:
+    """A Running pool VM whose customer (alice) is assigned at the first poll."""
+    return PoolPlatform(answers=[(200, CUSTOMER)])
+
+
+def after_assignment(platform) -> list[str]:
+    """The machine's steps and the platform's events from the customer's document on."""
+    names = [e[1] if e[0] == "machine" else e[0] for e in platform.events]
+    return names[names.index("reprovisiondata"):]
 
 
 class Overlapping(FakeMachine):
@@ -34,7 +47,7 @@ class Overlapping(FakeMachine):
         self.threads: dict[str, int] = {}
 
     def _step(self, name, *args):
-        self.threads[name] = threading.get_ident()
+        self.threads[name] = threading.get_ident()  # the last run of a step
         self.platform.events.append(("machine", name))
         super()._step(name, *args)
 
@@ -110,61 +123,68 @@ def test_an_interrupt_in_a_branch_is_raised_after_the_join_not_reported():
     assert finished == [1]
 
 
-def test_the_flow_runs_the_host_beside_the_account_and_reports_ready_after_both():
-    p = FakePlatform()
+def test_a_pool_customer_gets_the_host_beside_the_account_and_ready_after_both():
+    p = pool()
     m = Overlapping(p)
     state = threaded_boot(p, m)
     assert state.provisioned
     assert m.threads["create_user"] != m.threads["hostname"]
     assert m.threads["create_user"] == m.threads["key_pairs"]  # keys after their user
-    assert m.threads["password_auth"] == m.threads["hostname"]
-    names = [e[1] if e[0] == "machine" else e[0] for e in p.events]
+    # The keys made while waiting are only checked, beside the account, after sshd's setting.
+    assert m.threads["password_auth"] == m.threads["hostname"] == m.threads["host_keys"]
+    assert m.events.count(("host_keys", False)) == 1
+    names = after_assignment(p)
     ready = names.index("health")
     assert all(names.index(step) < ready for step in
                ("create_user", "key_pairs", "password_auth", "host_keys", "hostname"))
-    # A new instance's host keys are made once the account is whole (power cuts).
-    assert names.index("key_pairs") < names.index("host_keys")
-    assert names.index("hostname") < names.index("host_keys")
+    assert names.index("password_auth") < names.index("host_keys")  # sshd first
     phases = {ph.name: ph for ph in state.phases}
     assert phases["account"].outcome == phases["host"].outcome == "ok"
 
 
-def test_kept_host_keys_are_checked_beside_the_account():
-    # The same instance again (its keys kept, e.g. made while a pool VM waited).
-    p = FakePlatform()
-    m = Overlapping(p)
-    state = flow.run(p, m, FlowConfig(), system_uuid=UUID, previous_instance_id=UUID,
-                     together=apply.in_threads)
-    assert state.provisioned and ("host_keys", False) in m.events
-    assert m.threads["host_keys"] == m.threads["hostname"] != m.threads["create_user"]
-    order = [e[1] for e in p.events if e[0] == "machine"]
-    assert order.index("password_auth") < order.index("host_keys")  # sshd first
+def test_a_pool_customers_new_host_keys_come_once_the_account_is_whole():
+    class KeysFailWhileWaiting(Overlapping):
+        def generate_host_keys(self, new_instance):
+            if not any(e[0] == "host_keys" for e in self.events):
+                self.events.append(("host_keys", new_instance))
+                raise OSError("no entropy yet")
+            return super().generate_host_keys(new_instance)
+
+    p = pool()
+    m = KeysFailWhileWaiting(p)
+    assert threaded_boot(p, m).provisioned
+    names = after_assignment(p)
+    # Made after the assignment, as a new instance's: after the user, its keys and the
+    # host name (a power cut in ssh-keygen never lands inside useradd), before Ready.
+    assert [e for e in m.events if e[0] == "host_keys"] == [("host_keys", True)] * 2
+    assert names.index("key_pairs") < names.index("host_keys") < names.index("health")
+    assert names.index("hostname") < names.index("host_keys")
 
 
 def test_sshd_setting_into_sshd_config_itself_stays_in_the_account_branch():
-    p = FakePlatform()
+    p = pool()
     m = Overlapping(p, drop_in=False)
     assert threaded_boot(p, m).provisioned
     assert m.threads["password_auth"] == m.threads["create_user"] == m.threads["key_pairs"]
-    order = [e[1] for e in p.events if e[0] == "machine"]
+    order = after_assignment(p)
     assert order.index("create_user") < order.index("password_auth") < \
         order.index("key_pairs")
 
 
 def test_a_host_failure_waits_for_the_account_and_gives_one_failure_report():
-    p = FakePlatform()
+    p = pool()
     m = Overlapping(p, fail_at="hostname")
     state = threaded_boot(p, m)
     assert state.failure == "error applying provisioning"
-    [health] = p.health()
+    [health] = [h for h in p.health() if h[2] != "Ready" or h[3]]
     assert health[2] == "ProvisioningFailed"
     assert decode_report(health[3])["step"] == "host name"
     # The report went out only after the account's branch ended (create_user waited).
-    names = [e[1] if e[0] == "machine" else e[0] for e in p.events]
+    names = after_assignment(p)
     assert names.index("key_pairs") < names.index("health")
-    assert ("remove_user", "azureuser") not in m.events  # the account itself is whole
+    assert ("remove_user", "alice") not in m.events  # the account itself is whole
     phases = {ph.name: (ph.outcome, ph.detail) for ph in state.phases}
-    assert phases["account"] == ("ok", "azureuser")
+    assert phases["account"] == ("ok", "alice")
     assert phases["host"] == ("failed", "host name")
 
 
@@ -173,13 +193,45 @@ def test_sshd_failing_beside_useradd_removes_the_user_once_it_exists():
         def set_hostname(self, hostname):  # never reached: sshd failed before it
             raise AssertionError("host name after a failed sshd setting")
 
-    p = FakePlatform()
+    p = pool()
     m = SlowUser(p, fail_at="password_auth")
     m.hostname_set.set()  # let useradd go on without the host name
     state = threaded_boot(p, m)
     assert state.failure == "error applying provisioning"
-    assert decode_report(p.health()[0][3])["step"] == "password authentication"
+    assert decode_report(p.health()[-1][3])["step"] == "password authentication"
     # Removed after both branches stopped, i.e. after the user and its keys were made.
-    assert m.events[-1] == ("remove_user", "azureuser") and "azureuser" not in m.users
+    assert m.events[-1] == ("remove_user", "alice") and "alice" not in m.users
     assert ("key_pairs", ()) in m.events
-    assert not [e for e in p.events if e[0] == "health" and e[2] == "Ready"]
+    assert "Ready" not in [e[2] for e in p.events[p.events.index(("reprovisiondata", 200)):]
+                           if e[0] == "health"]
+
+
+class Recording(FakeMachine):
+    """Which thread ran each step, in the order they ran."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.threads: list[tuple[str, int]] = []
+
+    def _step(self, name, *args):
+        self.threads.append((name, threading.get_ident()))
+        super()._step(name, *args)
+
+
+def test_an_ordinary_first_boot_runs_every_step_in_turn_in_the_flows_thread():
+    # Side by side only for a pool VM's customer: any other VM keeps the one order,
+    # even with threads at hand.
+    m = Recording()
+    assert threaded_boot(FakePlatform(), m).provisioned
+    assert [name for name, _ in m.threads] == ["create_user", "password_auth", "key_pairs",
+                                               "host_keys", "hostname"]
+    assert {ident for _, ident in m.threads} == {threading.get_ident()}
+
+
+def test_an_ordinary_first_boots_failed_account_stops_before_the_host():
+    m = Recording(fail_at="key_pairs")
+    state = threaded_boot(FakePlatform(), m)
+    assert state.failure == "error applying provisioning"
+    assert [name for name, _ in m.threads] == ["create_user", "password_auth", "key_pairs"]
+    assert m.events[-1] == ("remove_user", "azureuser")
+    assert [ph.name for ph in state.phases if ph.name in ("account", "host")] == ["account"]

@@ -199,8 +199,8 @@ class FakeMachine:
 
 
 def boot(platform, machine, config=FlowConfig(), **kw):
-    """One flow run; the side-by-side steps in turn (one order to assert; test_apply.py
-    runs them in threads)."""
+    """One flow run; a pool VM's side-by-side steps in turn (one order to assert;
+    test_apply.py runs them in threads)."""
     kw.setdefault("system_uuid", UUID)
     kw.setdefault("together", apply.in_turn)
     return flow.run(platform, machine, config, **kw)
@@ -211,10 +211,9 @@ def test_ready_after_the_account_host_keys_and_host_name_then_clean_up():
     state = boot(p, m)
     assert state.provisioned and state.failure is None
     assert state.ready_from == "init-local"
-    # The account's branch, then the host's (side by side in production: test_apply.py),
-    # then a new instance's host keys.
-    assert [e[0] for e in m.events] == ["create_user", "key_pairs", "password_auth",
-                                        "hostname", "host_keys"]
+    # Not a pool VM: one step after the other, in the order they always had.
+    assert [e[0] for e in m.events] == ["create_user", "password_auth", "key_pairs",
+                                        "host_keys", "hostname"]
     assert ("password_auth", False) in m.events  # IMDS: disablePasswordAuthentication
     order = [e[0] for e in p.events if e[0] != "kvp"]
     assert order == ["media", "cache", "dhcp-up", "imds", "health", "eject", "dhcp-down"]
@@ -266,6 +265,7 @@ def test_a_failed_account_step_removes_the_user_and_names_the_step(fail_at, step
     assert decode_report(health[3])["step"] == step
     assert [r["result"] for r in p.reports()] == ["error"]
     assert not any(e[0] == "health" and e[2] == "Ready" for e in p.events)
+    assert not any(e[0] == "host_keys" for e in m.events)  # nothing after a failure
 
 
 def test_an_existing_user_is_not_removed_when_its_update_fails():
@@ -442,13 +442,8 @@ def test_password_vm_sets_sshd_before_ready():
                      metadata=imds_doc)
     m = FakeMachine()
     boot(p, m)
-    assert [e[0] for e in m.events] == ["create_user", "key_pairs", "password_auth",
-                                        "hostname", "host_keys"]
-    m = FakeMachine(drop_in=False)  # sshd_config itself: between the user and its keys
-    boot(FakePlatform(media=Media("seed", "/s", ovf_bytes(password="Secret-1x")),
-                      metadata=imds_doc), m)
     assert [e[0] for e in m.events] == ["create_user", "password_auth", "key_pairs",
-                                        "hostname", "host_keys"]
+                                        "host_keys", "hostname"]
 
 
 def test_key_pair_outside_the_home_fails_before_anything_is_applied():
