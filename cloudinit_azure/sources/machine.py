@@ -21,8 +21,9 @@ import os
 import posixpath
 import pwd
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from cloudinit import subp, util
 from cloudinit.distros import ug_util
@@ -35,7 +36,6 @@ LOG = logging.getLogger(__name__)
 # cc_ssh.KEY_FILE_TPL (22.4 and 25.1; a unit test holds them equal). Importing
 # cc_ssh just for it costs 22.4 a parse of its 130 KB schema before Ready.
 KEY_FILE_TPL = "/etc/ssh/ssh_host_%s_key"
-PASSWORD_KEYS = ("passwd", "hashed_passwd", "plain_text_passwd")
 
 
 def previous_instance_id(paths: Any) -> Optional[str]:
@@ -92,19 +92,33 @@ def _read(path: str) -> str:
         return ""
 
 
-def lock_flag_optional() -> bool:
-    """cloud-init before 24.3 creates a user with ``lock_passwd: false`` without a word.
+@contextmanager
+def _lock_unless_locked(distro: Any, name: str) -> Iterator[None]:
+    """While a new user is created: the distro's lock only where shadow shows none.
 
-    24.3 and later warn when a new user without a password is not locked (the
-    status turns "degraded"), so there the lock stays with ``create_user``.
+    shadow's useradd leaves a new account without a password locked (``!``);
+    ``create_user`` then runs ``passwd -l`` (22.4 and 25.1), which changes
+    nothing: one program run less before Ready. A password set by
+    ``create_user`` before its lock (or any entry not locked, or no entry) is
+    locked by the distro as before. Not ``lock_passwd: false``: 24.3 and later
+    warn about an unlocked new user (the status turns degraded).
     """
-    from cloudinit import version
+    lock, own = distro.lock_passwd, "lock_passwd" in vars(distro)
 
+    def checked(user: str) -> None:
+        if user == name and account.password_locked(_read("/etc/shadow"), user):
+            LOG.debug("%s: already locked by useradd, no passwd -l", user)
+            return
+        lock(user)
+
+    distro.lock_passwd = checked
     try:
-        major, minor = (int(part) for part in version.version_string().split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) < (24, 3)
+        yield
+    finally:
+        if own:
+            distro.lock_passwd = lock
+        else:
+            del distro.lock_passwd  # the class's method again
 
 
 def host_key_whole(keyfile: str) -> bool:
@@ -178,18 +192,12 @@ class CloudInitMachine:
         if name != plan.username:
             raise RuntimeError(f"the default user is {name!r}, not {plan.username!r}")
         config["ssh_authorized_keys"] = list(plan.public_keys)
-        # shadow's useradd leaves a new account without a password locked ("!"):
-        # ``passwd -l`` would change nothing, one program run less before Ready.
-        # Checked, and locked by the distro where it is not.
-        lock_after = (config.get("lock_passwd", True) and lock_flag_optional()
-                      and not any(config.get(key) for key in PASSWORD_KEYS)
-                      and not util.is_user(name))
-        if lock_after:
-            config["lock_passwd"] = False
         LOG.debug("creating %s as users_groups would (%s)", name, ", ".join(sorted(config)))
-        self.distro.create_user(name, **config)
-        if lock_after and not account.password_locked(_read("/etc/shadow"), name):
-            self.distro.lock_passwd(name)
+        if util.is_user(name):
+            self.distro.create_user(name, **config)
+            return
+        with _lock_unless_locked(self.distro, name):
+            self.distro.create_user(name, **config)
 
     def remove_user(self, name: str) -> None:
         subp.subp(["userdel", "--remove", "--force", name], rcs=[0, 6, 12])

@@ -31,12 +31,16 @@ class Distro:
 
     def __init__(self):
         self.created = []
+        self.locked = []
 
     def get_default_user(self):
         return dict(IMAGE_USER)
 
     def create_user(self, name, **kw):
         self.created.append((name, kw))
+
+    def lock_passwd(self, name):
+        self.locked.append(name)
 
 
 def test_the_user_is_created_with_the_config_the_init_stage_would_apply():
@@ -120,43 +124,47 @@ KEY_ONLY = Provisioning(
 
 
 class LockingDistro(Distro):
-    def __init__(self):
-        super().__init__()
-        self.locked = []
+    """``create_user`` as cloud-init's (22.4 and 25.1): its lock unless ``lock_passwd``
+    is false, through ``self.lock_passwd``."""
 
-    def lock_passwd(self, name):
-        self.locked.append(name)
+    def create_user(self, name, **kw):
+        super().create_user(name, **kw)
+        if kw.get("lock_passwd", True):
+            self.lock_passwd(name)
 
 
-@pytest.mark.parametrize("shadow, locked_again", [
+@pytest.mark.parametrize("shadow, locked", [
     ("root:*:19000:0:99999:7:::\nazureuser:!:20788:0:99999:7:::\n", []),
-    ("azureuser:$6$x$y:20788:0:99999:7:::\n", ["azureuser"]),  # not what useradd left
+    ("azureuser:$6$x$y:20788:0:99999:7:::\n", ["azureuser"]),  # a password: locked
     ("", ["azureuser"]),  # unreadable or no entry: locked by the distro
 ])
-def test_a_new_key_only_user_skips_a_lock_useradd_already_made(monkeypatch, shadow,
-                                                               locked_again):
-    monkeypatch.setattr(machine, "lock_flag_optional", lambda: True)
+def test_a_new_users_lock_is_skipped_only_where_useradd_already_locked_it(
+        monkeypatch, shadow, locked):
     monkeypatch.setattr(machine.util, "is_user", lambda name: False)
     monkeypatch.setattr(machine, "_read", lambda path: shadow if path == "/etc/shadow" else "")
     distro = LockingDistro()
     machine.CloudInitMachine(distro, SYS_CFG, None, HOST).create_user(KEY_ONLY)
     [(_name, kw)] = distro.created
-    assert kw["lock_passwd"] is False
-    assert distro.locked == locked_again
+    assert kw["lock_passwd"] is True  # no "lock_passwd: false": 24.3+ would warn
+    assert distro.locked == locked
+    assert "lock_passwd" not in vars(distro)  # the distro's own method again
 
 
-@pytest.mark.parametrize("optional, exists", [(False, False), (True, True)])
-def test_the_lock_stays_with_create_user_otherwise(monkeypatch, optional, exists):
-    # cloud-init 24.3+ (it warns about an unlocked new user), or an existing user.
-    monkeypatch.setattr(machine, "lock_flag_optional", lambda: optional)
-    monkeypatch.setattr(machine.util, "is_user", lambda name: exists)
+def test_an_existing_users_lock_stays_with_create_user(monkeypatch):
+    monkeypatch.setattr(machine.util, "is_user", lambda name: True)
+    monkeypatch.setattr(machine, "_read", lambda path: "azureuser:!:1:0:99999:7:::\n")
     distro = LockingDistro()
     machine.CloudInitMachine(distro, SYS_CFG, None, HOST).create_user(KEY_ONLY)
-    assert distro.created[0][1]["lock_passwd"] is True and distro.locked == []
+    assert distro.locked == ["azureuser"]
 
 
-def test_the_lock_is_left_out_only_before_cloud_init_24_3():
-    from cloudinit import version
+def test_the_check_is_removed_also_when_create_user_fails(monkeypatch):
+    class Failing(LockingDistro):
+        def create_user(self, name, **kw):
+            raise OSError("useradd broke")
 
-    major, minor = (int(p) for p in version.version_string().split(".")[:2])
-    assert machine.lock_flag_optional() is ((major, minor) < (24, 3))
+    monkeypatch.setattr(machine.util, "is_user", lambda name: False)
+    distro = Failing()
+    with pytest.raises(OSError):
+        machine.CloudInitMachine(distro, SYS_CFG, None, HOST).create_user(KEY_ONLY)
+    assert "lock_passwd" not in vars(distro)
