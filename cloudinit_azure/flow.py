@@ -326,7 +326,8 @@ def provision_instance(flow: Run, media: Optional[Media], ovf: Optional[OvfEnvir
 
         def prepare() -> None:  # what is the same for every customer, done while waiting
             for what, action in (("account", flow.machine.prepare_account),
-                                 ("host keys", host_keys)):
+                                 ("host keys", host_keys),
+                                 ("disk", flow.platform.write_back)):
                 try:
                     action()
                 except Exception as exc:  # done again after the assignment

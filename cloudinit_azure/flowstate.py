@@ -107,6 +107,7 @@ class Platform(Protocol):
     def attempted_this_boot(self, instance_id: str) -> bool: ...
     def eject(self, device: str) -> None: ...
     def pool_marker(self) -> Optional[str]: ...  # preprovisioning: the pool Ready went out
+    def write_back(self) -> None: ...  # preprovisioning: sync what the wait wrote
     def reuse(self, wireserver: str) -> Any: ...  # preprovisioning: a pps.Reuse
 
 

@@ -92,6 +92,9 @@ class PoolPlatform(FakePlatform):
     def pool_marker(self):
         return self.marker
 
+    def write_back(self):
+        self.events.append(("write_back",))
+
     def reuse(self, wireserver):
         self.events.append(("reuse", wireserver))
         return Reuse(self, self.answers)
@@ -237,6 +240,17 @@ def test_the_accounts_groups_are_prepared_while_waiting_before_the_customer_is_k
     assert names.index("pool-ready") < names.index("prepare_account") < \
         names.index("reprovisiondata") < names.index("create_user")
     assert names.count("prepare_account") == 1
+
+
+def test_what_the_wait_wrote_is_synced_before_the_customer_is_known():
+    # So that the sync before the customer's Ready has only the customer's account left.
+    p = PoolPlatform(answers=[(404, b""), (200, CUSTOMER)])
+    m = SharedTimeline(p)
+    assert boot(p, m).provisioned
+    names = [e[0] if e[0] != "machine" else e[1] for e in p.events]
+    assert names.count("write_back") == 1
+    assert names.index("prepare_account") < names.index("write_back")
+    assert names.index("host_keys") < names.index("write_back") < names.index("reprovisiondata")
 
 
 def test_a_failed_preparation_is_left_to_the_assignment_and_the_rest_still_prepared():
