@@ -3,15 +3,16 @@
 A first boot that is not a pool VM's runs the steps one after the other, in
 :data:`STEP_ORDER` (the account's, then the host's; the host's only after the
 account succeeded). A preprovisioned VM's customer, whose time from the
-assignment to Ready counts, runs two branches side by side (the flow's
+assignment to Ready counts, runs three branches side by side (the flow's
 ``together`` seam runs them):
 
 - the account: the user (cloud-init's distro API), then the key pairs in its home;
-- the host: sshd's password setting, the host keys, the host name; a new
-  instance's host keys (ssh-keygen) come after both branches, once the account
-  is whole (a power cut in ssh-keygen must not land inside useradd).
+- the host: sshd's password setting, then kept host keys checked;
+- the host name, in a branch of its own;
+- a new instance's host keys (ssh-keygen) come after the branches, once the
+  account is whole (a power cut in ssh-keygen must not land inside useradd).
 
-No step of the host branch reads or writes what the account's steps do, with
+No step of the host's branches reads or writes what the account's steps do, with
 one exception the machine tells us about: where sshd's setting goes into
 ``sshd_config`` itself (the image has no drop-in directory), cloud-init's key
 step reads that file for ``AuthorizedKeysFile`` while it may be rewritten. The
@@ -21,11 +22,11 @@ keys (a running sshd restarts on the keys it has).
 
 The rules, whatever the timing:
 
-- Ready only after both branches ended and every step succeeded;
+- Ready only after every branch ended and every step succeeded;
 - one failure report, for the first failing step in the order
-  :data:`STEP_ORDER` (a second failure in the other branch is only logged);
+  :data:`STEP_ORDER` (a failure in another branch is only logged);
 - no half-created user: after a failed account step (:data:`ACCOUNT_STEPS`),
-  once both branches stopped, the user is removed if this run created it.
+  once every branch stopped, the user is removed if this run created it.
 
 Pure orchestration over the ``Machine`` seam; no I/O of its own.
 """
@@ -126,7 +127,7 @@ def _stages(machine: Machine, plan: provision.Provisioning,
     if not side_by_side:  # one step after the other, in STEP_ORDER
         return [[Branch("account", [user, *sshd, key_pairs])], [Branch("host", [keys, name])]]
     account = Branch("account", [user, key_pairs])
-    host = Branch("host", [name])
+    host = Branch("host", [])
     # A new instance's keys are made (ssh-keygen) once the account is whole, so a
     # power cut then never lands inside useradd (a killed useradd leaves shadow's
     # lock files, which a recovery boot may find held by a reused pid); kept keys
@@ -138,7 +139,8 @@ def _stages(machine: Machine, plan: provision.Provisioning,
         host.steps[:0] = sshd
     else:
         account.steps[1:1] = sshd
-    return [[account, host], [later]]
+    # The host name in a branch of its own: no step of the others waits for it.
+    return [[account, host, Branch("host", [name])], [later]]
 
 
 def apply_plan(flow: Run, plan: provision.Provisioning,
@@ -163,13 +165,14 @@ def apply_plan(flow: Run, plan: provision.Provisioning,
         flow.phase("account", "deferred", started, blocker)
         return False
     existed = plan.username in machine.existing_users()
-    ran: list[Branch] = []
+    ran: list[list[Branch]] = []
     failure = None
     for stage in _stages(machine, plan, files, new_instance=new_instance,
                          side_by_side=side_by_side):
-        if any(branch.steps for branch in stage):
+        stage = [branch for branch in stage if branch.steps]
+        if stage:
             failure = run_branches(stage, flow.together, flow.clock)
-            ran.extend(stage)
+            ran.append(stage)
             if failure is not None:
                 break
     if failure is not None and failure[0] in ACCOUNT_STEPS and not existed:
@@ -177,17 +180,19 @@ def apply_plan(flow: Run, plan: provision.Provisioning,
             machine.remove_user(plan.username)
         except Exception as undo:  # the failure report matters more
             LOG.error("could not remove the half-created user %s: %s", plan.username, undo)
-    for branch in ran:
+    for branch in (b for stage in ran for b in stage):
         if "host keys" in branch.results:
             flow.update(host_keys=branch.results["host keys"])
     for phase, detail in (("account", plan.username), ("host", "")):
-        branches = [b for b in ran if b.phase == phase]
-        if not branches:
+        # A phase's time: its longest branch of each stage, the stages one after the other.
+        took = [max(b.seconds for b in mine) for mine in
+                ([b for b in stage if b.phase == phase] for stage in ran) if mine]
+        if not took:
             continue
-        failed = [b.failed[0] for b in branches if b.failed]
+        failed = [b.failed[0] for stage in ran for b in stage if b.phase == phase and b.failed]
         outcome, text = (("failed", failed[0]) if failed else
                          ("ok", detail or f"{len(flow.state.host_keys)} host keys"))
-        flow.phase(phase, outcome, started, text, seconds=sum(b.seconds for b in branches))
+        flow.phase(phase, outcome, started, text, seconds=sum(took))
     if failure is not None:
         raise ApplyError(step=failure[0], exc=failure[1]) from failure[1]
     return True

@@ -130,8 +130,10 @@ def test_a_pool_customer_gets_the_host_beside_the_account_and_ready_after_both()
     assert state.provisioned
     assert m.threads["create_user"] != m.threads["hostname"]
     assert m.threads["create_user"] == m.threads["key_pairs"]  # keys after their user
-    # The keys made while waiting are only checked, beside the account, after sshd's setting.
-    assert m.threads["password_auth"] == m.threads["hostname"] == m.threads["host_keys"]
+    # The keys made while waiting are only checked, beside the account, after sshd's
+    # setting; the host name in a thread of its own.
+    assert m.threads["password_auth"] == m.threads["host_keys"]
+    assert len({m.threads[s] for s in ("create_user", "password_auth", "hostname")}) == 3
     assert m.events.count(("host_keys", False)) == 1
     names = after_assignment(p)
     ready = names.index("health")
@@ -159,6 +161,17 @@ def test_a_pool_customers_new_host_keys_come_once_the_account_is_whole():
     assert [e for e in m.events if e[0] == "host_keys"] == [("host_keys", True)] * 2
     assert names.index("key_pairs") < names.index("host_keys") < names.index("health")
     assert names.index("hostname") < names.index("host_keys")
+
+
+def test_the_host_name_waits_for_no_other_step():
+    class SshdAfterName(Overlapping):
+        def set_password_auth(self, allow):
+            assert self.hostname_set.wait(WAIT), "the host name waited for sshd's setting"
+            super().set_password_auth(allow)
+
+    p = pool()
+    m = SshdAfterName(p)
+    assert threaded_boot(p, m).provisioned  # useradd and sshd both wait for the name
 
 
 def test_sshd_setting_into_sshd_config_itself_stays_in_the_account_branch():
@@ -189,13 +202,8 @@ def test_a_host_failure_waits_for_the_account_and_gives_one_failure_report():
 
 
 def test_sshd_failing_beside_useradd_removes_the_user_once_it_exists():
-    class SlowUser(Overlapping):
-        def set_hostname(self, hostname):  # never reached: sshd failed before it
-            raise AssertionError("host name after a failed sshd setting")
-
     p = pool()
-    m = SlowUser(p, fail_at="password_auth")
-    m.hostname_set.set()  # let useradd go on without the host name
+    m = Overlapping(p, fail_at="password_auth")
     state = threaded_boot(p, m)
     assert state.failure == "error applying provisioning"
     assert decode_report(p.health()[-1][3])["step"] == "password authentication"
