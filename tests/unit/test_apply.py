@@ -44,10 +44,11 @@ class Overlapping(FakeMachine):
         super().__init__(**kw)
         self.platform = platform
         self.hostname_set = threading.Event()
-        self.threads: dict[str, int] = {}
+        self.threads: dict[str, str] = {}
 
     def _step(self, name, *args):
-        self.threads[name] = threading.get_ident()  # the last run of a step
+        # The thread's name (unique per run; an ident is reused once a thread ended).
+        self.threads[name] = threading.current_thread().name  # the last run of a step
         self.platform.events.append(("machine", name))
         super()._step(name, *args)
 
