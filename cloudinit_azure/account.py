@@ -151,6 +151,19 @@ def read_passwd(path: Union[str, os.PathLike]) -> dict[str, int]:
     return users
 
 
+def password_locked(shadow: str, name: str) -> bool:
+    """True when ``name``'s entry in a shadow(5) text has a locked password (``!``).
+
+    What ``passwd -l`` makes of any entry, and what shadow's useradd writes for a
+    new account given no password; an absent entry or any other field: False.
+    """
+    for line in shadow.splitlines():
+        parts = line.split(":")
+        if len(parts) > 1 and parts[0] == name:
+            return parts[1].startswith("!")
+    return False
+
+
 # ----------------------------------------------------------------- passwords
 
 # Azure's limit for a Linux admin password (Compute API OSProfile.adminPassword:

@@ -11,10 +11,11 @@ write. docs/reliability.md says where this matters.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 LOG = logging.getLogger(__name__)
@@ -95,6 +96,14 @@ def drop_empty(paths: list[str]) -> list[str]:
     return dropped
 
 
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:
+    """libc through ctypes, loaded once (a pool VM loads it while it waits)."""
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def sync_filesystem(path: PathLike) -> None:
     """Write back everything cached for the file system holding ``path`` (syncfs(2)).
 
@@ -102,15 +111,12 @@ def sync_filesystem(path: PathLike) -> None:
     (the account, keys, host keys, written by tools that do not fsync) must
     survive a power cut. Only that file system, not every one (sync(2)).
     """
-    import ctypes
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.syncfs(fd) != 0:
+        if _libc().syncfs(fd) != 0:
             os.sync()  # syncfs refused: everything, then
     except (AttributeError, OSError):
         os.sync()

@@ -10,7 +10,9 @@ rules kept here:
 - an outcome is written to the outbox as *pending* before it is sent and marked
   *delivered* only after the wireserver took it; a pending one goes out on the
   next boot (:func:`deferred.deliver_pending`), exactly once;
-- no half-created user after a failed account step;
+- no half-created user after a failed account step; a pool VM's customer gets
+  the account's and the host's steps side by side, any other VM one after the
+  other (:mod:`apply`), Ready only after all of them;
 - where init-local cannot safely create the account (:mod:`early`), Ready is
   deferred to the ``azure_ready`` module (:mod:`deferred`).
 
@@ -24,12 +26,10 @@ import dataclasses
 import logging
 import time
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from cloudinit_azure import identity, keypairs, pps, provision, waagent
+from cloudinit_azure import apply, identity, keypairs, pps, provision, waagent
 from cloudinit_azure.flowstate import (
-    READY_FROM_MODULE,
-    ApplyError,
     FlowConfig,
     FlowState,
     Link,
@@ -65,19 +65,23 @@ class Run:
 
     def __init__(self, platform: Platform, machine: Machine, config: FlowConfig,
                  instance_id: Optional[str], *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 together: apply.Together = apply.in_threads) -> None:
         self.platform = platform
         self.machine = machine
         self.config = config
         self.clock = clock
+        self.together = together  # runs the independent steps of apply_plan side by side
         self.phases: list[Phase] = []
         self.state = FlowState(instance_id=instance_id,
                                wireserver=config.wireserver or DEFAULT_WIRESERVER)
         self.vm_id: Optional[str] = None
 
-    def phase(self, name: str, outcome: str, started: float, detail: str = "") -> None:
+    def phase(self, name: str, outcome: str, started: float, detail: str = "", *,
+              seconds: Optional[float] = None) -> None:
         """Record one phase and write its KVP diagnostic (bounded in count and size)."""
-        item = Phase(name, outcome, round(self.clock() - started, 3), detail[:200])
+        took = self.clock() - started if seconds is None else seconds
+        item = Phase(name, outcome, round(took, 3), detail[:200])
         self.phases.append(item)
         if len(self.phases) <= MAX_DIAGNOSTICS:
             text = f"{name}: {outcome} in {item.seconds:.3f} s"
@@ -129,11 +133,12 @@ def _unexpected(exc: Exception, where: str) -> ProvisioningError:
 def run(platform: Platform, machine: Machine, config: FlowConfig, *,
         system_uuid: str, previous_instance_id: Optional[str] = None,
         settings_error: Optional[ProvisioningError] = None,
-        clock: Callable[[], float] = time.monotonic) -> FlowState:
+        clock: Callable[[], float] = time.monotonic,
+        together: apply.Together = apply.in_threads) -> FlowState:
     """Provision this boot's instance and report how it ended; never raises."""
     iid = (identity.instance_id(system_uuid, previous_instance_id)
            if identity.is_uuid(system_uuid) else None)
-    flow = Run(platform, machine, config, iid, clock=clock)
+    flow = Run(platform, machine, config, iid, clock=clock, together=together)
     prior = platform.outcome(iid) if iid else None
     if prior is not None and prior.state == "failed":
         return redeliver_failure(flow, prior)
@@ -294,57 +299,6 @@ def step_plan(flow: Run, ovf: Optional[OvfEnvironment], imds: Optional[InstanceM
     return plan, files
 
 
-def step_account(flow: Run, plan: provision.Provisioning,
-                 files: Sequence[keypairs.KeyPairFile]) -> bool:
-    """User, sshd password setting and key pairs, or none of them; False when deferred."""
-    started = flow.clock()
-    machine = flow.machine
-    blocker = machine.account_blocker(machine.home_dir(plan.username))
-    if blocker is not None:
-        LOG.info("account not created in init-local (%s): Ready comes from azure_ready "
-                 "after cloud-init's user modules", blocker)
-        machine.stage_key_pairs(files)
-        flow.update(ready_from=READY_FROM_MODULE, deferred_reason=blocker,
-                    key_pairs=tuple((f.fingerprint, f.path) for f in files))
-        flow.phase("account", "deferred", started, blocker)
-        return False
-    existed = plan.username in machine.existing_users()
-    step = "user"
-    try:
-        machine.create_user(plan)
-        step = "password authentication"
-        pwauth = plan.config.get("ssh_pwauth")
-        if pwauth is not None:
-            machine.set_password_auth(bool(pwauth))
-        step = "key pairs"
-        machine.install_key_pairs(plan.username, files)
-    except Exception as exc:
-        if not existed:
-            try:
-                machine.remove_user(plan.username)
-            except Exception as undo:  # the failure report matters more
-                LOG.error("could not remove the half-created user %s: %s",
-                          plan.username, undo)
-        flow.phase("account", "failed", started, step)
-        raise ApplyError(step=step, exc=exc) from exc
-    flow.phase("account", "ok", started, plan.username)
-    return True
-
-
-def step_host(flow: Run, plan: provision.Provisioning, new_instance: bool) -> None:
-    """Host keys of the image's configured types, and the host name."""
-    started = flow.clock()
-    for step, action in (("host keys", lambda: flow.update(
-            host_keys=flow.machine.generate_host_keys(new_instance))),
-            ("host name", lambda: flow.machine.set_hostname(plan.hostname))):
-        try:
-            action()
-        except Exception as exc:
-            flow.phase("host", "failed", started, step)
-            raise ApplyError(step=step, exc=exc) from exc
-    flow.phase("host", "ok", started, f"{len(flow.state.host_keys)} host keys")
-
-
 def step_ready(flow: Run, prior: Optional[Outcome]) -> FlowState:
     """Ready, once per instance."""
     started = flow.clock()
@@ -369,8 +323,17 @@ def provision_instance(flow: Run, media: Optional[Media], ovf: Optional[OvfEnvir
                 flow.update(host_keys=flow.machine.generate_host_keys(
                     previous != iid and prior is None))
                 premade.append(iid)
+
+        def prepare() -> None:  # what is the same for every customer, done while waiting
+            for what, action in (("account", flow.machine.prepare_account),
+                                 ("host keys", host_keys),
+                                 ("disk", flow.platform.write_back)):
+                try:
+                    action()
+                except Exception as exc:  # done again after the assignment
+                    LOG.info("could not prepare the %s while waiting (%s)", what, exc)
         ovf, imds = pps.step_pool(flow, pool, lambda customer: step_imds(flow, customer),
-                                  prepare=host_keys)
+                                  prepare=prepare)
     keys = step_certificates(flow, ovf, imds)
     started = flow.clock()
     try:
@@ -379,12 +342,12 @@ def provision_instance(flow: Run, media: Optional[Media], ovf: Optional[OvfEnvir
         flow.phase("plan", "failed", started, exc.reason)
         raise
     flow.phase("plan", "ok", started, plan.instance_id)
-    if not step_account(flow, plan, files):
-        return flow.update()
     # An outcome in our outbox means this instance was provisioned here before,
     # even if a power cut lost cloud-init's instance-id file: keep its host keys.
-    step_host(flow, plan, new_instance=previous != plan.instance_id and prior is None
-              and plan.instance_id not in premade)
+    if not apply.apply_plan(flow, plan, files, new_instance=previous != plan.instance_id
+                            and prior is None and plan.instance_id not in premade,
+                            side_by_side=pool is not None):
+        return flow.update()
     state = step_ready(flow, prior)
     if flow.config.eject_media and media is not None and media.kind == "device":
         flow.platform.eject(media.path)

@@ -143,6 +143,9 @@ class LivePlatform:
         media.eject(device, self.runner)
 
     # -- preprovisioning (cloudinit_azure.pps) ----------------------------------
+    def write_back(self) -> None:
+        self.outbox.write_back()
+
     def pool_marker(self) -> Optional[str]:
         from cloudinit_azure.reuse import marker_path, read_marker
 

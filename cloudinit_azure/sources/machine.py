@@ -21,8 +21,9 @@ import os
 import posixpath
 import pwd
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from cloudinit import subp, util
 from cloudinit.distros import ug_util
@@ -83,6 +84,43 @@ class _WithDefaultUser:
         return dict(self._default_user)
 
 
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+@contextmanager
+def _lock_unless_locked(distro: Any, name: str) -> Iterator[None]:
+    """While a new user is created: the distro's lock only where shadow shows none.
+
+    shadow's useradd leaves a new account without a password locked (``!``);
+    ``create_user`` then runs ``passwd -l`` (22.4 and 25.1), which changes
+    nothing: one program run less before Ready. A password set by
+    ``create_user`` before its lock (or any entry not locked, or no entry) is
+    locked by the distro as before. Not ``lock_passwd: false``: 24.3 and later
+    warn about an unlocked new user (the status turns degraded).
+    """
+    lock, own = distro.lock_passwd, "lock_passwd" in vars(distro)
+
+    def checked(user: str) -> None:
+        if user == name and account.password_locked(_read("/etc/shadow"), user):
+            LOG.debug("%s: already locked by useradd, no passwd -l", user)
+            return
+        lock(user)
+
+    distro.lock_passwd = checked
+    try:
+        yield
+    finally:
+        if own:
+            distro.lock_passwd = lock
+        else:
+            del distro.lock_passwd  # the class's method again
+
+
 def host_key_whole(keyfile: str) -> bool:
     """A host key and its public half both non-empty (what sshd needs to start)."""
     try:
@@ -110,32 +148,56 @@ class CloudInitMachine:
             return posixpath.join("/home", username)
 
     def account_blocker(self, home: str) -> Optional[str]:
-        def read(path: str) -> str:
-            try:
-                with open(path, encoding="utf-8", errors="replace") as fh:
-                    return fh.read()
-            except OSError:
-                return ""
-        return early.account_blocker(home, read("/etc/fstab"), read("/proc/self/mountinfo"))
+        return early.account_blocker(home, _read("/etc/fstab"), _read("/proc/self/mountinfo"))
 
-    def create_user(self, plan: Provisioning) -> None:
-        """``users_groups``' own steps over the config the init stage will have.
+    def _default_user(self, plan_config: Mapping[str, Any]) -> tuple[str, dict]:
+        """The default user and its config, as ``users_groups`` will see them.
 
         cloud-init hands datasources its config without ``system_info``: the
         image's default user comes from the distro, and the init stage merges the
         datasource's ``default_user`` over it, as done here.
         """
-        ours = ((plan.config.get("system_info") or {}).get("default_user")) or {}
+        ours = ((plan_config.get("system_info") or {}).get("default_user")) or {}
         default_user = util.mergemanydict([dict(ours), self.distro.get_default_user() or {}])
         users, _groups = ug_util.normalize_users_groups(
-            merged_config(plan.config, self.sys_cfg), _WithDefaultUser(default_user))
+            merged_config(plan_config, self.sys_cfg), _WithDefaultUser(default_user))
         name, config = ug_util.extract_default(users)
+        return name, {k: v for k, v in (config or {}).items()
+                      if k not in ("default", "ssh_redirect_user")}
+
+    def prepare_account(self) -> None:
+        """While a pool VM waits: the groups the default user joins, and sshd's module.
+
+        No customer changes them (their documents carry no groups): the image's
+        default user's, made with the distro's ``create_group`` as its
+        ``create_user`` would make them right before ``useradd``, in the same
+        order, so the ids are the same. An empty group is all a customer whose
+        document then fails is left with.
+        """
+        from cloudinit.config import cc_set_passwords  # noqa: F401 (22.4 parses its schema)
+
+        _name, config = self._default_user({})
+        if not config.get("create_groups", True):
+            return
+        groups = config.get("groups") or []
+        if isinstance(groups, str):
+            groups = groups.split(",")
+        for group in [g.strip() for g in groups] + [config.get("primary_group") or ""]:
+            if group and not util.is_group(group):
+                self.distro.create_group(group)
+
+    def create_user(self, plan: Provisioning) -> None:
+        """``users_groups``' own steps over the config the init stage will have."""
+        name, config = self._default_user(plan.config)
         if name != plan.username:
             raise RuntimeError(f"the default user is {name!r}, not {plan.username!r}")
-        config = {k: v for k, v in config.items() if k not in ("default", "ssh_redirect_user")}
         config["ssh_authorized_keys"] = list(plan.public_keys)
         LOG.debug("creating %s as users_groups would (%s)", name, ", ".join(sorted(config)))
-        self.distro.create_user(name, **config)
+        if util.is_user(name):
+            self.distro.create_user(name, **config)
+            return
+        with _lock_unless_locked(self.distro, name):
+            self.distro.create_user(name, **config)
 
     def remove_user(self, name: str) -> None:
         subp.subp(["userdel", "--remove", "--force", name], rcs=[0, 6, 12])
@@ -150,6 +212,20 @@ class CloudInitMachine:
         from cloudinit.config import cc_set_passwords
 
         cc_set_passwords.handle_ssh_pwauth(allow, self.distro)
+
+    def password_auth_in_drop_in(self) -> bool:
+        """cloud-init writes sshd's setting to ``sshd_config.d/50-cloud-init.conf``.
+
+        Its own test (both versions): ``sshd_config`` includes the drop-in
+        directory. Otherwise it rewrites ``sshd_config`` in place, the file its
+        key step reads for ``AuthorizedKeysFile``: not beside the account, then.
+        """
+        from cloudinit import ssh_util
+
+        try:
+            return bool(ssh_util._includes_dconf(ssh_util.DEF_SSHD_CFG))
+        except (AttributeError, OSError):  # a cloud-init without it: one after the other
+            return False
 
     def install_key_pairs(self, username: str,
                           files: Sequence[keypairs.KeyPairFile]) -> None:

@@ -84,17 +84,27 @@ def test_a_temporary_left_by_a_power_cut_goes_with_the_next_write(tmp_path):
 def test_sync_filesystem_syncs_the_file_system_of_the_path(tmp_path, monkeypatch):
     import ctypes
 
-    calls = []
+    calls, loads = [], []
 
     class Libc:
         def syncfs(self, fd):
             calls.append(os.fstat(fd).st_dev)
             return 0
 
-    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: Libc())
+    def cdll(*a, **k):
+        loads.append(a)
+        return Libc()
+
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
     monkeypatch.setattr(os, "sync", lambda: calls.append("sync"))
-    atomic.sync_filesystem(tmp_path)
-    assert calls == [tmp_path.stat().st_dev]
+    atomic._libc.cache_clear()
+    try:
+        atomic.sync_filesystem(tmp_path)
+        atomic.sync_filesystem(tmp_path)
+    finally:
+        atomic._libc.cache_clear()  # not the fake for later tests
+    assert calls == [tmp_path.stat().st_dev] * 2
+    assert len(loads) == 1  # libc loaded once (a pool VM: while it waits, not before Ready)
 
 
 def test_sync_filesystem_falls_back_to_sync(tmp_path, monkeypatch):
@@ -107,7 +117,11 @@ def test_sync_filesystem_falls_back_to_sync(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: Libc())
     monkeypatch.setattr(os, "sync", lambda: calls.append("sync"))
-    atomic.sync_filesystem(tmp_path)
+    atomic._libc.cache_clear()
+    try:
+        atomic.sync_filesystem(tmp_path)
+    finally:
+        atomic._libc.cache_clear()
     assert calls == ["sync"]
 
 

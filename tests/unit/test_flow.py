@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from cloudinit_azure import deferred, flow
+from cloudinit_azure import apply, deferred, flow
 from cloudinit_azure.certificates import CertificateKeys
 from cloudinit_azure.flowstate import FlowConfig, Link, Media
 from cloudinit_azure.health import Outcome
@@ -145,12 +145,13 @@ class FakePlatform:
 
 
 class FakeMachine:
-    def __init__(self, *, fail_at=None, blocker=None, users=None):
+    def __init__(self, *, fail_at=None, blocker=None, users=None, drop_in=True):
         self.runner = openssl_runner()
         self.events: list[tuple] = []
         self.fail_at = fail_at
         self.blocker = blocker
         self.users = dict(users or {})
+        self.drop_in = drop_in
 
     def _step(self, name, *args):
         self.events.append((name, *args))
@@ -166,6 +167,9 @@ class FakeMachine:
     def account_blocker(self, home):
         return self.blocker
 
+    def prepare_account(self):
+        self._step("prepare_account")
+
     def create_user(self, plan):
         self.users[plan.username] = 1000
         self._step("create_user", plan.username)
@@ -176,6 +180,9 @@ class FakeMachine:
 
     def set_password_auth(self, allow):
         self._step("password_auth", allow)
+
+    def password_auth_in_drop_in(self):
+        return self.drop_in
 
     def install_key_pairs(self, username, files):
         self._step("key_pairs", tuple(f.path for f in files))
@@ -192,7 +199,10 @@ class FakeMachine:
 
 
 def boot(platform, machine, config=FlowConfig(), **kw):
+    """One flow run; a pool VM's side-by-side steps in turn (one order to assert;
+    test_apply.py runs them in threads)."""
     kw.setdefault("system_uuid", UUID)
+    kw.setdefault("together", apply.in_turn)
     return flow.run(platform, machine, config, **kw)
 
 
@@ -201,6 +211,7 @@ def test_ready_after_the_account_host_keys_and_host_name_then_clean_up():
     state = boot(p, m)
     assert state.provisioned and state.failure is None
     assert state.ready_from == "init-local"
+    # Not a pool VM: one step after the other, in the order they always had.
     assert [e[0] for e in m.events] == ["create_user", "password_auth", "key_pairs",
                                         "host_keys", "hostname"]
     assert ("password_auth", False) in m.events  # IMDS: disablePasswordAuthentication
@@ -253,6 +264,7 @@ def test_a_failed_account_step_removes_the_user_and_names_the_step(fail_at, step
     assert health[2] == "ProvisioningFailed"
     assert decode_report(health[3])["step"] == step
     assert [r["result"] for r in p.reports()] == ["error"]
+    assert not any(e[0] == "health" and e[2] == "Ready" for e in p.events)
     assert not any(e[0] == "host_keys" for e in m.events)  # nothing after a failure
 
 

@@ -82,3 +82,14 @@ def test_a_pending_outcome_syncs_the_file_system_first(tmp_path, monkeypatch):
     assert synced == [str(tmp_path / "state")]
     box.put("iid", Outcome("ready", True))  # delivered: the marker alone (fsynced)
     assert synced == [str(tmp_path / "state")]
+
+
+def test_write_back_syncs_the_outboxs_file_system_and_makes_its_directory(tmp_path,
+                                                                         monkeypatch):
+    from cloudinit_azure import atomic
+    from cloudinit_azure.health import Outbox
+
+    synced = []
+    monkeypatch.setattr(atomic, "sync_filesystem", lambda path: synced.append(str(path)))
+    Outbox(str(tmp_path / "state"), str(tmp_path / "run")).write_back()
+    assert synced == [str(tmp_path / "state")] and (tmp_path / "state").is_dir()

@@ -92,6 +92,9 @@ class PoolPlatform(FakePlatform):
     def pool_marker(self):
         return self.marker
 
+    def write_back(self):
+        self.events.append(("write_back",))
+
     def reuse(self, wireserver):
         self.events.append(("reuse", wireserver))
         return Reuse(self, self.answers)
@@ -227,3 +230,40 @@ def test_an_ordinary_vm_makes_its_host_keys_once():
     p, m = FakePlatform(), FakeMachine()
     assert boot(p, m).provisioned
     assert [e for e in m.events if e[0] == "host_keys"] == [("host_keys", True)]
+
+
+def test_the_accounts_groups_are_prepared_while_waiting_before_the_customer_is_known():
+    p = PoolPlatform(answers=[(404, b""), (200, CUSTOMER)])
+    m = SharedTimeline(p)
+    assert boot(p, m).provisioned
+    names = [e[0] if e[0] != "machine" else e[1] for e in p.events]
+    assert names.index("pool-ready") < names.index("prepare_account") < \
+        names.index("reprovisiondata") < names.index("create_user")
+    assert names.count("prepare_account") == 1
+
+
+def test_what_the_wait_wrote_is_synced_before_the_customer_is_known():
+    # So that the sync before the customer's Ready has only the customer's account left.
+    p = PoolPlatform(answers=[(404, b""), (200, CUSTOMER)])
+    m = SharedTimeline(p)
+    assert boot(p, m).provisioned
+    names = [e[0] if e[0] != "machine" else e[1] for e in p.events]
+    assert names.count("write_back") == 1
+    assert names.index("prepare_account") < names.index("write_back")
+    assert names.index("host_keys") < names.index("write_back") < names.index("reprovisiondata")
+
+
+def test_a_failed_preparation_is_left_to_the_assignment_and_the_rest_still_prepared():
+    p = PoolPlatform(answers=[(200, CUSTOMER)])
+    m = SharedTimeline(p, fail_at="prepare_account")
+    state = boot(p, m)
+    assert state.provisioned and state.failure is None
+    # The host keys were still made in the wait (as a new instance's), only checked after.
+    assert [e for e in m.events if e[0] == "host_keys"] == [("host_keys", True),
+                                                            ("host_keys", False)]
+
+
+def test_an_ordinary_vm_prepares_nothing():
+    m = FakeMachine()
+    assert boot(FakePlatform(), m).provisioned
+    assert ("prepare_account",) not in m.events
