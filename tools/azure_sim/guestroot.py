@@ -51,27 +51,43 @@ esac
 SERVICE_STANDIN = """#!/bin/sh
 # azure-sim stand-in for the service manager: the sandbox runs no init system
 # (cloud images run systemd; /run/systemd/system says so to cloud-init).
-# Every call is logged so a test can see what the VM asked for.
+# Every call is logged so a test can see what the VM asked for. sshd is
+# inactive until cloud-init's network stage has ended (Debian's ssh.service
+# starts after cloud-init.service); any other unit is active.
 mkdir -p /run/azure-sim
 echo "$(basename "$0") $*" >> /run/azure-sim/services.log
+state=active
+for arg in "$@"; do
+  case "$arg" in
+    ssh|sshd|ssh.service|sshd.service)
+      case "$(cat /run/azure-sim/stage 2>/dev/null)" in
+        init-local|os-network|init) state=inactive ;;
+      esac ;;
+  esac
+done
 if [ "$1" = show ]; then
-  # systemctl show -p NAME [unit]: answer NAME=<monotonic usec> for timestamps.
+  # systemctl show -p NAME [--value] [unit]: NAME=<monotonic usec> for timestamps.
+  value=
   while [ $# -gt 0 ]; do
     case "$1" in
       -p|--property) shift; prop="$1" ;;
       --property=*) prop="${1#--property=}" ;;
+      --value) value=1 ;;
     esac
     shift
   done
   case "$prop" in
-    *Monotonic) echo "$prop=$(awk '{printf "%d", $1 * 1000000}' /proc/uptime)" ;;
-    ActiveState) echo "ActiveState=active" ;;
-    *) echo "$prop=" ;;
+    *Monotonic) answer="$(awk '{printf "%d", $1 * 1000000}' /proc/uptime)" ;;
+    ActiveState) answer="$state" ;;
+    *) answer= ;;
   esac
+  if [ -n "$value" ]; then echo "$answer"; else echo "$prop=$answer"; fi
   exit 0
 fi
 case "$*" in
-  *is-active*) echo active ;;
+  *is-active*|*status*)
+    echo "$state"
+    [ "$state" = active ] || exit 3 ;;
 esac
 exit 0
 """

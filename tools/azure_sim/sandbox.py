@@ -116,6 +116,12 @@ class Sandbox:
         return {"start": start, "end": end, "rc": proc.returncode,
                 "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}
 
+    def enter_stage(self, name: str) -> None:
+        """Tell the service-manager stand-in which stage runs (sshd's state follows it)."""
+        marker = self.root / "run/azure-sim/stage"
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(name)
+
     def kill_vm(self, spare: tuple[int, ...] = ()) -> None:
         """SIGKILL every VM process at once (all but us, the platform and the monitor)."""
         monitor = getattr(self, "monitor", None)
@@ -168,6 +174,7 @@ class Sandbox:
                 self.cutter.start()
             for name, args in STAGES:
                 self.progress(f"boot {boot}: {name}")
+                self.enter_stage(name)
                 result = self.run_in_vm(
                     [self.plan["python"], "/usr/bin/cloud-init", *args], "cloud-init-stages")
                 stages.append({"boot": boot, "stage": name, **result})
@@ -180,6 +187,7 @@ class Sandbox:
                     # The OS brings up its network between init-local and init
                     # (ifupdown/networkd). Emulate it with the image's DHCP client.
                     self.progress(f"boot {boot}: os-network")
+                    self.enter_stage("os-network")
                     net = self.run_in_vm(guestroot.os_network_command(self.plan), "os-network")
                     for cmd in guestroot.networkd_routes(self.root):
                         sh(*cmd, check=False)
