@@ -29,7 +29,7 @@ from cloudinit import subp, util
 from cloudinit.distros import ug_util
 
 from cloudinit_azure import account, early, keypairs
-from cloudinit_azure.host import Host
+from cloudinit_azure.host import Host, read_text
 from cloudinit_azure.provision import Provisioning
 
 LOG = logging.getLogger(__name__)
@@ -84,14 +84,6 @@ class _WithDefaultUser:
         return dict(self._default_user)
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return ""
-
-
 @contextmanager
 def _lock_unless_locked(distro: Any, name: str) -> Iterator[None]:
     """While a new user is created: the distro's lock only where shadow shows none.
@@ -106,7 +98,7 @@ def _lock_unless_locked(distro: Any, name: str) -> Iterator[None]:
     lock, own = distro.lock_passwd, "lock_passwd" in vars(distro)
 
     def checked(user: str) -> None:
-        if user == name and account.password_locked(_read("/etc/shadow"), user):
+        if user == name and account.password_locked(read_text("/etc/shadow") or "", user):
             LOG.debug("%s: already locked by useradd, no passwd -l", user)
             return
         lock(user)
@@ -148,7 +140,8 @@ class CloudInitMachine:
             return posixpath.join("/home", username)
 
     def account_blocker(self, home: str) -> Optional[str]:
-        return early.account_blocker(home, _read("/etc/fstab"), _read("/proc/self/mountinfo"))
+        return early.account_blocker(home, read_text("/etc/fstab") or "",
+                                   read_text("/proc/self/mountinfo") or "")
 
     def _default_user(self, plan_config: Mapping[str, Any]) -> tuple[str, dict]:
         """The default user and its config, as ``users_groups`` will see them.

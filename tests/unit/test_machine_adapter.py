@@ -141,7 +141,7 @@ class LockingDistro(Distro):
 def test_a_new_users_lock_is_skipped_only_where_useradd_already_locked_it(
         monkeypatch, shadow, locked):
     monkeypatch.setattr(machine.util, "is_user", lambda name: False)
-    monkeypatch.setattr(machine, "_read", lambda path: shadow if path == "/etc/shadow" else "")
+    monkeypatch.setattr(machine, "read_text", lambda path: shadow if path == "/etc/shadow" else "")
     distro = LockingDistro()
     machine.CloudInitMachine(distro, SYS_CFG, None, HOST).create_user(KEY_ONLY)
     [(_name, kw)] = distro.created
@@ -152,7 +152,7 @@ def test_a_new_users_lock_is_skipped_only_where_useradd_already_locked_it(
 
 def test_an_existing_users_lock_stays_with_create_user(monkeypatch):
     monkeypatch.setattr(machine.util, "is_user", lambda name: True)
-    monkeypatch.setattr(machine, "_read", lambda path: "azureuser:!:1:0:99999:7:::\n")
+    monkeypatch.setattr(machine, "read_text", lambda path: "azureuser:!:1:0:99999:7:::\n")
     distro = LockingDistro()
     machine.CloudInitMachine(distro, SYS_CFG, None, HOST).create_user(KEY_ONLY)
     assert distro.locked == ["azureuser"]

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from pathlib import Path
 from typing import Any, Optional
 
 from azure_sim import waagent_report
 from azure_sim.report import build_report
+from azure_sim.vmconsole import ANSI
 from azure_sim.vmssh import key_changed
 
 
@@ -70,7 +70,6 @@ def boot_error(boot: dict[str, Any], limit: float, boots: int) -> Optional[str]:
     return f"{prefix}{what}; last stage on the serial console: {boot['last_stage']}"
 
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TAIL_LINES = 40
 
 
